@@ -1,0 +1,30 @@
+"""distsketch: distributed, out-of-core randomized numerical linear algebra.
+
+Seeded, chunking-independent sketching operators over numpy, Dask/Zarr (and MPI)
+row blocks, and the algorithms built on them.
+"""
+
+from . import errors, operators, passes, random
+from .backends import as_rowdata
+from .errors import (ArrayNotFoundError, DistsketchError, InputTypeError, NonFiniteError,
+                     ParameterError, ShapeError)
+from .operators import make_operator
+from .sketch import sketch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sketch",
+    "make_operator",
+    "as_rowdata",
+    "errors",
+    "operators",
+    "passes",
+    "random",
+    "DistsketchError",
+    "ShapeError",
+    "ParameterError",
+    "NonFiniteError",
+    "ArrayNotFoundError",
+    "InputTypeError",
+]

@@ -1,0 +1,85 @@
+"""Input coercion: numpy arrays, dask arrays, zarr arrays and Zarr paths/URLs.
+
+Everything here is cheap (metadata only): no chunk of data is read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import ArrayNotFoundError, InputTypeError, ShapeError
+
+__all__ = ["as_matrix", "is_lazy", "open_zarr_array", "float_dtype"]
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The floating dtype distsketch computes in: float32 stays, float64 stays, ints/bools -> float64."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.float32, np.float64):
+        return dtype
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    raise InputTypeError(
+        f"expected real floating-point, integer or boolean data; got dtype {dtype}. "
+        "Convert complex or object data explicitly before sketching."
+    )
+
+
+def open_zarr_array(path):
+    """Open a Zarr array read-only from a local path or an fsspec URL."""
+    import zarr
+
+    spath = os.fspath(path)
+    try:
+        arr = zarr.open_array(spath, mode="r")
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+        raise ArrayNotFoundError(
+            f"no Zarr array at {spath!r} ({type(exc).__name__}: {exc}); expected the path of a Zarr array "
+            "(a group's member is addressed as 'store.zarr/name')"
+        ) from None
+    except Exception as exc:  # zarr raises several unrelated types for "not an array here"
+        if type(exc).__name__ in {"ContainsGroupError", "GroupNotFoundError", "NodeNotFoundError"}:
+            raise ArrayNotFoundError(f"no Zarr array at {spath!r}: {exc}") from None
+        raise
+    return arr
+
+
+def is_lazy(A) -> bool:
+    import dask.array as da
+
+    return isinstance(A, da.Array)
+
+
+def as_matrix(A, name: str = "A", *, ndim=(2,)):
+    """Return ``A`` as a numpy array or a dask array of a floating dtype.
+
+    Paths and zarr arrays become dask arrays chunked like the store. Raises before any
+    data is read.
+    """
+    import dask.array as da
+
+    if isinstance(A, (str, os.PathLike)):
+        A = open_zarr_array(A)
+    mod = type(A).__module__
+    if mod.startswith("zarr"):
+        A = da.from_zarr(A)
+    if isinstance(A, da.Array):
+        pass
+    elif isinstance(A, np.ndarray) or hasattr(A, "__array__") or isinstance(A, (list, tuple)):
+        A = np.asarray(A)
+    else:
+        raise InputTypeError(
+            f"{name} must be a numpy array, a dask array, a zarr array or the path of a Zarr array; "
+            f"got {type(A).__name__}"
+        )
+    if A.ndim not in ndim:
+        want = " or ".join(f"{k}-D" for k in ndim)
+        raise ShapeError(f"{name} must be {want}; got an array with shape {A.shape}")
+    dt = float_dtype(A.dtype)
+    if A.dtype != dt:
+        A = A.astype(dt)
+    return A

@@ -1,0 +1,113 @@
+"""The pass protocol: one primitive, :meth:`RowData.row_pass`, that reads every row block once.
+
+A *pass* maps a kernel over the row blocks ``A_i = A[r0:r1, :]`` of the matrix::
+
+    dist_out_i, reduced_i = kernel(A_i, r0, dist_in_i, *small)
+
+* ``dist_in_i`` are the matching row blocks of distributed operands (vectors or
+  thin matrices with ``m`` rows: ``b``, the LSQR vector ``u``), which stay where
+  the rows live;
+* ``small`` are small operands broadcast to every block (``v``, an operator);
+* ``dist_out_i`` become new distributed operands, aligned with the rows of ``A``;
+* ``reduced_i`` (a tuple of arrays) are summed over blocks in a fixed order.
+
+Every call is one read of ``A`` and increments :attr:`RowData.passes`. The first
+pass also checks that ``A`` (and every distributed operand flagged for checking) is
+finite, and names the offending row range if not. A backend implements the
+primitive and the handling of distributed operands; :mod:`distsketch.passes` builds
+every fused operation the algorithms need from it, once, for all backends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import NonFiniteError
+
+__all__ = ["RowData", "check_finite_block"]
+
+
+def check_finite_block(X: np.ndarray, r0: int, what: str = "A") -> None:
+    """Raise :class:`NonFiniteError` naming the chunk if ``X`` (rows ``r0:``) holds NaN/Inf.
+
+    The fast path is one column sum (NaN and Inf propagate through it); the exact
+    scan runs only when that sum is not finite.
+    """
+    if X.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = X.sum(axis=0)
+    if np.isfinite(s).all():
+        return
+    bad = ~np.isfinite(X)
+    if not bad.any():  # the sum overflowed on finite data
+        return
+    i, j = np.argwhere(bad)[0]
+    value = X[i, j] if X.ndim == 2 else X[i]
+    raise NonFiniteError(
+        f"{what} holds {int(bad.sum())} non-finite value(s) in the chunk of rows {r0}:{r0 + X.shape[0]} "
+        f"(first: {value} at row {r0 + int(i)}, column {int(j) if X.ndim == 2 else 0}); "
+        "distsketch needs finite data: clean or mask these entries first"
+    )
+
+
+class RowData(ABC):
+    """An ``m x n`` matrix held in row blocks, with a pass counter.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+    passes : int
+        Number of reads of the whole matrix made so far (one per :meth:`row_pass`).
+    """
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+    def __init__(self):
+        self.passes = 0
+        self._checked = False
+
+    @property
+    def checked(self) -> bool:
+        """Whether a completed pass has verified that the data is finite."""
+        return self._checked
+
+    @abstractmethod
+    def row_pass(
+        self,
+        kernel: Callable,
+        *,
+        dist: Sequence[Any] = (),
+        small: Sequence[Any] = (),
+        dist_out: Sequence[tuple[int, np.dtype]] = (),
+    ) -> tuple[tuple, tuple]:
+        """Run ``kernel`` over every row block; return ``(dist_outputs, reduced_sums)``.
+
+        ``dist_out`` gives ``(n_columns, dtype)`` of each distributed output so lazy
+        backends can describe them before they are computed.
+        """
+
+    @abstractmethod
+    def distribute(self, x, *, check: bool = True):
+        """Place an ``m``-row operand (``b``, an initial vector) alongside the rows of ``A``.
+
+        With ``check`` its finiteness is verified (eagerly or in the next pass).
+        """
+
+    @abstractmethod
+    def gather(self, x) -> np.ndarray:
+        """Bring a distributed operand to this process as a numpy array."""
+
+    @abstractmethod
+    def combine(self, fn: Callable, *xs, ncols: int | None = None, dtype=None):
+        """Apply ``fn`` blockwise to aligned distributed operands (no read of ``A``)."""
+
+    def _count(self) -> bool:
+        """Record a pass; return whether this pass must check finiteness."""
+        self.passes += 1
+        return not self._checked

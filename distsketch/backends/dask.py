@@ -1,0 +1,128 @@
+"""Dask backend: row blocks are the row chunks of a dask array (often read from Zarr).
+
+Each pass is one task per row block (the block is read, the kernel runs, the block is
+dropped) followed by a fixed-order binary tree of additions, so the same chunking gives
+bit-identical sums on any number of workers and after any task is recomputed. The
+active scheduler is used: a ``dask.distributed`` Client when one is current, else the
+local threaded scheduler. Distributed outputs are persisted (kept on the workers that
+computed them) and stay aligned with the row chunks of ``A``.
+"""
+
+from __future__ import annotations
+
+from operator import getitem
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .._progress import progress_for, show
+from ..errors import ShapeError
+from ._protocol import RowData, check_finite_block
+
+__all__ = ["DaskRowData"]
+
+
+def _run_block(kernel, Ai, r0, dist_i, check, *small):
+    if check:
+        check_finite_block(Ai, r0)
+    return kernel(Ai, r0, dist_i, *small)
+
+
+def _add(a, b):
+    return tuple(x + y for x, y in zip(a, b))
+
+
+def _checked(x, block_info=None):
+    r0 = block_info[0]["array-location"][0][0] if block_info else 0
+    check_finite_block(x if x.ndim == 2 else x[:, None], r0, what="b")
+    return x
+
+
+def tree_sum(parts):
+    """Sum delayed tuples pairwise in a fixed order (deterministic on any cluster)."""
+    level = list(parts)
+    while len(level) > 1:
+        nxt = [dask.delayed(_add, pure=True)(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+class DaskRowData(RowData):
+    """A dask array; column chunks are merged so each task sees whole rows.
+
+    Parameters
+    ----------
+    A : dask.array.Array
+        Two-dimensional, floating point.
+    progress : bool
+        Show a progress bar for each pass (the command line turns it on).
+    """
+
+    def __init__(self, A: da.Array, *, progress: bool = False):
+        super().__init__()
+        if A.numblocks[1] > 1:
+            A = A.rechunk({1: -1})
+        self.A = A
+        self.shape = A.shape
+        self.dtype = A.dtype
+        self.row_chunks = A.chunks[0]
+        self.offsets = np.concatenate([[0], np.cumsum(self.row_chunks)]).astype(int)
+        self._blocks = A.to_delayed(optimize_graph=True)[:, 0].tolist()
+        self.progress = progress
+
+    def _align(self, x: da.Array) -> da.Array:
+        if x.ndim == 1:
+            x = x[:, None]
+        if x.chunks[0] != self.row_chunks or x.numblocks[1] != 1:
+            x = x.rechunk((self.row_chunks, -1))
+        return x
+
+    def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
+        check = self._count()
+        dist_blocks = [self._align(x).to_delayed()[:, 0].tolist() for x in dist]
+        small_d = [dask.delayed(s, pure=True) if not isinstance(s, (int, float)) else s for s in small]
+        parts = []
+        for i, blk in enumerate(self._blocks):
+            dist_i = tuple(db[i] for db in dist_blocks)
+            parts.append(
+                dask.delayed(_run_block, pure=True, nout=2)(kernel, blk, int(self.offsets[i]), dist_i, check, *small_d)
+            )
+        reduced = tree_sum([p[1] for p in parts])
+        outs = []
+        for k, (ncols, dtype) in enumerate(dist_out):
+            pieces = [
+                da.from_delayed(dask.delayed(getitem, pure=True)(p[0], k), shape=(rows, ncols), dtype=dtype)
+                for p, rows in zip(parts, self.row_chunks)
+            ]
+            outs.append(da.concatenate(pieces, axis=0))
+        with progress_for(self.progress):
+            *outs, reduced = dask.persist(*outs, reduced)
+            if self.progress:
+                show(reduced)
+            value = reduced.compute()
+        self._checked = True
+        return tuple(outs), value
+
+    def distribute(self, x, *, check=True):
+        if x.shape[0] != self.shape[0]:
+            raise ShapeError(f"operand must have m={self.shape[0]} rows like A; got shape {x.shape}")
+        if isinstance(x, da.Array):
+            x = self._align(x)
+        else:
+            x = np.asarray(x)
+            x = da.from_array(x if x.ndim == 2 else x[:, None], chunks=(self.row_chunks, -1))
+        if check:
+            x = x.map_blocks(_checked, dtype=x.dtype)
+        return x
+
+    def gather(self, x):
+        return np.asarray(x.compute()) if isinstance(x, da.Array) else np.asarray(x)
+
+    def combine(self, fn, *xs, ncols=None, dtype=None):
+        xs = [self._align(x) for x in xs]
+        out = da.map_blocks(fn, *xs, dtype=dtype or xs[0].dtype,
+                            chunks=(self.row_chunks, (ncols if ncols is not None else xs[0].shape[1],)))
+        return out.persist()

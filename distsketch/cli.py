@@ -1,0 +1,158 @@
+"""The ``distsketch`` command line.
+
+    distsketch generate OUT.zarr --m M --n N [--cond C --decay D --rank R --frac-in-range F ...]
+    distsketch sketch A.zarr --d D [--kind K --side left|right --seed S] --out SA.zarr
+    distsketch demo [--m M --n N --worker-memory 400MB]
+
+Commands that compute start an embedded Dask LocalCluster sized to the machine unless
+``--scheduler ADDRESS`` is given, and show a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
+    """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place."""
+    import dask.array as da
+    import zarr
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    grp = zarr.open_group(tmp, mode="w")
+    for name, arr in arrays.items():
+        if isinstance(arr, da.Array):
+            arr = arr.rechunk({0: arr.chunks[0]})
+            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype,
+                                 chunks=tuple(c[0] for c in arr.chunks))
+            da.store(arr, z, lock=False)
+        else:
+            arr = np.asarray(arr)
+            grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,))[...] = arr
+    grp.attrs.update(attrs)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _cmd_generate(a) -> int:
+    from .problems import generate_problem
+
+    chunks = None
+    if a.chunks:
+        parts = [int(p) for p in a.chunks.split(",")]
+        chunks = parts[0] if len(parts) == 1 else tuple(parts)
+    t = time.perf_counter()
+    p = generate_problem(a.out, a.m, a.n, cond=a.cond, decay=a.decay, rank=a.rank, power=a.power,
+                         frac_in_range=a.frac_in_range, chunks=chunks, dtype=a.dtype, seed=a.seed,
+                         overwrite=a.overwrite, progress=not a.quiet)
+    print(json.dumps({"path": p.path, "shape": list(p.shape), "dtype": p.dtype, "cond": p.cond,
+                      "rank": p.attrs["rank"], "norm_r": p.norm_r, "seed": p.seed,
+                      "seconds": round(time.perf_counter() - t, 3)}))
+    return 0
+
+
+def _cmd_sketch(a) -> int:
+    import dask
+
+    from . import sketch
+    from ._inputs import as_matrix
+    from .cluster import dask_client
+
+    A = as_matrix(a.input)  # fails fast on a bad path, before any cluster starts
+    with dask_client(a.scheduler, n_workers=a.workers):
+        t = time.perf_counter()
+        S, op = sketch(A, a.d, kind=a.kind, side=a.side, seed=a.seed, nnz=a.nnz, return_operator=True)
+        from distributed import progress
+
+        S = S.persist()
+        if not a.quiet:
+            progress(S)
+            print(file=sys.stderr)
+        S = S.compute()
+        secs = time.perf_counter() - t
+    _write_zarr_atomic(a.out, {"S": S}, {"operator": op.describe(), "passes": 1})
+    print(json.dumps({"out": a.out, "shape": list(S.shape), "operator": op.describe(), "passes": 1,
+                      "seconds": round(secs, 3)}))
+    return 0
+
+
+def _cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return run_demo(m=a.m, n=a.n, workdir=a.workdir, worker_memory=a.worker_memory, workers=a.workers,
+                    scheduler=a.scheduler, seed=a.seed, keep=a.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .operators import KINDS
+    from .problems import DECAYS
+
+    p = argparse.ArgumentParser(prog="distsketch", description=__doc__.split("\n")[1])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a test problem (A, b, x, s) to a Zarr group")
+    g.add_argument("out")
+    g.add_argument("--m", type=int, required=True)
+    g.add_argument("--n", type=int, required=True)
+    g.add_argument("--cond", type=float, default=1e4)
+    g.add_argument("--decay", choices=DECAYS, default="geometric")
+    g.add_argument("--power", type=float, default=0.5, help="exponent of the 'poly' decay")
+    g.add_argument("--rank", type=int, default=None)
+    g.add_argument("--frac-in-range", type=float, default=1.0, help="||A A^+ b|| / ||b||")
+    g.add_argument("--chunks", default=None, help="rows per chunk, or ROWS,COLS")
+    g.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=_cmd_generate)
+
+    s = sub.add_parser("sketch", help="sketch a Zarr array and write the sketch to Zarr")
+    s.add_argument("input", help="path of a Zarr array (a group member as store.zarr/A)")
+    s.add_argument("--d", type=int, required=True)
+    s.add_argument("--kind", choices=sorted(KINDS), default="sparse_sign")
+    s.add_argument("--side", choices=["left", "right"], default="left")
+    s.add_argument("--nnz", type=int, default=8)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_sketch)
+
+    d = sub.add_parser("demo", help="generate a problem larger than a worker's memory and solve it on a local cluster")
+    d.add_argument("--m", type=int, default=1_000_000)
+    d.add_argument("--n", type=int, default=100)
+    d.add_argument("--worker-memory", default="400MB", help="memory limit of each LocalCluster worker")
+    d.add_argument("--workdir", default=None, help="where the problem is written (default: a temporary folder)")
+    d.add_argument("--keep", action="store_true", help="keep the generated problem")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    for sp in (s, d):
+        sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+        sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import DistsketchError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DistsketchError, FileExistsError) as exc:
+        print(f"distsketch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Execution defaults: an embedded Dask LocalCluster, or a scheduler given by address.
+
+Library calls on dask arrays use whatever scheduler is active (a ``Client`` the caller
+made, or dask's threaded scheduler). The command line and the demo use
+:func:`dask_client`, which connects to ``--scheduler ADDRESS`` when given and otherwise
+starts a ``LocalCluster`` sized to the machine: one single-threaded worker process per
+core (dask's nanny also pins BLAS to one thread per worker, so workers do not
+oversubscribe the cores), memory split evenly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+__all__ = ["dask_client", "worker_restarts"]
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, *, n_workers: int | None = None, threads_per_worker: int = 1,
+                memory_limit="auto", quiet: bool = True):
+    """Yield a ``distributed.Client``: to ``scheduler`` if given, else to a new LocalCluster.
+
+    The cluster is closed on exit; a client to an external scheduler only disconnects.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = n_workers or max(1, os.cpu_count() or 1)
+    kwargs = dict(n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                  processes=True, dashboard_address=None)
+    if quiet:
+        kwargs["silence_logs"] = logging.ERROR
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        yield client
+
+
+def worker_restarts(client, before: set[str]) -> int:
+    """How many of the workers in ``before`` (addresses) are gone: restarted or lost."""
+    now = set(client.scheduler_info(n_workers=-1)["workers"])
+    return len(before - now)

@@ -1,0 +1,43 @@
+"""Exceptions raised by distsketch.
+
+Every class derives from :class:`DistsketchError` and from the builtin exception a
+caller would catch without knowing distsketch (``ValueError``, ``TypeError``,
+``FileNotFoundError``), so ``except ValueError`` keeps working.
+
+Messages follow one pattern: what was required, what was received, how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DistsketchError",
+    "ShapeError",
+    "ParameterError",
+    "NonFiniteError",
+    "ArrayNotFoundError",
+    "InputTypeError",
+]
+
+
+class DistsketchError(Exception):
+    """Base class of every error distsketch raises on purpose."""
+
+
+class ShapeError(DistsketchError, ValueError):
+    """Operands have the wrong number of dimensions or incompatible shapes."""
+
+
+class ParameterError(DistsketchError, ValueError):
+    """An option is out of its allowed range or unknown."""
+
+
+class NonFiniteError(DistsketchError, ValueError):
+    """The data holds NaN or Inf; the message names the chunk (row and column range)."""
+
+
+class ArrayNotFoundError(DistsketchError, FileNotFoundError):
+    """A path or URL does not hold a Zarr array."""
+
+
+class InputTypeError(DistsketchError, TypeError):
+    """An input is of a type or dtype distsketch cannot use."""

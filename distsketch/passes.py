@@ -1,0 +1,150 @@
+"""The fused passes every algorithm is written against; each is exactly one read of ``A``.
+
+All of them are built from the single backend primitive
+:meth:`distsketch.backends.RowData.row_pass`, so they run unchanged on numpy, Dask
+and (later) MPI row blocks, and each call adds one to ``data.passes``.
+
+=====================  ==========================================================
+pass                   computes, in one read of ``A`` (and of the extra operands)
+=====================  ==========================================================
+``left_sketch``        ``S @ A`` and ``S @ b`` for every extra operand ``b``
+``matmul``             ``A @ X`` (distributed, ``m`` rows)
+``rmatmul``            ``A.T @ Y`` for distributed ``Y``
+``matmul_rmatmul``     ``A @ X`` (distributed) and ``A.T @ (A @ X)`` together
+``lsqr_step``          ``w = A v - alpha c u``, ``A.T w`` and ``||w||^2`` together
+``gram``               ``A.T A`` and ``A.T b`` for every extra operand ``b``
+``col_norms``          the 2-norm of every column of ``A``
+``right_sketch``       ``A @ Omega`` (distributed, ``m x d``)
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import RowData
+from .operators import SketchOperator
+
+__all__ = [
+    "left_sketch",
+    "matmul",
+    "rmatmul",
+    "matmul_rmatmul",
+    "lsqr_step",
+    "gram",
+    "col_norms",
+    "right_sketch",
+]
+
+
+def _2d(x):
+    return x if x.ndim == 2 else x[:, None]
+
+
+# -- kernels: module-level so they pickle to workers ---------------------------------------
+def _k_left_sketch(Ai, r0, dist, ops):
+    out = []
+    for op in ops:
+        out.append(op.apply(Ai, r0))
+        out.extend(op.apply(_2d(x), r0) for x in dist)
+    return (), tuple(out)
+
+
+def _k_matmul(Ai, r0, dist, X):
+    return (Ai @ X,), ()
+
+
+def _k_rmatmul(Ai, r0, dist):
+    return (), (Ai.T @ _2d(dist[0]),)
+
+
+def _k_matmul_rmatmul(Ai, r0, dist, X):
+    Y = Ai @ X
+    return (Y,), (Ai.T @ Y,)
+
+
+def _k_lsqr_step(Ai, r0, dist, v, alpha_c):
+    # invariant: w = A v - alpha * u with u = c * u_raw, so beta u_new = w, beta = ||w||
+    w = Ai @ v
+    if alpha_c != 0.0:
+        w -= alpha_c * _2d(dist[0])
+    return (w,), (Ai.T @ w, np.array([np.vdot(w, w)]))
+
+
+def _k_gram(Ai, r0, dist):
+    return (), (Ai.T @ Ai,) + tuple(Ai.T @ _2d(x) for x in dist)
+
+
+def _k_col_norms(Ai, r0, dist):
+    return (), (np.einsum("ij,ij->j", Ai, Ai),)
+
+
+def _k_right_sketch(Ai, r0, dist, op):
+    return (op.apply_right(Ai, 0),), ()
+
+
+# -- passes --------------------------------------------------------------------------------
+def left_sketch(data: RowData, ops, extra=()) -> list[np.ndarray]:
+    """``[S @ A, S @ b_1, ...]`` for each operator in ``ops`` (one read of ``A`` and the ``b``'s).
+
+    ``ops`` is one :class:`SketchOperator` or a sequence of them (several independent
+    sketches in the same read). Results are 2-D numpy arrays.
+    """
+    ops = (ops,) if isinstance(ops, SketchOperator) else tuple(ops)
+    _, red = data.row_pass(_k_left_sketch, dist=tuple(extra), small=(ops,))
+    return list(red)
+
+
+def matmul(data: RowData, X: np.ndarray):
+    """``A @ X`` for a small ``n x k`` array ``X``; the result is distributed (``m x k``)."""
+    X = _2d(np.asarray(X, dtype=data.dtype))
+    (Y,), _ = data.row_pass(_k_matmul, small=(X,), dist_out=((X.shape[1], data.dtype),))
+    return Y
+
+
+def rmatmul(data: RowData, Y) -> np.ndarray:
+    """``A.T @ Y`` for a distributed ``m x k`` operand ``Y``."""
+    _, (Z,) = data.row_pass(_k_rmatmul, dist=(Y,))
+    return Z
+
+
+def matmul_rmatmul(data: RowData, X: np.ndarray):
+    """``(A @ X, A.T @ A @ X)`` in one read: a power-iteration half step."""
+    X = _2d(np.asarray(X, dtype=data.dtype))
+    (Y,), (Z,) = data.row_pass(_k_matmul_rmatmul, small=(X,), dist_out=((X.shape[1], data.dtype),))
+    return Y, Z
+
+
+def lsqr_step(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0.0):
+    """The fused LSQR step: ``w = A v - alpha_c * u_raw``, ``A.T w`` and ``||w||^2``.
+
+    With ``u = c * u_raw`` (the unnormalised vector of the previous step and its
+    scale), pass ``alpha_c = alpha * c``. Returns ``(w, A.T w, ||w||^2)`` with ``w``
+    distributed; ``beta = ||w||`` and ``u_new = w / beta`` are left to the caller, so no
+    extra sweep over ``m``-vectors is needed. With ``u_raw=None`` it is ``A v``.
+    """
+    v = _2d(np.asarray(v, dtype=data.dtype))
+    dist = () if u_raw is None else (u_raw,)
+    (w,), (ATw, ww) = data.row_pass(
+        _k_lsqr_step, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
+        dist_out=((v.shape[1], data.dtype),),
+    )
+    return w, ATw, float(ww[0])
+
+
+def gram(data: RowData, extra=()) -> list[np.ndarray]:
+    """``[A.T @ A, A.T @ b_1, ...]`` in one read."""
+    _, red = data.row_pass(_k_gram, dist=tuple(extra))
+    return list(red)
+
+
+def col_norms(data: RowData) -> np.ndarray:
+    """Euclidean norm of each column of ``A``."""
+    _, (sq,) = data.row_pass(_k_col_norms)
+    return np.sqrt(sq)
+
+
+def right_sketch(data: RowData, op: SketchOperator):
+    """``A @ Omega`` with ``Omega = op.T`` (``n x d``); distributed ``m x d`` result."""
+    (Y,), _ = data.row_pass(_k_right_sketch, small=(op,), dist_out=((op.d, data.dtype),))
+    return Y
