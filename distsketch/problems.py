@@ -186,11 +186,36 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
     def gblock(r0, r1):
         return G.columns(r0, r1).T * scale
 
-    bar = _bar(progress, 3 * len(blocks), "generate")
+    cache = {}
+
+    def panelwise(r0, r1, F, tag):
+        """F(p0, p1) for the 4096-row panels over [r0, r1), sliced: every product is formed on
+        whole panels, so the rounding (and the matrix, bit for bit) does not depend on chunks."""
+        out = []
+        for q in range(r0 // 4096, (r1 - 1) // 4096 + 1):
+            key = (tag, q)
+            if key not in cache:
+                cache.clear() if len(cache) > 4 else None
+                p0 = q * 4096
+                cache[key] = F(p0, min(M, p0 + 4096))
+            p0 = q * 4096
+            out.append(cache[key][max(r0, p0) - p0:min(r1, p0 + 4096) - p0])
+        return np.concatenate(out)
+
+    # pass 1: Gram matrix of G over fixed 4096-row panels, so it does not depend on chunks
+    panels = [(r0, min(M, r0 + 4096)) for r0 in range(0, M, 4096)]
+    bar = _bar(progress, len(panels) + 2 * len(blocks), "generate")
+    gvec = Gaussian(d=1, m=M, seed=seed, stream=1, panel=4096)  # g ~ N(0, I) for the residual
     C = np.zeros((N, N))
-    for r0, r1 in blocks:  # pass 1: Gram matrix of G
+    Gtg = np.zeros(N)
+    gg = 0.0
+    for r0, r1 in panels:  # also G.T g and ||g||^2, so U.T g = R^{-T} G.T g needs no pass of its own
         Gi = gblock(r0, r1)
         C += Gi.T @ Gi
+        if tall:
+            gi = gvec.columns(r0, r1)[0]
+            Gtg += Gi.T @ gi
+            gg += gi @ gi
         bar.update()
     Rinv = np.linalg.inv(np.linalg.cholesky(C).T)  # U = G R^{-1}, R upper triangular
     W = Rinv * sv @ V.T  # T_i = G_i R^{-1} diag(s) V.T
@@ -203,17 +228,11 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
     shutil.rmtree(tmp, ignore_errors=True)
     grp = zarr.open_group(tmp, mode="w")
     zA = grp.create_array("A", shape=(m, n), chunks=ch, dtype=dtype)
-    gvec = Gaussian(d=1, m=M, seed=seed, stream=1, panel=4096)
-    Utg = np.zeros(N)
-    gg = 0.0
-    for r0, r1 in blocks:  # pass 2: write A, accumulate U.T g
-        Ti = gblock(r0, r1) @ W
+    Utg = Rinv.T @ Gtg
+    for r0, r1 in blocks:  # pass 2: write A
+        Ti = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ W, "T")
         if tall:
             zA[r0:r1, :] = Ti.astype(dtype)
-            gi = gvec.columns(r0, r1)[0]
-            Ui = gblock(r0, r1) @ Rinv
-            Utg += Ui.T @ gi
-            gg += gi @ gi
         else:
             zA[:, r0:r1] = Ti.T.astype(dtype)
         bar.update()
@@ -231,13 +250,17 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
             alpha = target / np.sqrt(nperp2)
         else:
             alpha = 0.0
-        zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype)
-        for r0, r1 in blocks:  # pass 3: b = U y + alpha (g - U U.T g)
-            Ui = gblock(r0, r1) @ Rinv
+
+        def b_panel(p0, p1):
+            Ui = gblock(p0, p1) @ Rinv
             bi = Ui @ y
             if alpha:
-                bi += alpha * (gvec.columns(r0, r1)[0] - Ui @ Utg)
-            zb[r0:r1] = bi.astype(dtype)
+                bi += alpha * (gvec.columns(p0, p1)[0] - Ui @ Utg)
+            return bi
+
+        zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype)
+        for r0, r1 in blocks:  # pass 3: b = U y + alpha (g - U U.T g)
+            zb[r0:r1] = panelwise(r0, r1, b_panel, "b").astype(dtype)
             bar.update()
         norm_r = float(alpha * np.sqrt(nperp2))
         xs = x
@@ -248,7 +271,7 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
         z[:r] = rng.standard_normal(r)
         zx = grp.create_array("x", shape=(n,), chunks=(ch[1],), dtype=np.float64)
         for r0, r1 in blocks:
-            zx[r0:r1] = gblock(r0, r1) @ Rinv @ z
+            zx[r0:r1] = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ Rinv @ z, "x")
             bar.update()
         b = V @ (sv * z)
         grp.create_array("b", shape=(m,), chunks=(m,), dtype=dtype)[...] = b.astype(dtype)

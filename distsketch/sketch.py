@@ -17,13 +17,13 @@ __all__ = ["sketch"]
 def _left_block(x, op, block_info=None):
     loc = block_info[0]["array-location"]
     r0 = loc[0][0]
-    check_finite_block(x, r0, what=f"the chunk at columns {loc[1][0]}:{loc[1][1]} of the data;")
+    check_finite_block(x, r0, c0=loc[1][0])
     return op.apply(x, r0)
 
 
 def _right_block(x, op, block_info=None):
     loc = block_info[0]["array-location"]
-    check_finite_block(x, loc[0][0], what=f"the chunk at columns {loc[1][0]}:{loc[1][1]} of the data;")
+    check_finite_block(x, loc[0][0], c0=loc[1][0])
     return op.apply_right(x, loc[1][0])
 
 

@@ -30,7 +30,7 @@ from ..errors import NonFiniteError
 __all__ = ["RowData", "check_finite_block"]
 
 
-def check_finite_block(X: np.ndarray, r0: int, what: str = "A") -> None:
+def check_finite_block(X: np.ndarray, r0: int, what: str = "A", c0: int = 0) -> None:
     """Raise :class:`NonFiniteError` naming the chunk if ``X`` (rows ``r0:``) holds NaN/Inf.
 
     The fast path is one column sum (NaN and Inf propagate through it); the exact
@@ -46,10 +46,10 @@ def check_finite_block(X: np.ndarray, r0: int, what: str = "A") -> None:
     if not bad.any():  # the sum overflowed on finite data
         return
     i, j = np.argwhere(bad)[0]
-    value = X[i, j] if X.ndim == 2 else X[i]
+    ncols = X.shape[1] if X.ndim == 2 else 1
     raise NonFiniteError(
-        f"{what} holds {int(bad.sum())} non-finite value(s) in the chunk of rows {r0}:{r0 + X.shape[0]} "
-        f"(first: {value} at row {r0 + int(i)}, column {int(j) if X.ndim == 2 else 0}); "
+        f"{what} holds {int(bad.sum())} non-finite value(s) in the chunk of rows {r0}:{r0 + X.shape[0]}, "
+        f"columns {c0}:{c0 + ncols} (first: {X[i, j]} at row {r0 + int(i)}, column {c0 + int(j)}); "
         "distsketch needs finite data: clean or mask these entries first"
     )
 

@@ -1,0 +1,48 @@
+"""The command line: generate a problem, sketch it on an embedded LocalCluster, check the output."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from distsketch.operators import make_operator
+
+CLI = [sys.executable, "-m", "distsketch.cli"]
+
+
+def run(*args, check=True):
+    p = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stderr)
+    return p
+
+
+@pytest.mark.cluster
+def test_generate_then_sketch(tmp_path):
+    out = run("generate", str(tmp_path / "p.zarr"), "--m", "20000", "--n", "16", "--cond", "1e3",
+              "--chunks", "3000", "--seed", "4", "--quiet")
+    info = json.loads(out.stdout)
+    assert info["shape"] == [20000, 16] and info["cond"] == pytest.approx(1e3)
+    res = run("sketch", str(tmp_path / "p.zarr/A"), "--d", "64", "--kind", "srct", "--seed", "9",
+              "--out", str(tmp_path / "s.zarr"), "--workers", "2", "--quiet")
+    meta = json.loads(res.stdout)
+    assert meta["passes"] == 1 and meta["operator"]["kind"] == "srct"
+    S = zarr.open_array(str(tmp_path / "s.zarr/S"), mode="r")[...]
+    A = zarr.open_array(str(tmp_path / "p.zarr/A"), mode="r")[...]
+    op = make_operator("srct", 64, 20000, seed=9)
+    np.testing.assert_allclose(S, op.toarray() @ A, rtol=1e-12, atol=1e-12 * np.abs(S).max())
+    assert not any(n.startswith("s.zarr.tmp") for n in os.listdir(tmp_path))
+
+
+def test_cli_errors_are_clear(tmp_path):
+    p = run("sketch", str(tmp_path / "none.zarr"), "--d", "4", "--out", str(tmp_path / "o.zarr"), check=False)
+    assert p.returncode == 2 and "no Zarr array at" in p.stderr
+    run("generate", str(tmp_path / "q.zarr"), "--m", "100", "--n", "4", "--quiet")
+    p = run("generate", str(tmp_path / "q.zarr"), "--m", "100", "--n", "4", "--quiet", check=False)
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+    p = run("generate", str(tmp_path / "r.zarr"), "--m", "100", "--n", "4", "--rank", "9", "--quiet", check=False)
+    assert p.returncode == 2 and "rank must be between 1 and n=4" in p.stderr
