@@ -83,6 +83,18 @@ def _k_right_sketch(Ai, r0, dist, op):
     return (op.apply_right(Ai, 0),), ()
 
 
+def _k_left_sketch_sampling(Ai, r0, dist, ops):
+    return _k_left_sketch(Ai, r0, dist, ops)
+
+
+def _k_right_sketch_sampling(Ai, r0, dist, op):
+    return _k_right_sketch(Ai, r0, dist, op)
+
+
+# kernels whose outputs turn NaN/Inf anywhere in the block into NaN/Inf (see run_kernel)
+for _k in (_k_left_sketch, _k_matmul, _k_matmul_rmatmul, _k_lsqr_step, _k_gram, _k_col_norms, _k_right_sketch):
+    _k.propagates_nonfinite = True
+
 # -- passes --------------------------------------------------------------------------------
 def left_sketch(data: RowData, ops, extra=()) -> list[np.ndarray]:
     """``[S @ A, S @ b_1, ...]`` for each operator in ``ops`` (one read of ``A`` and the ``b``'s).
@@ -91,7 +103,8 @@ def left_sketch(data: RowData, ops, extra=()) -> list[np.ndarray]:
     sketches in the same read). Results are 2-D numpy arrays.
     """
     ops = (ops,) if isinstance(ops, SketchOperator) else tuple(ops)
-    _, red = data.row_pass(_k_left_sketch, dist=tuple(extra), small=(ops,))
+    kernel = _k_left_sketch if all(op.mixes_all_rows for op in ops) else _k_left_sketch_sampling
+    _, red = data.row_pass(kernel, dist=tuple(extra), small=(ops,))
     return list(red)
 
 
@@ -146,5 +159,6 @@ def col_norms(data: RowData) -> np.ndarray:
 
 def right_sketch(data: RowData, op: SketchOperator):
     """``A @ Omega`` with ``Omega = op.T`` (``n x d``); distributed ``m x d`` result."""
-    (Y,), _ = data.row_pass(_k_right_sketch, small=(op,), dist_out=((op.d, data.dtype),))
+    kernel = _k_right_sketch if op.mixes_all_rows else _k_right_sketch_sampling
+    (Y,), _ = data.row_pass(kernel, small=(op,), dist_out=((op.d, data.dtype),))
     return Y

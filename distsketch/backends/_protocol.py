@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import NonFiniteError
 
-__all__ = ["RowData", "check_finite_block"]
+__all__ = ["RowData", "check_finite_block", "run_kernel"]
 
 
 def check_finite_block(X: np.ndarray, r0: int, what: str = "A", c0: int = 0) -> None:
@@ -52,6 +52,27 @@ def check_finite_block(X: np.ndarray, r0: int, what: str = "A", c0: int = 0) -> 
         f"columns {c0}:{c0 + ncols} (first: {X[i, j]} at row {r0 + int(i)}, column {c0 + int(j)}); "
         "distsketch needs finite data: clean or mask these entries first"
     )
+
+
+def _finite(parts) -> bool:
+    return all(np.isfinite(p).all() for p in parts)
+
+
+def run_kernel(kernel, Ai, r0, dist_i, small, check: bool):
+    """Run one block of a pass; with ``check``, verify that ``Ai`` is finite.
+
+    A kernel marked ``propagates_nonfinite`` multiplies every entry of ``Ai`` by a
+    nonzero (``S A`` for a mixing ``S``, ``A v``, ``A.T A``): a NaN or Inf anywhere in the
+    block then shows in its outputs, so only non-finite outputs trigger the exact scan
+    and a clean block costs no extra sweep. Other kernels scan the block first.
+    """
+    propagates = getattr(kernel, "propagates_nonfinite", False)
+    if check and not propagates:
+        check_finite_block(Ai, r0)
+    douts, reds = kernel(Ai, r0, dist_i, *small)
+    if check and propagates and not (_finite(douts) and _finite(reds)):
+        check_finite_block(Ai, r0)
+    return douts, reds
 
 
 class RowData(ABC):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..errors import ShapeError
-from ._protocol import RowData, check_finite_block
+from ._protocol import RowData, check_finite_block, run_kernel
 
 __all__ = ["NumpyRowData"]
 
@@ -20,16 +24,19 @@ def _block_rows(m: int, n: int, itemsize: int) -> int:
 class NumpyRowData(RowData):
     """A numpy matrix; blocks are row slices of at most ~64 MiB (multiples of 4096 rows).
 
-    Distributed operands are plain numpy arrays with ``m`` rows.
+    Blocks run on ``workers`` threads (default: one per core) with BLAS limited to one
+    thread inside the pass; partial results are summed in block order, so the answer
+    does not depend on ``workers``. Distributed operands are numpy arrays with ``m`` rows.
     """
 
-    def __init__(self, A: np.ndarray, *, block_rows: int | None = None):
+    def __init__(self, A: np.ndarray, *, block_rows: int | None = None, workers: int | None = None):
         super().__init__()
         self.A = A
         self.shape = A.shape
         self.dtype = A.dtype
         m, n = A.shape
         self.block_rows = block_rows or _block_rows(m, n, A.dtype.itemsize)
+        self.workers = workers or os.cpu_count() or 1
 
     def _ranges(self):
         m = self.shape[0]
@@ -38,18 +45,25 @@ class NumpyRowData(RowData):
 
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
-        outs = [[] for _ in dist_out]
-        total = None
-        for r0, r1 in self._ranges():
-            Ai = self.A[r0:r1]
-            if check:
-                check_finite_block(Ai, r0)
-            douts, reds = kernel(Ai, r0, tuple(x[r0:r1] for x in dist), *small)
-            for k, blk in enumerate(douts):
-                outs[k].append(blk)
-            total = reds if total is None else tuple(a + b for a, b in zip(total, reds))
+        ranges = list(self._ranges())
+
+        def one(rr):
+            r0, r1 = rr
+            return run_kernel(kernel, self.A[r0:r1], r0, tuple(x[r0:r1] for x in dist), small, check)
+
+        if self.workers > 1 and len(ranges) > 1:
+            # blocks in parallel threads (numpy, BLAS and scipy.sparse release the GIL) with one
+            # BLAS thread each, so threads x BLAS threads never exceed the cores
+            with threadpool_limits(1), ThreadPoolExecutor(self.workers) as ex:
+                results = list(ex.map(one, ranges))
+        else:
+            results = [one(rr) for rr in ranges]
+        total = results[0][1]
+        for _, reds in results[1:]:  # fixed order: the same sums for any number of threads
+            total = tuple(a + b for a, b in zip(total, reds))
         self._checked = True
-        return tuple(np.concatenate(o) for o in outs), total
+        outs = tuple(np.concatenate([res[0][k] for res in results]) for k in range(len(dist_out)))
+        return outs, total
 
     def distribute(self, x, *, check=True):
         x = np.asarray(x)

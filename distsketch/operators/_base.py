@@ -50,6 +50,8 @@ class SketchOperator(ABC):
 
     kind: ClassVar[str] = ""
     family: ClassVar[int] = 0
+    #: every column of S has a nonzero, so NaN/Inf anywhere in a block reaches S @ block
+    mixes_all_rows: ClassVar[bool] = True
 
     # -- construction ---------------------------------------------------------------
     def __post_init__(self):

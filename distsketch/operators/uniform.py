@@ -25,6 +25,7 @@ class Uniform(SketchOperator):
 
     kind = "uniform"
     family = 4
+    mixes_all_rows = False
 
     def __post_init__(self):
         super().__post_init__()
