@@ -10,11 +10,16 @@ from .errors import (ArrayNotFoundError, DistsketchError, InputTypeError, NonFin
                      ParameterError, ShapeError)
 from .operators import make_operator
 from .sketch import sketch
+from .solve import ConvergenceWarning, IllConditionedWarning, LstsqResult, lstsq
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sketch",
+    "lstsq",
+    "LstsqResult",
+    "IllConditionedWarning",
+    "ConvergenceWarning",
     "make_operator",
     "as_rowdata",
     "errors",

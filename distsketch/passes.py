@@ -42,7 +42,10 @@ def _2d(x):
 
 
 # -- kernels: module-level so they pickle to workers ---------------------------------------
-def _k_left_sketch(Ai, r0, dist, ops):
+def _k_left_sketch(Ai, r0, dist, ops, dtype=None):
+    if dtype is not None:
+        Ai = Ai.astype(dtype, copy=False)
+        dist = tuple(x.astype(dtype, copy=False) for x in dist)
     out = []
     for op in ops:
         out.append(op.apply(Ai, r0))
@@ -71,8 +74,9 @@ def _k_lsqr_step(Ai, r0, dist, v, alpha_c):
     return (w,), (Ai.T @ w, np.array([np.vdot(w, w)]))
 
 
-def _k_gram(Ai, r0, dist):
-    return (), (Ai.T @ Ai,) + tuple(Ai.T @ _2d(x) for x in dist)
+def _k_gram(Ai, r0, dist, right=None):
+    B = Ai if right is None else right.right(Ai)  # B = A_i N for a right factor N
+    return (), (B.T @ B,) + tuple(B.T @ _2d(x) for x in dist)
 
 
 def _k_col_norms(Ai, r0, dist):
@@ -83,8 +87,8 @@ def _k_right_sketch(Ai, r0, dist, op):
     return (op.apply_right(Ai, 0),), ()
 
 
-def _k_left_sketch_sampling(Ai, r0, dist, ops):
-    return _k_left_sketch(Ai, r0, dist, ops)
+def _k_left_sketch_sampling(Ai, r0, dist, ops, dtype=None):
+    return _k_left_sketch(Ai, r0, dist, ops, dtype)
 
 
 def _k_right_sketch_sampling(Ai, r0, dist, op):
@@ -96,22 +100,34 @@ for _k in (_k_left_sketch, _k_matmul, _k_matmul_rmatmul, _k_lsqr_step, _k_gram, 
     _k.propagates_nonfinite = True
 
 # -- passes --------------------------------------------------------------------------------
-def left_sketch(data: RowData, ops, extra=()) -> list[np.ndarray]:
+def left_sketch(data: RowData, ops, extra=(), *, dtype=None) -> list[np.ndarray]:
     """``[S @ A, S @ b_1, ...]`` for each operator in ``ops`` (one read of ``A`` and the ``b``'s).
 
     ``ops`` is one :class:`SketchOperator` or a sequence of them (several independent
-    sketches in the same read). Results are 2-D numpy arrays.
+    sketches in the same read). Results are 2-D numpy arrays, in the data's dtype or in
+    ``dtype`` when given (blocks are converted as they are read: a float32 matrix can
+    be sketched in float64 without a float64 copy of it).
     """
     ops = (ops,) if isinstance(ops, SketchOperator) else tuple(ops)
     kernel = _k_left_sketch if all(op.mixes_all_rows for op in ops) else _k_left_sketch_sampling
-    _, red = data.row_pass(kernel, dist=tuple(extra), small=(ops,))
+    small = (ops,) if dtype is None else (ops, np.dtype(dtype))
+    _, red = data.row_pass(kernel, dist=tuple(extra), small=small)
     return list(red)
 
 
+def _small(X, data):
+    X = np.asarray(X)
+    return _2d(X.astype(np.result_type(X.dtype, data.dtype), copy=False))
+
+
 def matmul(data: RowData, X: np.ndarray):
-    """``A @ X`` for a small ``n x k`` array ``X``; the result is distributed (``m x k``)."""
-    X = _2d(np.asarray(X, dtype=data.dtype))
-    (Y,), _ = data.row_pass(_k_matmul, small=(X,), dist_out=((X.shape[1], data.dtype),))
+    """``A @ X`` for a small ``n x k`` array ``X``; the result is distributed (``m x k``).
+
+    Small operands keep their precision: a float64 ``X`` against float32 data gives a
+    float64 product (the block is promoted as it is read).
+    """
+    X = _small(X, data)
+    (Y,), _ = data.row_pass(_k_matmul, small=(X,), dist_out=((X.shape[1], X.dtype),))
     return Y
 
 
@@ -123,8 +139,8 @@ def rmatmul(data: RowData, Y) -> np.ndarray:
 
 def matmul_rmatmul(data: RowData, X: np.ndarray):
     """``(A @ X, A.T @ A @ X)`` in one read: a power-iteration half step."""
-    X = _2d(np.asarray(X, dtype=data.dtype))
-    (Y,), (Z,) = data.row_pass(_k_matmul_rmatmul, small=(X,), dist_out=((X.shape[1], data.dtype),))
+    X = _small(X, data)
+    (Y,), (Z,) = data.row_pass(_k_matmul_rmatmul, small=(X,), dist_out=((X.shape[1], X.dtype),))
     return Y, Z
 
 
@@ -136,18 +152,23 @@ def lsqr_step(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0.0):
     distributed; ``beta = ||w||`` and ``u_new = w / beta`` are left to the caller, so no
     extra sweep over ``m``-vectors is needed. With ``u_raw=None`` it is ``A v``.
     """
-    v = _2d(np.asarray(v, dtype=data.dtype))
+    v = _small(v, data)
     dist = () if u_raw is None else (u_raw,)
     (w,), (ATw, ww) = data.row_pass(
         _k_lsqr_step, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
-        dist_out=((v.shape[1], data.dtype),),
+        dist_out=((v.shape[1], v.dtype),),
     )
     return w, ATw, float(ww[0])
 
 
-def gram(data: RowData, extra=()) -> list[np.ndarray]:
-    """``[A.T @ A, A.T @ b_1, ...]`` in one read."""
-    _, red = data.row_pass(_k_gram, dist=tuple(extra))
+def gram(data: RowData, extra=(), *, right=None) -> list[np.ndarray]:
+    """``[B.T @ B, B.T @ b_1, ...]`` with ``B = A`` (or ``B = A N`` for a right factor), one read.
+
+    ``right`` is any picklable object with a method ``right(A_i) -> A_i @ N`` (a
+    preconditioner): the Gram matrix of ``A N`` is then formed block by block from
+    ``A_i N``, never from ``A.T A``, so its conditioning is that of ``A N``.
+    """
+    _, red = data.row_pass(_k_gram, dist=tuple(extra), small=() if right is None else (right,))
     return list(red)
 
 

@@ -88,6 +88,8 @@ class RowData(ABC):
 
     shape: tuple[int, int]
     dtype: np.dtype
+    #: whether a pass reads storage (cost models weigh passes by this)
+    out_of_core: bool = False
 
     def __init__(self):
         self.passes = 0
@@ -127,6 +129,10 @@ class RowData(ABC):
     @abstractmethod
     def combine(self, fn: Callable, *xs, ncols: int | None = None, dtype=None):
         """Apply ``fn`` blockwise to aligned distributed operands (no read of ``A``)."""
+
+    @abstractmethod
+    def norm(self, x) -> float:
+        """Euclidean (Frobenius) norm of a distributed operand; reads the operand, not ``A``."""
 
     def _count(self) -> bool:
         """Record a pass; return whether this pass must check finiteness."""

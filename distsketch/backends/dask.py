@@ -61,6 +61,8 @@ class DaskRowData(RowData):
         Show a progress bar for each pass (the command line turns it on).
     """
 
+    out_of_core = True
+
     def __init__(self, A: da.Array, *, progress: bool = False):
         super().__init__()
         if A.numblocks[1] > 1:
@@ -117,6 +119,11 @@ class DaskRowData(RowData):
         if check:
             x = x.map_blocks(_checked, dtype=x.dtype)
         return x
+
+    def norm(self, x):
+        if not isinstance(x, da.Array):
+            return float(np.linalg.norm(x))
+        return float(np.sqrt((x.astype(np.float64) ** 2).sum().compute()))
 
     def gather(self, x):
         return np.asarray(x.compute()) if isinstance(x, da.Array) else np.asarray(x)

@@ -73,6 +73,9 @@ class NumpyRowData(RowData):
             check_finite_block(x if x.ndim == 2 else x[:, None], 0, what="b")
         return x
 
+    def norm(self, x):
+        return float(np.linalg.norm(x))
+
     def gather(self, x):
         return np.asarray(x)
 

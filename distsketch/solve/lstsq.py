@@ -1,0 +1,326 @@
+"""``distsketch.lstsq``: least squares to full accuracy in few passes over the data."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .. import passes
+from .._inputs import as_matrix, is_lazy
+from ..backends import RowData, as_rowdata
+from ..errors import ParameterError, ShapeError
+from ..operators import make_operator
+from ..random.streams import resolve_seed
+from ._checkpoint import Checkpoint
+from ._cholqr import GramFactorError, cholqr_solve
+from ._lsqr import LSQRState, lsqr_precond
+from ._precond import build_precond
+from ._result import MESSAGES, LstsqResult
+
+__all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
+
+METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr")
+
+
+class IllConditionedWarning(UserWarning):
+    """cond(A) is estimated beyond 1/eps: the solution is the minimum-norm one over the kept rank."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The iteration limit was reached before the stopping test held."""
+
+
+def _sketch_eps(n: int, d: int) -> float:
+    """Distortion a d-row sketch allows for an (n+1)-dimensional subspace (Davidson-Szarek with t=3,
+    which sparse sign embeddings match in practice): sqrt((n+1)/d) + 3/sqrt(d), capped below 1."""
+    return float(min(0.99, math.sqrt((n + 1) / d) + 3 / math.sqrt(d)))
+
+
+def choose_method(m, n, *, lazy, itemsize, cond, atol, c_given, minnorm):
+    """The cost model behind ``method="auto"``: estimated seconds of each full-accuracy method.
+
+    A pass costs ``m n itemsize / B`` (B = 0.5 GB/s out of core, for reading and
+    decompressing chunks; 10 GB/s in memory) plus its flops at 2e10 flop/s. Sketch and
+    factorisation are common to both. ``sketch_precondition``: about
+    ``log(atol) / log(0.5)`` LSQR iterations (the convergence rate for a d = 4n
+    embedding) plus two, each ``4 m n`` flops. ``cholqr``: the Gram pass of ``A N``
+    (``2 m n^2`` flops) plus two refinement passes (``4 m n``).
+    """
+    if minnorm:
+        return "cholqr", "minimum-norm (m < n) problems are solved by cholqr on A.T"
+    if c_given:
+        return "cholqr", "the saddle-point problem (c given) is solved by cholqr"
+    B = 1e10 if not lazy else 5e8
+    F = 2e10
+    read = m * n * itemsize / B
+    iters = math.ceil(math.log(max(atol, 1e-16)) / math.log(0.5)) + 2
+    t_lsqr = iters * (read + 4 * m * n / F)
+    t_chol = (read + 2 * m * n * n / F) + 2 * (read + 4 * m * n / F)
+    where = "out of core" if lazy else "in memory"
+    est = (f"{where}: cholqr ~{t_chol:.3g} s in ~3 passes after the sketch, sketch_precondition ~{t_lsqr:.3g} s "
+           f"in ~{iters} passes; cond estimate {cond:.3g}")
+    return ("cholqr", est) if t_chol <= t_lsqr else ("sketch_precondition", est)
+
+
+def _fingerprint(A, b, c, **kw):
+    from dask.base import tokenize
+
+    return {"shape": list(A.shape), "dtype": str(A.dtype), "b": tokenize(b), "c": tokenize(c),
+            "A": tokenize(A) if is_lazy(A) else tokenize(A.shape, A.dtype, A[:: max(1, A.shape[0] // 64)]), **kw}
+
+
+def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-12, maxiter: int | None = None,
+          damp: float = 0.0, c=None, seed=None, x0=None, checkpoint=None, sketch_kind: str = "sparse_sign",
+          sketch_size: int | None = None, conlim: float = 1e16) -> LstsqResult:
+    """Solve least-squares problems with sketching, in few passes over ``A``.
+
+    Overdetermined (``m >= n``): ``min ||A x - b||^2 + damp^2 ||x||^2 + 2 c.T x``; with
+    ``c`` also the dual ``y = b - A x``, the minimum-norm solution of ``A.T y = c`` when
+    ``b = 0``. Underdetermined (``m < n``): the minimum-norm solution of ``A x = b``.
+    Rank-deficient ``A``: the minimum-norm solution among minimisers, like gelsd.
+
+    Parameters
+    ----------
+    A : numpy array, dask array, zarr array, Zarr path, or a :class:`~distsketch.backends.RowData`
+    b : array_like of length m (numpy or dask)
+    method : {"auto", "sketch_solve", "sketch_precondition", "cholqr"}
+        ``sketch_solve``: one pass, ``||A x - b|| <= (1 + eps)/(1 - eps) min ||A z - b||``
+        with ``eps`` reported in ``eps_sketch``. ``sketch_precondition``: LSQR on ``A N``
+        with the fused one-read step, warm-started from the sketch-and-solve solution and
+        refined. ``cholqr``: randomized Cholesky QR and refinement, 3-4 passes in all.
+        ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
+    atol, btol : float
+        Stopping tolerances (scipy lsqr's meaning; see the Notes).
+    maxiter : int, optional
+        LSQR iterations (default 200) or refinement steps of ``cholqr`` (default 20).
+    damp : float
+        Ridge parameter.
+    c : array_like of length n, optional
+        Linear term of the saddle-point problem; the result then carries ``y``.
+    seed : None, int, SeedSequence or Generator
+        Seeds the sketch; recorded in the result. Never mutated.
+    x0 : array_like of length n, optional
+        Starting point for the iterative methods (instead of the sketch-and-solve one).
+    checkpoint : str or path, optional
+        A ``.npz`` file: iterative state is saved atomically every few iterations, and a
+        call with the same arguments resumes from it and ends with the same ``x``. It is
+        removed when the solve finishes.
+    sketch_kind, sketch_size : str, int
+        The sketching operator (default ``sparse_sign``, ``d = 4n``).
+    conlim : float
+        LSQR's limit on the condition estimate of the preconditioned operator.
+
+    Returns
+    -------
+    LstsqResult
+
+    Raises
+    ------
+    ShapeError
+        ``b`` (or ``c``, ``x0``) of the wrong length; empty ``A``.
+    ParameterError
+        Unknown method; negative tolerances, ``damp`` or ``maxiter``; a ``c`` or ``damp``
+        with ``m < n``; a checkpoint written for other arguments.
+    NonFiniteError
+        NaN or Inf in ``A`` or ``b``, found in the first pass, naming the chunk.
+
+    Warns
+    -----
+    IllConditionedWarning
+        The sketch estimates ``cond(A) > 1/eps``.
+    ConvergenceWarning
+        ``maxiter`` reached (``istop = 7``); ``x`` is the best iterate.
+
+    Notes
+    -----
+    Passes (reads of ``A``): ``sketch_solve`` 1; ``cholqr`` 1 (sketch) + 1 (Gram of
+    ``A N``) + one per refinement step, each computing ``r = b - A x`` and ``A.T r``
+    together; ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration
+    + one verification. Every count is reported in ``passes``.
+
+    The final tests, on the returned ``x`` with ``||A||`` estimated by ``||S A||_F``:
+    ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (istop 1) or
+    ``||A.T r - damp^2 x - c|| <= atol ||A|| ||r||`` (istop 2).
+
+    References
+    ----------
+    1. Meng, Saunders, Mahoney, "LSRN", SISC 36 (2014), arXiv 1109.5981.
+    2. Avron, Maymounkov, Toledo, "Blendenpik", SISC 32 (2010).
+    3. Epperly, Meier, Nakatsukasa, "Fast randomized least-squares solvers can be just as
+       accurate and stable as classical direct solvers", arXiv 2406.03468.
+    4. Garrison, Ipsen, "A randomized preconditioned Cholesky-QR algorithm", arXiv 2406.11751.
+    5. Murray et al., "Randomized Numerical Linear Algebra", arXiv 2302.11474, section 3.
+
+    Examples
+    --------
+    >>> import numpy as np, distsketch
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((20_000, 50)); b = rng.standard_normal(20_000)
+    >>> res = distsketch.lstsq(A, b, seed=1)
+    >>> bool(np.allclose(res.x, np.linalg.lstsq(A, b, rcond=None)[0], rtol=1e-10)), res.passes <= 5
+    (True, True)
+    """
+    # ---- validation: all before any pass over the data --------------------------------------
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}; expected one of {METHODS}")
+    for name, val in (("atol", atol), ("btol", btol), ("damp", damp)):
+        if not (isinstance(val, (int, float)) and val >= 0 and math.isfinite(val)):
+            raise ParameterError(f"{name} must be a finite number >= 0; got {val!r}")
+    if maxiter is not None and (int(maxiter) != maxiter or maxiter < 0):
+        raise ParameterError(f"maxiter must be a non-negative integer; got {maxiter!r}")
+    data_in = A if isinstance(A, RowData) else None
+    A = data_in.A if data_in is not None else as_matrix(A)
+    m, n = A.shape
+    if m == 0 or n == 0:
+        raise ShapeError(f"A is empty (shape {A.shape}); least squares needs m >= 1 and n >= 1")
+    bm = as_matrix(b, "b", ndim=(1, 2))
+    if bm.ndim == 2 and bm.shape[1] != 1:
+        raise ShapeError(f"b must be a vector (m,) or (m, 1); got shape {bm.shape}")
+    if bm.shape[0] != m:
+        raise ShapeError(f"b must have m={m} entries to match A {A.shape}; got shape {bm.shape}")
+    bm = bm[:, 0] if bm.ndim == 2 else bm
+    minnorm = m < n
+    if c is not None:
+        c = np.asarray(c, dtype=np.float64).ravel()
+        if minnorm:
+            raise ParameterError("c (the saddle-point problem) needs m >= n; for m < n pass A.T and b=0, c=b")
+        if c.shape != (n,):
+            raise ShapeError(f"c must have n={n} entries; got shape {c.shape}")
+        if not np.all(np.isfinite(c)):
+            raise ParameterError("c holds NaN or Inf")
+    if minnorm and damp:
+        raise ParameterError("damp with m < n is not supported; solve the ridge problem for A.T or pass m >= n")
+    if x0 is not None:
+        x0 = np.asarray(x0, dtype=np.float64).ravel()
+        if x0.shape != (n,) or minnorm:
+            raise ShapeError(f"x0 must have n={n} entries (and m >= n); got shape {x0.shape}")
+    if minnorm and method == "sketch_precondition":
+        raise ParameterError("sketch_precondition solves m >= n problems; use method='cholqr' or 'auto' for m < n")
+    if c is not None and method == "sketch_precondition":
+        raise ParameterError("the c-term is solved by method='cholqr' (or 'auto')")
+    seed = resolve_seed(seed)
+    out_dtype = A.dtype
+
+    # ---- orientation: the tall factor T is A, or A.T for the minimum-norm problem -------------
+    if data_in is not None and not minnorm:
+        data = data_in
+    else:
+        data = as_rowdata(A.T if minnorm else A)
+    T_m, T_n = data.shape
+    d = sketch_size or 4 * T_n
+    if minnorm:
+        bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
+        bd = None
+        bnorm = float(np.linalg.norm(cT))
+    else:
+        bT, cT = bm, c
+        bd = data.distribute(bm)
+        bnorm = data.norm(bd)
+    maxit = maxiter if maxiter is not None else (20 if method == "cholqr" else 200)
+    ckpt = None
+    state = None
+    if checkpoint is not None:
+        ckpt = Checkpoint(checkpoint, _fingerprint(A, bm, c, method=method, atol=atol, btol=btol, maxiter=maxit,
+                                                   damp=damp, seed=seed, sketch=(sketch_kind, d),
+                                                   x0=None if x0 is None else x0.tolist()))
+        state = ckpt.load()
+
+    def finish(x, y, meth, reason, istop, itn, normr, normar, fac, history):
+        x = _cast(x, out_dtype)
+        if istop == 7:
+            warnings.warn(f"lstsq ({meth}) reached maxiter={maxit} before its stopping test held "
+                          f"(normr={normr:.3g}, normar={normar:.3g}); x is the best iterate. Raise maxiter "
+                          "or loosen atol/btol", ConvergenceWarning, stacklevel=3)
+        if ckpt is not None:
+            ckpt.remove()
+        return LstsqResult(x=x, y=y, method=meth, reason=reason, istop=int(istop), message=MESSAGES[istop],
+                           iterations=int(itn), passes=data.passes, normr=float(normr), normar=float(normar),
+                           anorm=fac.anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
+                           history=tuple(history))
+
+    # b = 0 (and no c): x = 0 exactly, as scipy's lsqr
+    if not minnorm and c is None and bnorm == 0.0:
+        class _F:  # nothing was factored
+            anorm, cond, rank = float("nan"), float("nan"), n
+        return finish(np.zeros(n), None, method, "b = 0: x = 0 is the exact solution", 0, 0, 0.0, 0.0, _F, [])
+
+    # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
+    op = make_operator(sketch_kind, d, T_m, seed=seed)
+    if state is not None:
+        SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
+        data.passes = int(state["passes_sketch"])
+        data._checked = True
+    else:
+        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
+        SA, Sb = sk[0], (sk[1] if bd is not None else None)
+    fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=damp)
+    eps = np.finfo(np.float64 if out_dtype == np.float64 else np.float32).eps
+    if fac.cond > 1 / eps or fac.rank < T_n:
+        warnings.warn(
+            f"cond(A) is estimated at {fac.cond:.3g}, beyond 1/eps = {1 / eps:.3g} for {out_dtype}: A is "
+            f"numerically rank-deficient (rank {fac.rank} of {T_n} kept), and the solution returned is the "
+            "minimum-norm one over that rank. Silence with warnings.simplefilter('ignore', "
+            "distsketch.IllConditionedWarning)", IllConditionedWarning, stacklevel=2)
+    if method == "auto":
+        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core,
+                                     itemsize=A.dtype.itemsize, cond=fac.cond, atol=atol, c_given=c is not None,
+                                     minnorm=minnorm)
+    else:
+        meth, reason = method, "requested"
+    if ckpt is not None and state is None:
+        save = {"SA": SA, "passes_sketch": np.array(data.passes)}
+        if Sb is not None:
+            save["Sb"] = Sb
+        ckpt.save(stage=np.array("sketch"), **save)
+        sketch_state = save
+    else:
+        sketch_state = {k: state[k] for k in ("SA", "Sb", "passes_sketch") if k in state} if state else None
+
+    class _Ckpt:  # keeps the sketch in every later checkpoint, so a resume skips pass 1
+        def save(self, **kw):
+            ckpt.save(**sketch_state, passes_done=np.array(data.passes), **kw)
+
+    inner = _Ckpt() if ckpt is not None else None
+    if state is not None and "passes_done" in state:
+        data.passes = int(state["passes_done"])
+    stage = str(state["stage"]) if state is not None else None
+
+    if meth == "sketch_solve":
+        return finish(fac.x_sketch, None, meth, reason, 4 if fac.rho == 0 else 2, 0, fac.rho, float("nan"), fac,
+                      [{"normr_sketched": fac.rho}])
+    if meth == "cholqr":
+        try:
+            x, r, istop, itn, normr, normar, hist = cholqr_solve(
+                data, bd, cT, fac.precond, damp=damp, atol=atol, btol=btol, maxiter=maxit, bnorm=bnorm,
+                anorm_A=fac.anorm, x0=x0, checkpoint=inner, state=state if stage == "cholqr" else None)
+        except GramFactorError as exc:
+            if minnorm or c is not None:
+                raise
+            meth, reason = "sketch_precondition", f"cholqr's Gram factor failed ({exc}); fell back to LSQR"
+        else:
+            if minnorm:
+                # T = A.T: r = -T x_T = y is the user's minimum-norm x, and g = T.T y - c = A x - b
+                return finish(_dist_out(data, r), None, meth, reason, istop, itn, normar, float("nan"), fac, hist)
+            y = _dist_out(data, r) if c is not None else None
+            return finish(x, y, meth, reason, istop, itn, normr, normar, fac, hist)
+    # sketch_precondition
+    start = x0 if x0 is not None else fac.x_sketch
+    lstate = LSQRState.from_arrays(data, state) if stage == "lsqr" else None
+    x, r, istop, itn, normr, normar, hist = lsqr_precond(
+        data, bd, fac.precond, start, damp=damp, atol=atol, btol=btol, conlim=conlim, maxiter=maxit, bnorm=bnorm,
+        anorm_A=fac.anorm, checkpoint=inner, state=lstate)
+    return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
+
+
+def _cast(x, dtype):
+    if is_lazy(x):
+        return x.astype(dtype)
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _dist_out(data, r):
+    """A distributed m x 1 result as a 1-D array of the backend's family (numpy or dask)."""
+    r = r[:, 0] if r.ndim == 2 else r
+    return r if is_lazy(r) else np.asarray(r)
