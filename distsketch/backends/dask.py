@@ -18,15 +18,31 @@ import numpy as np
 
 from .._progress import progress_for, show
 from ..errors import ShapeError
-from ._protocol import RowData, check_finite_block
+from ._protocol import RowData, check_finite_block, run_kernel
 
 __all__ = ["DaskRowData"]
 
 
+def _aligned(x):
+    """``x`` at a 64-byte aligned address (copied only if it is not).
+
+    Chunks decoded from Zarr can start at any byte offset (even an odd one), and
+    OpenBLAS takes different code paths - with different rounding - for misaligned
+    data. Aligning every operand makes each task's result a function of its inputs
+    alone, so a task recomputed on another worker (after a failure) is bit-identical.
+    """
+    if not isinstance(x, np.ndarray) or x.ctypes.data % 64 == 0:
+        return x
+    buf = np.empty(x.nbytes + 64, dtype=np.uint8)
+    start = (-buf.ctypes.data) % 64
+    out = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
+
+
 def _run_block(kernel, Ai, r0, dist_i, check, *small):
-    if check:
-        check_finite_block(Ai, r0)
-    return kernel(Ai, r0, dist_i, *small)
+    small = tuple(_aligned(s) for s in small)
+    return run_kernel(kernel, _aligned(Ai), r0, tuple(_aligned(x) for x in dist_i), small, check)
 
 
 def _add(a, b):

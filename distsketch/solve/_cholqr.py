@@ -108,3 +108,49 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
             checkpoint.save(stage=np.array("cholqr"), R2=R2, x=x, steps=np.array(steps))
     x, r, steps_b, normr, normg, _ = best
     return x, r, istop, steps, normr, normg, history
+
+
+def cholqr_minnorm(data, c, P, *, atol, btol, maxiter, anorm_A, checkpoint=None, state=None):
+    """Minimum-norm solution of ``T.T y = c`` (``T`` tall): ``y = T w``, refined on ``y`` itself.
+
+    ``y`` is accumulated from increments ``dy = T N G^{-1} N.T g`` with ``g = c - T.T y``;
+    each pass (:func:`distsketch.passes.matmul_rmatmul`) returns ``dy`` and ``T.T dy``
+    together, so ``s = T.T y`` is kept up to date without a pass of its own. Refining
+    ``y`` rather than ``w`` keeps the error at ``eps ||T|| ||y||`` even when ``||w||`` is
+    ``cond(T)`` times larger. Returns ``(y, istop, steps, normg, history)``.
+    """
+    if state is not None:
+        R2 = state["R2"]
+        y = data.distribute(state["y"], check=False)
+        s, steps = state["s"], int(state["steps"])
+        g = c - s
+    else:
+        R2, _ = gram_factor(data, None, P, 0.0)
+        y, s, steps, g = None, np.zeros_like(c), 0, c.copy()
+    anrm = float(anorm_A)
+    cnorm = float(np.linalg.norm(c))
+    history, best, istop = [], None, 7
+    while True:
+        w = P.apply(scipy.linalg.cho_solve((R2, False), P.applyT(g)))
+        dy, Tdy = passes.matmul_rmatmul(data, w)  # one pass: dy = T w and T.T dy
+        y = dy if y is None else data.combine(np.add, y, dy)
+        s = s + Tdy[:, 0]
+        g = c - s
+        normg = float(np.linalg.norm(g))
+        ynorm = data.norm(y)
+        history.append({"step": steps, "normr": normg, "ynorm": ynorm})
+        if best is None or normg < best[1]:
+            best = (y, normg)
+        if checkpoint is not None:
+            checkpoint.save(stage=np.array("minnorm"), R2=R2, y=data.gather(y), s=s, steps=np.array(steps + 1))
+        if normg <= btol * cnorm + atol * anrm * ynorm:
+            istop = 1
+            break
+        if len(history) >= 2 and normg > 0.5 * history[-2]["normr"]:
+            istop = 4  # ||A x - b|| stopped falling: small enough for this machine
+            break
+        if steps >= maxiter:
+            istop = 7
+            break
+        steps += 1
+    return best[0], istop, steps, best[1], history

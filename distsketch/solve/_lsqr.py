@@ -85,6 +85,7 @@ def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, an
     """
     ctol = 1.0 / conlim if conlim > 0 else 0.0
     history = []
+    best = None
     if state is None:
         w, ATw, ww = _true_residual(data, x0, b)
         st = _start(data, b, P, x0, damp, w, ATw, ww)
@@ -170,11 +171,13 @@ def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, an
         history.append({"iteration": st.itn, "normr": normr, "normar": normar, "verified": True})
         ok1 = normr <= btol * bnorm + atol * anrm * np.linalg.norm(x)
         ok2 = normar <= atol * anrm * normr
-        if istop in (3, 6, 7) or ok1 or ok2 or st.restarts >= 3:
-            if istop not in (3, 6, 7):
-                istop = 1 if ok1 else 2 if ok2 else 5
-            return x, w, istop, st.itn, normr, normar, history
+        if best is None or normar < best[3]:
+            best = (x, w, normr, normar)
         prev = [h for h in history if h.get("verified")]
-        if len(prev) >= 2 and normar > 0.5 * prev[-2]["normar"]:
-            return x, w, 5, st.itn, normr, normar, history  # refinement stagnated at rounding level
+        stagnated = len(prev) >= 2 and normar > 0.5 * prev[-2]["normar"]
+        if istop in (3, 6, 7) or ok1 or ok2 or stagnated or st.restarts >= 3:
+            if istop not in (3, 6, 7):
+                istop = 1 if ok1 else 2 if ok2 else 5  # 5: refinement stagnated at rounding level
+            x, w, normr, normar = best  # the verified iterate with the smallest ||A.T r||
+            return x, w, istop, st.itn, normr, normar, history
         st = _start(data, b, P, x, damp, w, ATw, ww, itn=st.itn, restarts=st.restarts + 1)

@@ -46,7 +46,9 @@ class LstsqResult:
         Reads of ``A``, counted by the backend (not estimated).
     normr : float
         ``||b - A x||`` (``sqrt(||b - A x||^2 + damp^2 ||x||^2)`` for ridge), computed in
-        the last pass from the returned ``x``; for ``sketch_solve``, the sketched estimate.
+        the last pass from the returned ``x``; for ``sketch_solve``, the sketched estimate;
+        for minimum-norm problems ``||A x - b||`` with ``A x`` accumulated by the refinement
+        (right to rounding, ``eps ||A|| ||x||``).
     normar : float
         ``||A.T (b - A x) - damp^2 x - c||`` for the returned ``x`` (NaN where it would cost
         a pass of its own: ``sketch_solve`` and minimum-norm problems).

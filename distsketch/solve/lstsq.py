@@ -14,7 +14,7 @@ from ..errors import ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
-from ._cholqr import GramFactorError, cholqr_solve
+from ._cholqr import GramFactorError, cholqr_minnorm, cholqr_solve
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
 from ._result import MESSAGES, LstsqResult
@@ -290,19 +290,22 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if meth == "sketch_solve":
         return finish(fac.x_sketch, None, meth, reason, 4 if fac.rho == 0 else 2, 0, fac.rho, float("nan"), fac,
                       [{"normr_sketched": fac.rho}])
+    if meth == "cholqr" and minnorm:
+        y, istop, itn, normr, hist = cholqr_minnorm(
+            data, cT, fac.precond, atol=atol, btol=btol, maxiter=maxit, anorm_A=fac.anorm, checkpoint=inner,
+            state=state if stage == "minnorm" else None)
+        # T = A.T: y is the user's minimum-norm x, and c - T.T y = b - A x
+        return finish(_dist_out(data, y), None, meth, reason, istop, itn, normr, float("nan"), fac, hist)
     if meth == "cholqr":
         try:
             x, r, istop, itn, normr, normar, hist = cholqr_solve(
                 data, bd, cT, fac.precond, damp=damp, atol=atol, btol=btol, maxiter=maxit, bnorm=bnorm,
                 anorm_A=fac.anorm, x0=x0, checkpoint=inner, state=state if stage == "cholqr" else None)
         except GramFactorError as exc:
-            if minnorm or c is not None:
+            if c is not None:
                 raise
             meth, reason = "sketch_precondition", f"cholqr's Gram factor failed ({exc}); fell back to LSQR"
         else:
-            if minnorm:
-                # T = A.T: r = -T x_T = y is the user's minimum-norm x, and g = T.T y - c = A x - b
-                return finish(_dist_out(data, r), None, meth, reason, istop, itn, normar, float("nan"), fac, hist)
             y = _dist_out(data, r) if c is not None else None
             return finish(x, y, meth, reason, istop, itn, normr, normar, fac, hist)
     # sketch_precondition

@@ -1,0 +1,303 @@
+"""lstsq against LAPACK's gelsd (scipy) on the same data, numpy and dask, every method and problem
+kind; pass counts; checkpoints; bad input."""
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.linalg
+
+import distsketch
+from distsketch.errors import NonFiniteError, ParameterError, ShapeError
+from distsketch.problems import generate_problem
+
+# (m, n, cond, frac_in_range, rank, dtype): a comment per case
+CASES = [
+    pytest.param(6000, 30, 1.0, 0.9, None, "float64", id="cond1"),
+    pytest.param(6000, 30, 1e6, 0.9, None, "float64", id="cond1e6"),
+    pytest.param(6000, 30, 1e12, 0.5, None, "float64", id="cond1e12-inconsistent"),
+    pytest.param(6000, 30, 1e4, 1.0, None, "float64", id="consistent"),
+    pytest.param(6000, 30, 1e4, 0.8, 18, "float64", id="rank18of30"),
+    pytest.param(60, 30, 1e4, 0.9, None, "float64", id="m/n=2"),
+    pytest.param(30000, 30, 1e3, 0.9, None, "float64", id="m/n=1000"),
+    pytest.param(6000, 30, 1e3, 0.9, None, "float32", id="float32"),
+]
+LAYOUTS = ["numpy", (1500, None), (2001, 13)]
+
+
+def layout_id(x):
+    return x if isinstance(x, str) else f"dask{x}"
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory):
+    cache = {}
+
+    def get(m, n, cond, frac, rank, dtype):
+        key = (m, n, cond, frac, rank, dtype)
+        if key not in cache:
+            path = tmp_path_factory.mktemp("ls") / "p.zarr"
+            cache[key] = generate_problem(path, m, n, cond=cond, frac_in_range=frac, rank=rank, dtype=dtype,
+                                          chunks=1500, seed=7)
+        return cache[key]
+
+    return get
+
+
+def gelsd(A, b, rank_deficient):
+    return scipy.linalg.lstsq(A, b, lapack_driver="gelsd", cond=1e-10 if rank_deficient else None)[0]
+
+
+def normal_error(A, b, x):
+    A64, b64, x64 = A.astype(np.float64), b.astype(np.float64), np.asarray(x).astype(np.float64)
+    return np.linalg.norm(A64.T @ (b64 - A64 @ x64))
+
+
+def as_layout(A, b, layout):
+    if layout == "numpy":
+        return A, b
+    rows, cols = layout
+    return da.from_array(A, chunks=(rows, cols or A.shape[1])), da.from_array(b, chunks=rows)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
+@pytest.mark.parametrize("m, n, cond, frac, rank, dtype", CASES)
+def test_full_accuracy_against_gelsd(problems, m, n, cond, frac, rank, dtype, layout):
+    p = problems(m, n, cond, frac, rank, dtype)
+    A, b = p.numpy("A"), p.numpy("b")
+    xg = gelsd(A, b, rank is not None)
+    eps = np.finfo(dtype).eps
+    ref_normar = normal_error(A, b, xg)
+    nx = np.linalg.norm(p.x)
+    # perturbation theory of least squares: eps (cond + cond^2 ||r|| / (||A|| ||x||))
+    theory = eps * p.cond * (1 + p.cond * p.norm_r / (p.s[0] * nx))
+    fwd_g = np.linalg.norm(xg - p.x) / nx
+    Ain, bin_ = as_layout(A, b, layout)
+    for method in ("cholqr", "sketch_precondition"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", distsketch.IllConditionedWarning)
+            res = distsketch.lstsq(Ain, bin_, method=method, atol=1e-15, btol=1e-15, seed=3)
+        assert res.x.dtype == np.dtype(dtype) and isinstance(res.x, np.ndarray)
+        assert res.method == method and res.converged, (method, res.istop, res.message)
+        normar = normal_error(A, b, res.x)
+        floor = 10 * eps * p.s[0] * max(np.linalg.norm(b - A @ xg), eps * np.linalg.norm(b))
+        assert normar <= 10 * ref_normar + floor, (method, normar, ref_normar)
+        fwd = np.linalg.norm(res.x.astype(np.float64) - p.x) / nx
+        assert fwd <= 10 * max(fwd_g, theory), (method, fwd, fwd_g, theory)
+        # the reported residual norm is the true one of the returned x
+        assert res.normr == pytest.approx(np.linalg.norm(b.astype(float) - A.astype(float) @ res.x.astype(float)),
+                                          rel=1e-5 if dtype == "float32" else 1e-8, abs=1e-12)
+        if method == "cholqr" and dtype == "float64":
+            assert res.passes <= 5, res.passes
+        assert res.rank == (rank or n)
+
+
+@pytest.mark.parametrize("kind", ["sparse_sign", "gaussian", "srct"])
+def test_sketch_solve_meets_its_bound(problems, kind):
+    p = problems(6000, 30, 1e6, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    for seed in range(4):
+        res = distsketch.lstsq(A, b, method="sketch_solve", seed=seed, sketch_kind=kind)
+        assert res.passes == 1
+        eps = res.eps_sketch
+        assert np.linalg.norm(b - A @ res.x) <= (1 + eps) / (1 - eps) * p.norm_r
+        # the sketched residual estimates the true one within the same distortion
+        assert abs(res.normr / np.linalg.norm(b - A @ res.x) - 1) <= eps
+
+
+@pytest.mark.parametrize("layout", ["numpy", (100, 700)], ids=layout_id)
+def test_underdetermined_min_norm(tmp_path, layout):
+    p = generate_problem(tmp_path / "w.zarr", 200, 4000, cond=1e5, chunks=(200, 700), seed=1)
+    A, b = p.numpy("A"), p.numpy("b")
+    xg = gelsd(A, b, False)
+    Ain = A if layout == "numpy" else da.from_array(A, chunks=layout)
+    res = distsketch.lstsq(Ain, b, atol=1e-15, btol=1e-15, seed=0)
+    assert res.method == "cholqr" and "minimum-norm" in res.reason
+    x = np.asarray(res.x)
+    if layout != "numpy":
+        assert isinstance(res.x, da.Array) and res.x.shape == (4000,)
+    assert np.linalg.norm(x - xg) <= 1e-9 * np.linalg.norm(xg)
+    assert np.linalg.norm(A @ x - b) <= 10 * np.linalg.norm(A @ xg - b) + 1e-14 * np.linalg.norm(b)
+    # normr is ||A x - b|| as tracked by the refinement: right to rounding, eps ||A|| ||x||
+    assert abs(res.normr - np.linalg.norm(A @ x - b)) <= 1e-14 * p.s[0] * np.linalg.norm(x)
+
+
+@pytest.mark.parametrize("method", ["cholqr", "sketch_precondition"])
+@pytest.mark.parametrize("damp", [1e-3, 0.5])
+def test_ridge_against_dense_solve(method, damp):
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((5000, 25)) * np.logspace(0, -6, 25)
+    b = rng.standard_normal(5000)
+    # augmented system [A; damp I] x = [b; 0], solved densely by LAPACK
+    Aug = np.vstack([A, damp * np.eye(25)])
+    x_ref = scipy.linalg.lstsq(Aug, np.concatenate([b, np.zeros(25)]), lapack_driver="gelsd")[0]
+    res = distsketch.lstsq(A, b, damp=damp, method=method, atol=1e-15, btol=1e-15, seed=2)
+    assert np.linalg.norm(res.x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
+
+
+@pytest.mark.parametrize("layout", ["numpy", (999, None)], ids=layout_id)
+def test_saddle_point_pair_against_dense_solve(layout):
+    """min ||A x - b||^2 + 2 c.T x  <->  min ||y - b||^2 s.t. A.T y = c: [[I, A], [A.T, 0]] [y; x] = [b; c]."""
+    rng = np.random.default_rng(6)
+    m, n = 3000, 20
+    A = rng.standard_normal((m, n)) * np.logspace(0, -3, n)
+    b, c = rng.standard_normal(m), rng.standard_normal(n)
+    K = np.block([[np.eye(m), A], [A.T, np.zeros((n, n))]])
+    sol = scipy.linalg.solve(K, np.concatenate([b, c]))
+    y_ref, x_ref = sol[:m], sol[m:]
+    Ain, bin_ = as_layout(A, b, layout)
+    res = distsketch.lstsq(Ain, bin_, c=c, atol=1e-15, btol=1e-15, seed=0)
+    assert res.method == "cholqr"
+    y = np.asarray(res.y)
+    assert np.linalg.norm(res.x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
+    assert np.linalg.norm(y - y_ref) <= 1e-10 * np.linalg.norm(y_ref)
+    assert np.linalg.norm(A.T @ y - c) <= 1e-10 * np.linalg.norm(c)
+    # b = 0: y is the minimum-norm solution of A.T y = c
+    res0 = distsketch.lstsq(A, np.zeros(m), c=c, atol=1e-15, btol=1e-15, seed=0)
+    y0 = scipy.linalg.lstsq(A.T, c, lapack_driver="gelsd")[0]
+    assert np.linalg.norm(res0.y - y0) <= 1e-10 * np.linalg.norm(y0)
+
+
+def test_auto_records_choice_and_reason(problems):
+    p = problems(6000, 30, 1e6, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    res = distsketch.lstsq(A, b, seed=0)
+    assert res.method in ("cholqr", "sketch_precondition")
+    assert "in memory" in res.reason and "cholqr ~" in res.reason and "sketch_precondition ~" in res.reason
+    lazy = distsketch.lstsq(p.dask("A"), p.dask("b"), seed=0)
+    assert lazy.method == "cholqr" and "out of core" in lazy.reason
+    # both full accuracy: they agree to the forward-error level of this cond 1e6 problem
+    assert np.linalg.norm(lazy.x - res.x) <= 1e-6 * np.linalg.norm(res.x)
+
+
+def test_seed_is_recorded_and_reproduces(problems):
+    p = problems(6000, 30, 1e6, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    r1 = distsketch.lstsq(A, b, method="sketch_solve", seed=None)
+    r2 = distsketch.lstsq(A, b, method="sketch_solve", seed=r1.seed)
+    np.testing.assert_array_equal(r1.x, r2.x)
+
+
+def test_passes_match_counted_chunk_reads(problems):
+    """Every read of A goes through a counting wrapper: result.passes == chunk reads / chunks."""
+    from .test_passes import CountingArray
+
+    p = problems(6000, 30, 1e6, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    for method in ("cholqr", "sketch_precondition", "sketch_solve"):
+        counted = CountingArray(A)
+        Ad = da.from_array(counted, chunks=(1000, 30), asarray=False)
+        counted.reads = 0  # from_array peeks at an empty slice for its meta
+        res = distsketch.lstsq(Ad, b, method=method, seed=1)
+        assert counted.reads == res.passes * 6, (method, counted.reads, res.passes)
+    assert res.passes == 1
+
+
+def test_maxiter_reached_is_reported(problems):
+    p = problems(6000, 30, 1e6, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    with pytest.warns(distsketch.ConvergenceWarning, match="reached maxiter=2 before its stopping test held"):
+        res = distsketch.lstsq(A, b, method="sketch_precondition", maxiter=2, seed=0)
+    assert res.istop == 7 and res.message == "The iteration limit has been reached" and res.iterations == 2
+    # x is the best iterate: better than the sketch-and-solve start
+    start = distsketch.lstsq(A, b, method="sketch_solve", seed=0).x
+    assert np.linalg.norm(b - A @ res.x) <= np.linalg.norm(b - A @ start)
+    with pytest.warns(distsketch.ConvergenceWarning):
+        res = distsketch.lstsq(A, b, method="cholqr", maxiter=0, atol=1e-16, btol=0, seed=0)
+    assert res.istop in (5, 7)
+
+
+def test_ill_conditioned_warning(tmp_path):
+    p = generate_problem(tmp_path / "r.zarr", 3000, 20, cond=1e3, rank=12, seed=0)
+    with pytest.warns(distsketch.IllConditionedWarning, match=r"beyond 1/eps .*\(rank 12 of 20 kept\)"):
+        res = distsketch.lstsq(p.numpy("A"), p.numpy("b"), seed=0)
+    assert res.rank == 12
+
+
+def test_checkpoint_interrupt_and_resume(problems, tmp_path, monkeypatch):
+    """Interrupt an LSQR solve mid-way, resume from its checkpoint: the same x as an uninterrupted run."""
+    from distsketch import passes as P
+
+    p = problems(6000, 30, 1e6, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    for method in ("sketch_precondition", "cholqr"):
+        full = distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4)
+        ck = tmp_path / f"{method}.npz"
+        real = P.lsqr_step
+        calls = {"n": 0}
+
+        def flaky(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == (12 if method == "sketch_precondition" else 1):
+                raise KeyboardInterrupt("killed")
+            return real(*a, **k)
+
+        monkeypatch.setattr(P, "lsqr_step", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
+        assert ck.exists()
+        monkeypatch.setattr(P, "lsqr_step", real)
+        resumed = distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
+        np.testing.assert_array_equal(resumed.x, full.x)
+        assert resumed.passes == full.passes and resumed.iterations == full.iterations
+        assert not ck.exists()
+        # a checkpoint of another problem is refused
+        with pytest.raises(KeyboardInterrupt):
+            monkeypatch.setattr(P, "lsqr_step", flaky)
+            calls["n"] = 0
+            distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
+        monkeypatch.setattr(P, "lsqr_step", real)
+        with pytest.raises(ParameterError, match="written by a solve with different arguments"):
+            distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=5, checkpoint=ck)
+        ck.unlink()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def Ab():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((3000, 10)), rng.standard_normal(3000)
+
+
+@pytest.mark.parametrize(
+    "make, kw, exc, match",
+    [
+        (lambda A, b: (A, b[:-1]), {}, ShapeError, r"b must have m=3000 entries to match A \(3000, 10\); got shape \(2999,\)"),
+        (lambda A, b: (A, np.ones((3000, 2))), {}, ShapeError, r"b must be a vector"),
+        (lambda A, b: (np.ones((0, 10)), np.ones(0)), {}, ShapeError, r"A is empty \(shape \(0, 10\)\)"),
+        (lambda A, b: (A[:, :0], b), {}, ShapeError, "A is empty"),
+        (lambda A, b: (A, b), {"method": "qr"}, ParameterError, "unknown method 'qr'"),
+        (lambda A, b: (A, b), {"atol": -1}, ParameterError, "atol must be a finite number >= 0; got -1"),
+        (lambda A, b: (A, b), {"damp": float("nan")}, ParameterError, "damp must be a finite number"),
+        (lambda A, b: (A, b), {"maxiter": -2}, ParameterError, "maxiter must be a non-negative integer; got -2"),
+        (lambda A, b: (A, b), {"c": np.ones(3)}, ShapeError, r"c must have n=10 entries; got shape \(3,\)"),
+        (lambda A, b: (A, b), {"x0": np.ones(3)}, ShapeError, "x0 must have n=10 entries"),
+        (lambda A, b: (A.T, b[:10]), {"damp": 1.0}, ParameterError, "damp with m < n is not supported"),
+        (lambda A, b: (A.T, b[:10]), {"method": "sketch_precondition"}, ParameterError, "sketch_precondition solves m >= n"),
+    ],
+)
+def test_bad_input(Ab, make, kw, exc, match):
+    A, b = make(*Ab)
+    with pytest.raises(exc, match=match):
+        distsketch.lstsq(A, b, **kw)
+
+
+@pytest.mark.parametrize("where", ["A", "b"])
+@pytest.mark.parametrize("layout", ["numpy", (700, None)], ids=layout_id)
+def test_nonfinite_named(Ab, where, layout):
+    A, b = Ab[0].copy(), Ab[1].copy()
+    if where == "A":
+        A[2222, 4] = np.inf
+        match = r"A holds 1 non-finite value.*row 2222, column 4"
+    else:
+        b[1717] = np.nan
+        match = r"b holds 1 non-finite value.*row 1717"
+    Ain, bin_ = as_layout(A, b, layout)
+    with pytest.raises(NonFiniteError, match=match):
+        distsketch.lstsq(Ain, bin_, seed=0)
+
+
+def test_zero_rhs_gives_zero(Ab):
+    res = distsketch.lstsq(Ab[0], np.zeros(3000))
+    assert res.istop == 0 and np.all(res.x == 0) and res.passes == 0
