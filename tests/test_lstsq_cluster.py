@@ -57,7 +57,7 @@ def test_solve_larger_than_worker_memory(tmp_path):
     from distributed import Client, LocalCluster
 
     limit = 160 * 2**20
-    p = generate_problem(tmp_path / "big.zarr", 1_800_000, 48, cond=1e4, frac_in_range=0.95, chunks=32768, seed=2)
+    p = generate_problem(tmp_path / "big.zarr", 1_800_000, 48, cond=1e4, frac_in_range=0.95, chunks=16384, seed=2)
     assert p.shape[0] * p.shape[1] * 8 >= 4 * limit
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
                       dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:

@@ -52,7 +52,7 @@ class Precond:
         """``A_i @ N`` for a row block (triangular solve, not an explicit inverse)."""
         Ai = np.asarray(Ai, dtype=np.float64)
         if self.R is not None:
-            return scipy.linalg.solve_triangular(self.R, Ai.T, trans="T").T
+            return scipy.linalg.solve_triangular(self.R, Ai.T, trans="T", check_finite=False).T
         return (Ai @ self.V) / self.s
 
 
