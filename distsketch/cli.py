@@ -2,6 +2,7 @@
 
     distsketch generate OUT.zarr --m M --n N [--cond C --decay D --rank R --frac-in-range F ...]
     distsketch sketch A.zarr --d D [--kind K --side left|right --seed S] --out SA.zarr
+    distsketch lstsq A.zarr b.zarr --out x.zarr [--method M --seed S --checkpoint FILE]
     distsketch demo [--m M --n N --worker-memory 400MB]
 
 Commands that compute start an embedded Dask LocalCluster sized to the machine unless
@@ -87,6 +88,36 @@ def _cmd_sketch(a) -> int:
     return 0
 
 
+def _cmd_lstsq(a) -> int:
+    from ._inputs import as_matrix
+    from .backends import DaskRowData
+    from .cluster import dask_client
+    from .solve import lstsq
+
+    A = as_matrix(a.A)  # fail fast on a bad path, before any cluster starts
+    b = as_matrix(a.b, "b", ndim=(1, 2))
+    if b.shape[0] != A.shape[0]:
+        from .errors import ShapeError
+
+        raise ShapeError(f"b must have m={A.shape[0]} entries to match A {A.shape}; got shape {b.shape}")
+    if os.path.exists(a.out) and not a.overwrite:
+        raise FileExistsError(f"{a.out!r} exists; pass --overwrite to replace it")
+    with dask_client(a.scheduler, n_workers=a.workers):
+        data = DaskRowData(A, progress=not a.quiet) if not isinstance(A, np.ndarray) else A
+        t = time.perf_counter()
+        res = lstsq(data, b, method=a.method, atol=a.atol, btol=a.btol, maxiter=a.maxiter, damp=a.damp,
+                    seed=a.seed, checkpoint=a.checkpoint)
+        x = res.x
+        arrays = {"x": x}
+        secs = time.perf_counter() - t
+        meta = {"method": res.method, "reason": res.reason, "istop": res.istop, "message": res.message,
+                "iterations": res.iterations, "passes": res.passes, "normr": res.normr, "normar": res.normar,
+                "cond_estimate": res.cond, "rank": res.rank, "seed": res.seed, "seconds": round(secs, 3)}
+        _write_zarr_atomic(a.out, arrays, meta)
+    print(json.dumps({"out": a.out, **meta}))
+    return 0 if res.converged else 1
+
+
 def _cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -127,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_sketch)
 
+    ls = sub.add_parser("lstsq", help="solve min ||A x - b|| (or min ||x|| s.t. A x = b) from Zarr arrays")
+    ls.add_argument("A", help="path of the Zarr array A (a group member as store.zarr/A)")
+    ls.add_argument("b", help="path of the Zarr array b")
+    ls.add_argument("--out", required=True, help="Zarr group to write x into (atomically)")
+    ls.add_argument("--method", choices=["auto", "sketch_solve", "sketch_precondition", "cholqr"], default="auto")
+    ls.add_argument("--atol", type=float, default=1e-12)
+    ls.add_argument("--btol", type=float, default=1e-12)
+    ls.add_argument("--maxiter", type=int, default=None)
+    ls.add_argument("--damp", type=float, default=0.0)
+    ls.add_argument("--seed", type=int, default=None)
+    ls.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted solve")
+    ls.add_argument("--overwrite", action="store_true")
+    ls.set_defaults(func=_cmd_lstsq)
+
     d = sub.add_parser("demo", help="generate a problem larger than a worker's memory and solve it on a local cluster")
     d.add_argument("--m", type=int, default=1_000_000)
     d.add_argument("--n", type=int, default=100)
@@ -136,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
-    for sp in (s, d):
+    for sp in (s, ls, d):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")

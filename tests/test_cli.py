@@ -46,3 +46,27 @@ def test_cli_errors_are_clear(tmp_path):
     assert p.returncode == 2 and "--overwrite" in p.stderr
     p = run("generate", str(tmp_path / "r.zarr"), "--m", "100", "--n", "4", "--rank", "9", "--quiet", check=False)
     assert p.returncode == 2 and "rank must be between 1 and n=4" in p.stderr
+
+
+@pytest.mark.cluster
+def test_lstsq_command(tmp_path):
+    import scipy.linalg
+
+    run("generate", str(tmp_path / "p.zarr"), "--m", "30000", "--n", "12", "--cond", "1e5",
+        "--frac-in-range", "0.9", "--chunks", "4000", "--seed", "2", "--quiet")
+    out = run("lstsq", str(tmp_path / "p.zarr/A"), str(tmp_path / "p.zarr/b"), "--out", str(tmp_path / "x.zarr"),
+              "--workers", "2", "--seed", "1", "--quiet")
+    meta = json.loads(out.stdout)
+    assert meta["method"] == "cholqr" and meta["passes"] <= 4 and meta["istop"] in (1, 2)
+    x = zarr.open_array(str(tmp_path / "x.zarr/x"), mode="r")[...]
+    A = zarr.open_array(str(tmp_path / "p.zarr/A"), mode="r")[...]
+    b = zarr.open_array(str(tmp_path / "p.zarr/b"), mode="r")[...]
+    xg = scipy.linalg.lstsq(A, b, lapack_driver="gelsd")[0]
+    assert np.linalg.norm(x - xg) <= 1e-8 * np.linalg.norm(xg)
+    assert zarr.open_group(str(tmp_path / "x.zarr"), mode="r").attrs["passes"] == meta["passes"]
+    p = run("lstsq", str(tmp_path / "p.zarr/A"), str(tmp_path / "p.zarr/b"), "--out", str(tmp_path / "x.zarr"),
+            "--quiet", check=False)
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+    p = run("lstsq", str(tmp_path / "p.zarr/A"), str(tmp_path / "p.zarr/x"), "--out", str(tmp_path / "y.zarr"),
+            "--quiet", check=False)
+    assert p.returncode == 2 and "b must have m=30000 entries" in p.stderr

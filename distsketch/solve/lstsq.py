@@ -38,7 +38,7 @@ def _sketch_eps(n: int, d: int) -> float:
     return float(min(0.99, math.sqrt((n + 1) / d) + 3 / math.sqrt(d)))
 
 
-def choose_method(m, n, *, lazy, itemsize, cond, atol, c_given, minnorm):
+def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm):
     """The cost model behind ``method="auto"``: estimated seconds of each full-accuracy method.
 
     A pass costs ``m n itemsize / B`` (B = 0.5 GB/s out of core, for reading and
@@ -60,7 +60,7 @@ def choose_method(m, n, *, lazy, itemsize, cond, atol, c_given, minnorm):
     t_chol = (read + 2 * m * n * n / F) + 2 * (read + 4 * m * n / F)
     where = "out of core" if lazy else "in memory"
     est = (f"{where}: cholqr ~{t_chol:.3g} s in ~3 passes after the sketch, sketch_precondition ~{t_lsqr:.3g} s "
-           f"in ~{iters} passes; cond estimate {cond:.3g}")
+           f"in ~{iters} passes")
     return ("cholqr", est) if t_chol <= t_lsqr else ("sketch_precondition", est)
 
 
@@ -209,7 +209,14 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     else:
         data = as_rowdata(A.T if minnorm else A)
     T_m, T_n = data.shape
-    d = sketch_size or 4 * T_n
+    if method == "auto":
+        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=A.dtype.itemsize, atol=atol,
+                                     c_given=c is not None, minnorm=minnorm)
+    else:
+        meth, reason = method, "requested"
+    # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
+    # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
+    d = sketch_size or (2 if meth == "cholqr" else 4) * T_n
     if minnorm:
         bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
         bd = None
@@ -263,12 +270,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
             f"numerically rank-deficient (rank {fac.rank} of {T_n} kept), and the solution returned is the "
             "minimum-norm one over that rank. Silence with warnings.simplefilter('ignore', "
             "distsketch.IllConditionedWarning)", IllConditionedWarning, stacklevel=2)
-    if method == "auto":
-        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core,
-                                     itemsize=A.dtype.itemsize, cond=fac.cond, atol=atol, c_given=c is not None,
-                                     minnorm=minnorm)
-    else:
-        meth, reason = method, "requested"
+    if method == "auto" and not minnorm and c is None:
+        reason += f"; cond estimate {fac.cond:.3g}"
     if ckpt is not None and state is None:
         save = {"SA": SA, "passes_sketch": np.array(data.passes)}
         if Sb is not None:
