@@ -11,12 +11,19 @@ from .errors import (ArrayNotFoundError, DistsketchError, InputTypeError, NonFin
 from .operators import make_operator
 from .sketch import sketch
 from .solve import ConvergenceWarning, IllConditionedWarning, LstsqResult, lstsq
+from .lowrank import NystromResult, QBResult, SVDResult, nystrom, qb, svd
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sketch",
     "lstsq",
+    "svd",
+    "qb",
+    "nystrom",
+    "SVDResult",
+    "QBResult",
+    "NystromResult",
     "LstsqResult",
     "IllConditionedWarning",
     "ConvergenceWarning",

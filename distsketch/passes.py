@@ -14,7 +14,9 @@ pass                   computes, in one read of ``A`` (and of the extra operands
 ``lsqr_step``          ``w = A v - alpha c u``, ``A.T w`` and ``||w||^2`` together
 ``gram``               ``A.T A`` and ``A.T b`` for every extra operand ``b``
 ``col_norms``          the 2-norm of every column of ``A``
-``right_sketch``       ``A @ Omega`` (distributed, ``m x d``)
+``right_sketch``       ``A @ Omega`` (distributed, ``m x d``) [and ``||A||_F^2``]
+``rmatmul_matmul``     ``A.T @ Y`` and ``A @ X`` together (independent ``X``)
+``sketch_both_sides``  ``A @ Omega``, ``Psi_j @ A`` for several ``Psi_j``, ``||A||_F^2``
 =====================  ==========================================================
 """
 
@@ -34,6 +36,8 @@ __all__ = [
     "gram",
     "col_norms",
     "right_sketch",
+    "rmatmul_matmul",
+    "sketch_both_sides",
 ]
 
 
@@ -87,6 +91,24 @@ def _k_right_sketch(Ai, r0, dist, op):
     return (op.apply_right(Ai, 0),), ()
 
 
+def _k_right_sketch_frob(Ai, r0, dist, op):
+    return (op.apply_right(Ai, 0),), (np.array([np.vdot(Ai, Ai)]),)
+
+
+def _k_matmul_rmatmul_frob(Ai, r0, dist, X):
+    Y = Ai @ X
+    return (Y,), (Ai.T @ Y, np.array([np.vdot(Ai, Ai)]))
+
+
+def _k_rmatmul_matmul(Ai, r0, dist, X):
+    return (Ai @ X,), (Ai.T @ _2d(dist[0]),)
+
+
+def _k_single_pass(Ai, r0, dist, omega, psis):
+    Y = omega.apply_right(Ai, 0)
+    return (Y,), tuple(psi.apply(Ai, r0) for psi in psis) + (np.array([np.vdot(Ai, Ai)]),)
+
+
 def _k_left_sketch_sampling(Ai, r0, dist, ops, dtype=None):
     return _k_left_sketch(Ai, r0, dist, ops, dtype)
 
@@ -96,7 +118,8 @@ def _k_right_sketch_sampling(Ai, r0, dist, op):
 
 
 # kernels whose outputs turn NaN/Inf anywhere in the block into NaN/Inf (see run_kernel)
-for _k in (_k_left_sketch, _k_matmul, _k_matmul_rmatmul, _k_lsqr_step, _k_gram, _k_col_norms, _k_right_sketch):
+for _k in (_k_left_sketch, _k_matmul, _k_matmul_rmatmul, _k_lsqr_step, _k_gram, _k_col_norms, _k_right_sketch,
+           _k_right_sketch_frob, _k_rmatmul_matmul, _k_single_pass, _k_matmul_rmatmul_frob):
     _k.propagates_nonfinite = True
 
 # -- passes --------------------------------------------------------------------------------
@@ -137,9 +160,15 @@ def rmatmul(data: RowData, Y) -> np.ndarray:
     return Z
 
 
-def matmul_rmatmul(data: RowData, X: np.ndarray):
-    """``(A @ X, A.T @ A @ X)`` in one read: a power-iteration half step."""
+def matmul_rmatmul(data: RowData, X: np.ndarray, *, frobenius: bool = False):
+    """``(A @ X, A.T @ A @ X)`` in one read: a whole power-iteration step.
+
+    With ``frobenius=True`` also ``||A||_F^2``: ``(Y, Z, ||A||_F^2)``.
+    """
     X = _small(X, data)
+    if frobenius:
+        (Y,), (Z, f) = data.row_pass(_k_matmul_rmatmul_frob, small=(X,), dist_out=((X.shape[1], X.dtype),))
+        return Y, Z, float(f[0])
     (Y,), (Z,) = data.row_pass(_k_matmul_rmatmul, small=(X,), dist_out=((X.shape[1], X.dtype),))
     return Y, Z
 
@@ -178,8 +207,31 @@ def col_norms(data: RowData) -> np.ndarray:
     return np.sqrt(sq)
 
 
-def right_sketch(data: RowData, op: SketchOperator):
-    """``A @ Omega`` with ``Omega = op.T`` (``n x d``); distributed ``m x d`` result."""
+def right_sketch(data: RowData, op: SketchOperator, *, frobenius: bool = False):
+    """``A @ Omega`` with ``Omega = op.T`` (``n x d``); distributed ``m x d`` result.
+
+    With ``frobenius=True`` also ``||A||_F^2`` from the same read: ``(Y, ||A||_F^2)``.
+    """
+    if frobenius:
+        (Y,), (f,) = data.row_pass(_k_right_sketch_frob, small=(op,), dist_out=((op.d, data.dtype),))
+        return Y, float(f[0])
     kernel = _k_right_sketch if op.mixes_all_rows else _k_right_sketch_sampling
     (Y,), _ = data.row_pass(kernel, small=(op,), dist_out=((op.d, data.dtype),))
     return Y
+
+
+def rmatmul_matmul(data: RowData, Y, X: np.ndarray):
+    """``(A.T @ Y, A @ X)`` in one read, for a distributed ``Y`` and an unrelated small ``X``.
+
+    Blocked QB uses it to finish one block (``B_i = Q_i.T A``) while starting the next
+    (``A Omega_{i+1}``).
+    """
+    X = _small(X, data)
+    (AX,), (ATY,) = data.row_pass(_k_rmatmul_matmul, dist=(Y,), small=(X,), dist_out=((X.shape[1], X.dtype),))
+    return ATY, AX
+
+
+def sketch_both_sides(data: RowData, omega: SketchOperator, psis):
+    """``(A @ Omega, [Psi_j @ A ...], ||A||_F^2)`` in one read: the single-pass sketches."""
+    (Y,), red = data.row_pass(_k_single_pass, small=(omega, tuple(psis)), dist_out=((omega.d, data.dtype),))
+    return Y, list(red[:-1]), float(red[-1][0])

@@ -116,6 +116,15 @@ class RowData(ABC):
         """
 
     @abstractmethod
+    def dist_pass(self, kernel: Callable, *, dist: Sequence[Any] = (), small: Sequence[Any] = (),
+                  dist_out: Sequence[tuple[int, np.dtype]] = ()) -> tuple[tuple, tuple]:
+        """Like :meth:`row_pass` over distributed operands only: ``A`` is not read, no pass is counted.
+
+        ``kernel(r0, dist_i, *small) -> (dist_out_i, reduced_i)``. Used for the thin
+        ``m x k`` factors of low-rank methods (Gram matrices, ``Y R^{-1}``).
+        """
+
+    @abstractmethod
     def distribute(self, x, *, check: bool = True):
         """Place an ``m``-row operand (``b``, an initial vector) alongside the rows of ``A``.
 

@@ -45,6 +45,11 @@ def _run_block(kernel, Ai, r0, dist_i, check, *small):
     return run_kernel(kernel, _aligned(Ai), r0, tuple(_aligned(x) for x in dist_i), small, check)
 
 
+def _run_dist_block(kernel, r0, dist_i, check, *small):
+    small = tuple(_aligned(s) for s in small)
+    return kernel(r0, tuple(_aligned(x) for x in dist_i), *small)
+
+
 def _add(a, b):
     return tuple(x + y for x, y in zip(a, b))
 
@@ -82,7 +87,9 @@ class DaskRowData(RowData):
     def __init__(self, A: da.Array, *, progress: bool = False):
         super().__init__()
         if A.numblocks[1] > 1:
-            A = A.rechunk({1: -1})
+            # whole rows per task; split tall column chunks into row blocks of ~64 MiB
+            rows = max(1, int(64 * 2**20 // max(1, A.shape[1] * A.dtype.itemsize)))
+            A = A.rechunk({0: rows if max(A.chunks[0]) > rows else A.chunks[0], 1: -1})
         self.A = A
         self.shape = A.shape
         self.dtype = A.dtype
@@ -100,14 +107,22 @@ class DaskRowData(RowData):
 
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
+        result = self._map_reduce(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        self._checked = True
+        return result
+
+    def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
+        return self._map_reduce(_run_dist_block, kernel, None, dist, small, dist_out, False)
+
+    def _map_reduce(self, runner, kernel, blocks, dist, small, dist_out, check):
         dist_blocks = [self._align(x).to_delayed()[:, 0].tolist() for x in dist]
         small_d = [dask.delayed(s, pure=True) if not isinstance(s, (int, float)) else s for s in small]
         parts = []
-        for i, blk in enumerate(self._blocks):
+        for i in range(len(self.row_chunks)):
             dist_i = tuple(db[i] for db in dist_blocks)
-            parts.append(
-                dask.delayed(_run_block, pure=True, nout=2)(kernel, blk, int(self.offsets[i]), dist_i, check, *small_d)
-            )
+            first = (blocks[i],) if blocks is not None else ()
+            parts.append(dask.delayed(runner, pure=True, nout=2)(kernel, *first, int(self.offsets[i]), dist_i, check,
+                                                                  *small_d))
         reduced = tree_sum([p[1] for p in parts])
         outs = []
         for k, (ncols, dtype) in enumerate(dist_out):
@@ -116,12 +131,11 @@ class DaskRowData(RowData):
                 for p, rows in zip(parts, self.row_chunks)
             ]
             outs.append(da.concatenate(pieces, axis=0))
-        with progress_for(self.progress):
+        with progress_for(self.progress and blocks is not None):
             *outs, reduced = dask.persist(*outs, reduced)
-            if self.progress:
+            if self.progress and blocks is not None:
                 show(reduced)
             value = reduced.compute()
-        self._checked = True
         return tuple(outs), value
 
     def distribute(self, x, *, check=True):

@@ -65,6 +65,14 @@ class NumpyRowData(RowData):
         outs = tuple(np.concatenate([res[0][k] for res in results]) for k in range(len(dist_out)))
         return outs, total
 
+    def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
+        results = [kernel(r0, tuple(x[r0:r1] for x in dist), *small) for r0, r1 in self._ranges()]
+        total = results[0][1]
+        for _, reds in results[1:]:
+            total = tuple(a + b for a, b in zip(total, reds))
+        outs = tuple(np.concatenate([res[0][k] for res in results]) for k in range(len(dist_out)))
+        return outs, total
+
     def distribute(self, x, *, check=True):
         x = np.asarray(x)
         if x.shape[0] != self.shape[0]:

@@ -1,0 +1,420 @@
+"""Randomized SVD, block Krylov, single-pass, blocked QB to a tolerance, and Nystrom.
+
+Every method reads ``A`` only through :mod:`distsketch.passes` and orthonormalises its
+tall ``m x l`` factors on the backend (:mod:`._orth`), so ``U`` is never gathered and ``A``
+never held. A wide ``A`` (``m < n``) is handled as ``A.T`` with the factors swapped.
+
+Passes (reads of ``A``), with ``q`` power or Krylov iterations:
+
+* ``rsvd``: ``q + 2``. The power step ``Y = A Z`` and ``W = A.T Y`` share one read
+  (:func:`~distsketch.passes.matmul_rmatmul`); ``Z_next = orth(W R^{-1})`` where
+  ``Y = Q R``, so ``W R^{-1} = A.T Q``. A final read forms ``B = Q.T A`` exactly.
+  (Halko-Martinsson-Tropp's scheme takes ``2q + 2``.)
+* ``block_krylov``: ``q + 2``, keeping every block ``Q_0 .. Q_q`` (Musco & Musco 2015):
+  a subspace of ``(q + 1) l`` columns for the same reads.
+* ``single_pass``: 1. ``Y = A Omega``, ``W = Psi A`` and a test sketch ``Theta A`` in
+  one read (Tropp, Yurtsever, Udell, Cevher, SIMAX 2017); ``A ~ Q X`` with
+  ``X = (Psi Q)^+ W``; the error is estimated from ``Theta`` (their 2019 SISC paper,
+  section 6): ``||Theta (A - A_hat)||_F`` is an unbiased estimate of ``||A - A_hat||_F``.
+* ``qb`` to a tolerance: one read per block plus one (finishing block ``i`` and
+  sketching block ``i + 1`` share a read); the error ``||A - Q B||_F^2 =
+  ||A||_F^2 - ||B||_F^2`` is updated per block (Yu, Gu, Li, SIMAX 2018).
+
+Error estimates of ``rsvd``, ``block_krylov`` and ``qb`` use ``||A||_F^2 - sum s_i^2``
+(exact for an orthonormal ``Q`` and ``B = Q.T A``; its rounding floor is about
+``sqrt(eps) ||A||_F``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.linalg
+
+from .. import passes
+from .._inputs import as_matrix, is_lazy
+from ..backends import as_rowdata
+from ..errors import ParameterError, ShapeError
+from ..operators import make_operator
+from ..random.streams import resolve_seed
+from ._orth import apply_right, orthonormalize
+from ._result import NystromResult, QBResult, SVDResult
+
+__all__ = ["svd", "qb", "nystrom"]
+
+METHODS = ("auto", "rsvd", "block_krylov", "single_pass")
+NORMALIZERS = ("auto", "QR", "LU", "none")
+
+
+def _prepare(A):
+    """Row-blocked view of A (or A.T when wide) and whether it was transposed."""
+    A = as_matrix(A)
+    m, n = A.shape
+    if m == 0 or n == 0:
+        raise ShapeError(f"A is empty (shape {A.shape})")
+    wide = m < n
+    return as_rowdata(A.T if wide else A), wide, A
+
+
+def _check_rank_tol(rank, tol, m, n):
+    if (rank is None) == (tol is None):
+        raise ParameterError("give exactly one of rank and tol; got "
+                             + ("both" if rank is not None else "neither"))
+    if rank is not None and (int(rank) != rank or not 1 <= rank <= min(m, n)):
+        raise ParameterError(f"rank must be an integer in [1, min(m, n)={min(m, n)}]; got {rank!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ParameterError(f"tol is a relative Frobenius error ||A - A_hat||_F / ||A||_F in (0, 1); got {tol!r}")
+
+
+def _gaussian_block(n, l, seed, stream):
+    """Dense n x l Gaussian test matrix (entries N(0, 1/l)); n x l is small."""
+    return make_operator("gaussian", l, n, seed=seed, stream=stream).toarray().T
+
+
+def _normalize(Z, how):
+    if how == "none":
+        return Z / max(np.linalg.norm(Z, 2), np.finfo(float).tiny)
+    if how == "LU":
+        P, L, U = scipy.linalg.lu(Z)
+        return P @ L
+    return np.linalg.qr(Z)[0]
+
+
+def _svd_of_qb(data, Q, BT, k):
+    """Truncated SVD of Q B from B.T (n x l): U = Q U_B (distributed), s, Vt."""
+    Ub, s, Vt = scipy.linalg.svd(BT.T, full_matrices=False)
+    U = apply_right(data, Q, Ub[:, :k])
+    return U, s[:k], Vt[:k], s
+
+
+def _estimate(fro2, s_kept):
+    return float(math.sqrt(max(fro2 - float(np.sum(s_kept**2)), 0.0)))
+
+
+def _auto_power_iter(Wsv, k, l, N, krylov):
+    """Iterations from the decay the first sketch shows.
+
+    ``Wsv`` are the singular values of ``A.T A X`` (``~ sigma_j^2``, up to a factor). With the
+    tail beyond ``l`` taken flat at ``sigma_l`` (pessimistic), the expected excess of the
+    Frobenius error after ``q`` power steps is about (Halko, Martinsson, Tropp 2011, Thm 10.5
+    with the power-scheme weights)
+
+        excess(q) = k/(p-1) * sum_{j>k} sigma_j^2 (sigma_j/sigma_k)^(4q) / sum_{j>k} sigma_j^2;
+
+    ``q`` is the smallest with ``sqrt(1 + excess) <= 1.05``, at most 6. Block Krylov
+    reaches the same polynomial degree with half the iterations.
+    """
+    p = l - k
+    if len(Wsv) < l or Wsv[k - 1] <= 0 or p < 2:
+        return 2, "too few columns to read the decay"
+    sig = np.sqrt(np.maximum(Wsv[:l], 0.0))
+    tail = sig[k:l]
+    rest = max(N - l, 0)
+    rho = tail / sig[k - 1]
+    base = float(np.sum(tail**2) + rest * sig[l - 1] ** 2)
+    if base <= 0:
+        return 0, "A has rank <= k"
+    for q in range(0, 7):
+        excess = k / (p - 1) * (np.sum(tail**2 * rho ** (4 * q)) + rest * sig[l - 1] ** 2 * rho[-1] ** (4 * q)) / base
+        if math.sqrt(1 + excess) <= 1.05:
+            break
+    note = f"sigma_(k+1)/sigma_k ~ {rho[0]:.2g}, sigma_l/sigma_k ~ {rho[-1]:.2g}"
+    return (max(1, math.ceil(q / 2)) if krylov and q else q), note
+
+
+def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
+    m, n = data.shape
+    X = _gaussian_block(n, l, seed, 0)
+    # pass 1: Y = A X, W = A.T Y, ||A||_F^2
+    Y, W, fro2 = passes.matmul_rmatmul(data, X, frobenius=True)
+    note = ""
+    if q == "auto":
+        q, note = _auto_power_iter(np.linalg.svd(W, compute_uv=False), k, l, n, krylov)
+    blocks = []
+    for _ in range(q):
+        Q, R = orthonormalize(data, Y)
+        if krylov:
+            blocks.append(Q)
+        Z = scipy.linalg.solve_triangular(R, W.T, trans="T").T  # A.T Q = W R^{-1}
+        Z = _normalize(Z, normalizer)
+        Y, W = passes.matmul_rmatmul(data, Z)  # one read: the next block and its A.T image
+    Q, _ = orthonormalize(data, Y)
+    if krylov and blocks:
+        blocks.append(Q)
+        K = data.combine(lambda *xs: np.hstack(xs), *blocks, ncols=sum(b.shape[1] for b in blocks),
+                         dtype=np.float64)
+        Q, _ = orthonormalize(data, K)
+    BT = passes.rmatmul(data, Q)  # final read: B = Q.T A, exactly
+    return Q, BT, fro2, q, note
+
+
+def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter="auto",
+        power_iteration_normalizer="auto", seed=None) -> SVDResult:
+    """Randomized truncated SVD, out of core: ``A ~ U diag(s) Vt``.
+
+    Parameters
+    ----------
+    A : numpy array, dask array (row-, column- or 2-D chunked; tall or wide), zarr array or path
+    rank : int, optional
+        Target rank ``k``. Exactly one of ``rank`` and ``tol``.
+    tol : float, optional
+        Relative Frobenius tolerance: the smallest rank with estimated
+        ``||A - U diag(s) Vt||_F <= tol ||A||_F`` (blocked QB, see :func:`qb`).
+    method : {"auto", "rsvd", "block_krylov", "single_pass"}
+        ``auto``: ``qb`` for ``tol``; otherwise ``block_krylov`` when the first sketch shows
+        slow decay, ``rsvd`` when fast (the reason is recorded).
+    n_oversamples : int
+        ``l = rank + n_oversamples`` columns per block.
+    n_power_iter : int or "auto"
+        Power (``rsvd``) or Krylov (``block_krylov``) iterations; ``auto`` reads the decay
+        of the first sketch (0 for fast decay, up to 6).
+    power_iteration_normalizer : {"auto", "QR", "LU", "none"}
+        How the small ``n x l`` factor is normalised between iterations (``auto`` = QR).
+        The tall factor is always orthonormalised on the backend (shifted CholeskyQR3).
+    seed : None, int, SeedSequence or Generator
+
+    Returns
+    -------
+    SVDResult
+        ``U`` stays a dask array for lazy input (``Vt`` for a wide one).
+
+    Raises
+    ------
+    ParameterError
+        Both or neither of ``rank``/``tol``; ``rank`` outside ``[1, min(m, n)]``;
+        ``tol`` outside ``(0, 1)``; unknown method or normaliser.
+    NonFiniteError
+        NaN/Inf in ``A``, found in the first pass.
+
+    Examples
+    --------
+    >>> import numpy as np, distsketch
+    >>> A = np.random.default_rng(0).standard_normal((2000, 300)) * np.logspace(0, -4, 300)
+    >>> r = distsketch.svd(A, 10, seed=0)
+    >>> bool(np.allclose(r.s, np.linalg.svd(A, compute_uv=False)[:10], rtol=1e-3))
+    True
+    """
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}; expected one of {METHODS}")
+    if power_iteration_normalizer not in NORMALIZERS:
+        raise ParameterError(f"power_iteration_normalizer must be one of {NORMALIZERS}; "
+                             f"got {power_iteration_normalizer!r}")
+    if n_power_iter != "auto" and (int(n_power_iter) != n_power_iter or n_power_iter < 0):
+        raise ParameterError(f"n_power_iter must be a non-negative integer or 'auto'; got {n_power_iter!r}")
+    if int(n_oversamples) != n_oversamples or n_oversamples < 0:
+        raise ParameterError(f"n_oversamples must be a non-negative integer; got {n_oversamples!r}")
+    data, wide, A = _prepare(A)
+    m, n = data.shape
+    _check_rank_tol(rank, tol, m, n)
+    seed = resolve_seed(seed)
+    normalizer = "QR" if power_iteration_normalizer == "auto" else power_iteration_normalizer
+
+    if tol is not None:
+        if method not in ("auto", "rsvd"):
+            raise ParameterError(f"tol mode runs the blocked QB (method 'auto' or 'rsvd'); got {method!r}")
+        res = qb(data, tol=tol, seed=seed)
+        U, s, Vt, sall = _svd_of_qb(data, res.Q, res.B.T, res.B.shape[0])
+        # smallest k whose estimated error meets tol
+        tail = res.norm_fro**2 - np.cumsum(sall**2)
+        ok = np.flatnonzero(tail <= (tol * res.norm_fro) ** 2)
+        k = int(ok[0]) + 1 if len(ok) else len(sall)
+        U, s, Vt = apply_right(data, U, np.eye(U.shape[1])[:, :k]), s[:k], Vt[:k]
+        est = _estimate(res.norm_fro**2, s)
+        return _finish(data, wide, A, U, s, Vt, est, "qb", f"tol={tol}: blocked QB to {res.B.shape[0]} columns, "
+                       f"rank {k} kept", 0, seed, res.norm_fro)
+
+    k = int(rank)
+    l = min(k + int(n_oversamples), n, m)
+    if method == "single_pass":
+        return _single_pass(data, wide, A, k, l, seed)
+    krylov = method == "block_krylov"
+    q = n_power_iter
+    meth = method
+    if method == "auto":
+        # decide after the first read: rsvd for fast decay, block Krylov otherwise
+        meth = "auto"
+    Q, BT, fro2, q_used, note = _rsvd_core(data, k, l, q, normalizer, seed,
+                                           krylov=krylov or (method == "auto"))
+    if method == "auto":
+        meth = "block_krylov" if q_used > 0 else "rsvd"
+        reason = (f"auto: {note}; block Krylov with {q_used} iteration(s) (fewer reads than power iteration "
+                  "for the same accuracy)" if q_used else f"auto: {note}; the range sketch alone suffices")
+    else:
+        reason = f"requested; {q_used} iteration(s)" + (f" ({note})" if note else "")
+    U, s, Vt, _ = _svd_of_qb(data, Q, BT, k)
+    return _finish(data, wide, A, U, s, Vt, _estimate(fro2, s), meth, reason, q_used, seed, math.sqrt(fro2))
+
+
+def _finish(data, wide, A, U, s, Vt, est, method, reason, q, seed, fro):
+    lazy = is_lazy(A)
+    if wide:  # we factored A.T = U s Vt, so A = Vt.T s U.T
+        U, Vt = Vt.T, U.T
+        if not lazy:
+            Vt = np.asarray(Vt)
+    elif not lazy:
+        U = np.asarray(U)
+    return SVDResult(U=U, s=s, Vt=Vt, passes=data.passes, error_estimate=est, method=method, reason=reason,
+                     n_power_iter=q, seed=seed, norm_fro=fro)
+
+
+def _k_left_apply(r0, dist, ops):
+    return (), tuple(op.apply(dist[0], r0) for op in ops)
+
+
+def _single_pass(data, wide, A, k, l, seed):
+    m, n = data.shape
+    l2 = min(2 * l + 1, m)
+    s_test = 10
+    omega = make_operator("gaussian", l, n, seed=seed, stream=0)
+    psi = make_operator("gaussian", l2, m, seed=seed, stream=1)
+    theta = make_operator("gaussian", s_test, m, seed=seed, stream=2)
+    Y, (W, TA), fro2 = passes.sketch_both_sides(data, omega, (psi, theta))
+    Q, _ = orthonormalize(data, Y)
+    _, (PQ, TQ) = data.dist_pass(_k_left_apply, dist=(Q,), small=((psi, theta),))
+    X = np.linalg.lstsq(PQ, W, rcond=None)[0]  # X = (Psi Q)^+ Psi A
+    Ux, sx, Vt = scipy.linalg.svd(X, full_matrices=False)
+    U = apply_right(data, Q, Ux[:, :k])
+    Xk = (Ux[:, :k] * sx[:k]) @ Vt[:k]
+    est = float(np.linalg.norm(TA - TQ @ Xk))  # Theta has N(0, 1/s) entries: E||Theta M||^2 = ||M||^2
+    return _finish(data, wide, A, U, sx[:k], Vt[:k], est, "single_pass",
+                   f"one read: range sketch l={l}, co-range sketch {l2}, test sketch {s_test}", 0, seed,
+                   math.sqrt(fro2))
+
+
+def _k_project(r0, dist, C):
+    Y, Q = dist
+    return (Y - Q @ C,), ()
+
+
+def _k_cross(r0, dist):
+    Q, Y = dist
+    return (), (Q.T @ Y,)
+
+
+def qb(A, *, rank=None, tol=None, block_size=None, seed=None, max_rank=None) -> QBResult:
+    """Blocked randomized QB: ``A ~ Q B`` to a rank or a relative Frobenius tolerance.
+
+    Block ``i``: ``Y_i = A Omega_i``, made orthogonal to the ``Q`` found so far (twice, for
+    stability) and orthonormalised; ``B_i = Q_i.T A``. The error is tracked exactly as
+    ``E = ||A||_F^2 - sum ||B_i||_F^2`` (Yu, Gu, Li, SIMAX 2018, Alg. 2), stopping when
+    ``E <= tol^2 ||A||_F^2``, when ``rank`` columns are reached, or when ``E`` stops falling
+    (its floor is about ``100 eps ||A||_F^2``). One read finishes block ``i`` and sketches
+    block ``i + 1`` (:func:`~distsketch.passes.rmatmul_matmul`).
+
+    Parameters
+    ----------
+    A : as for :func:`svd` (a tall row-blocked view is used; wide ``A`` is not transposed here)
+    rank, tol : exactly one
+    block_size : int, optional
+        Columns per block (default ``max(10, rank // 4)`` or 32 for ``tol``).
+    max_rank : int, optional
+        Cap for ``tol`` mode (default ``min(m, n)``).
+    """
+    data = A if hasattr(A, "row_pass") else as_rowdata(A)
+    m, n = data.shape
+    _check_rank_tol(rank, tol, m, n)
+    seed = resolve_seed(seed)
+    target = int(rank) if rank is not None else int(max_rank or min(m, n))
+    b = int(block_size or (max(10, target // 4) if rank is not None else 32))
+    if b < 1:
+        raise ParameterError(f"block_size must be a positive integer; got {block_size!r}")
+    Qs, Bs, history = [], [], []
+    Y, fro2 = passes.right_sketch(data, make_operator("gaussian", min(b, target), n, seed=seed, stream=0),
+                                  frobenius=True)
+    E = fro2
+    floor = 100 * np.finfo(np.float64).eps * fro2
+    i = 0
+    while True:
+        if Qs:
+            Qall = Qs[0] if len(Qs) == 1 else data.combine(lambda *xs: np.hstack(xs), *Qs,
+                                                           ncols=sum(q.shape[1] for q in Qs), dtype=np.float64)
+            for _ in range(2):  # Y -= Q (Q.T Y), twice
+                _, (C,) = data.dist_pass(_k_cross, dist=(Qall, Y))
+                (Y,), _ = data.dist_pass(_k_project, dist=(Y, Qall), small=(C,),
+                                         dist_out=((Y.shape[1], np.float64),))
+        Qi, _ = orthonormalize(data, Y)
+        done = sum(q.shape[1] for q in Qs) + Qi.shape[1]
+        nb = min(b, target - done)
+        if nb > 0:
+            Om = _gaussian_block(n, nb, seed, i + 1)
+            BiT, Y = passes.rmatmul_matmul(data, Qi, Om)  # one read: B_i and the next sketch
+        else:
+            BiT = passes.rmatmul(data, Qi)
+        Qs.append(Qi)
+        Bs.append(BiT.T)
+        E_new = E - float(np.sum(BiT**2))
+        history.append({"block": i, "columns": done, "error_estimate": math.sqrt(max(E_new, 0.0))})
+        stalled = E_new > 0.99 * E and i > 0
+        E = E_new
+        i += 1
+        if nb <= 0 or (tol is not None and E <= (tol**2) * fro2) or E <= floor or stalled:
+            break
+    Q = Qs[0] if len(Qs) == 1 else data.combine(lambda *xs: np.hstack(xs), *Qs,
+                                                ncols=sum(q.shape[1] for q in Qs), dtype=np.float64)
+    B = np.vstack(Bs)
+    return QBResult(Q=Q, B=B, passes=data.passes, error_estimate=math.sqrt(max(E, 0.0)), norm_fro=math.sqrt(fro2),
+                    history=tuple(history), seed=seed)
+
+
+def _k_sumsq(r0, dist):
+    return (), (np.array([np.vdot(dist[0], dist[0])]),)
+
+
+def _k_shift(r0, dist, op, nu):
+    return (dist[0] + nu * op.columns(r0, r0 + dist[0].shape[0]).T,), ()
+
+
+def _check_symmetric(A):
+    n = A.shape[0]
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ShapeError(f"nystrom needs a square symmetric matrix; got shape {A.shape}")
+    b = min(n, 128)
+    rng = np.random.default_rng(0)
+    picks = [(0, 0)] + [(int(rng.integers(0, max(1, n - b + 1))), int(rng.integers(0, max(1, n - b + 1))))
+                        for _ in range(2)]
+    for i, j in picks:
+        X = A[i:i + b, j:j + b]
+        Yt = A[j:j + b, i:i + b]
+        X, Yt = (np.asarray(X.compute()), np.asarray(Yt.compute())) if is_lazy(A) else (X, Yt)
+        scale = max(np.abs(X).max(), np.abs(Yt).max(), np.finfo(float).tiny)
+        diff = np.abs(X - Yt.T)
+        if diff.max() > 1e-10 * scale:
+            r, c = np.unravel_index(np.argmax(diff), diff.shape)
+            raise ParameterError(
+                f"nystrom needs a symmetric positive semidefinite matrix, but A[{i + r}, {j + c}] = "
+                f"{X[r, c]:.6g} differs from A[{j + c}, {i + r}] = {Yt[c, r]:.6g}; use svd() for general matrices")
+
+
+def nystrom(A, rank, *, n_oversamples=10, seed=None) -> NystromResult:
+    """Stabilised randomized Nystrom approximation of a symmetric PSD matrix: one read of ``A``.
+
+    ``Y = A Omega``; shift ``nu = eps ||Y||_F``; ``C = chol(Omega.T (Y + nu Omega))``;
+    ``B = (Y + nu Omega) C^{-1} = Q R`` (on the backend); ``R = U_R S V.T``; then
+    ``A ~ (Q U_R) diag(max(S^2 - nu, 0)) (Q U_R).T`` (Tropp, Yurtsever, Udell, Cevher,
+    SIMAX 2017, Alg. 3; RandLAPACK REVD2). Symmetry is checked cheaply on three
+    ``128 x 128`` block pairs before any pass.
+    """
+    A = as_matrix(A)
+    _check_symmetric(A)
+    n = A.shape[0]
+    if int(rank) != rank or not 1 <= rank <= n:
+        raise ParameterError(f"rank must be an integer in [1, n={n}]; got {rank!r}")
+    seed = resolve_seed(seed)
+    data = as_rowdata(A)
+    l = min(n, int(rank) + int(n_oversamples))
+    om = make_operator("gaussian", l, n, seed=seed, stream=0)  # Omega = om.T (n x l)
+    Y = passes.right_sketch(data, om)
+    nu = float(np.finfo(np.float64).eps * math.sqrt(data.dist_pass(_k_sumsq, dist=(Y,))[1][0][0]))
+    (Ynu,), _ = data.dist_pass(_k_shift, dist=(Y,), small=(om, nu), dist_out=((l, np.float64),))
+    _, (M,) = data.dist_pass(_k_left_apply, dist=(Ynu,), small=((om,),))  # Omega.T Y_nu
+    M = (M + M.T) / 2
+    C = scipy.linalg.cholesky(M, lower=False)
+    B = apply_right(data, Ynu, scipy.linalg.solve_triangular(C, np.eye(l)))
+    Q, R = orthonormalize(data, B)
+    Ur, S, _ = scipy.linalg.svd(R)
+    lam = np.maximum(S**2 - nu, 0.0)[: int(rank)]
+    U = apply_right(data, Q, Ur[:, : int(rank)])
+    if not is_lazy(A):
+        U = np.asarray(U)
+    return NystromResult(U=U, lam=lam, passes=data.passes, shift=nu, seed=seed)
