@@ -3,6 +3,7 @@
     distsketch generate OUT.zarr --m M --n N [--cond C --decay D --rank R --frac-in-range F ...]
     distsketch sketch A.zarr --d D [--kind K --side left|right --seed S] --out SA.zarr
     distsketch lstsq A.zarr b.zarr --out x.zarr [--method M --seed S --checkpoint FILE]
+    distsketch svd A.zarr --rank K (or --tol T) --out svd.zarr [--method M --seed S]
     distsketch demo [--m M --n N --worker-memory 400MB]
 
 Commands that compute start an embedded Dask LocalCluster sized to the machine unless
@@ -33,9 +34,10 @@ def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
     grp = zarr.open_group(tmp, mode="w")
     for name, arr in arrays.items():
         if isinstance(arr, da.Array):
-            arr = arr.rechunk({0: arr.chunks[0]})
-            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype,
-                                 chunks=tuple(c[0] for c in arr.chunks))
+            # zarr needs regular chunks: the largest chunk along each axis
+            chunks = tuple(max(c) if c else 1 for c in arr.chunks)
+            arr = arr.rechunk(chunks)
+            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
             da.store(arr, z, lock=False)
         else:
             arr = np.asarray(arr)
@@ -118,6 +120,31 @@ def _cmd_lstsq(a) -> int:
     return 0 if res.converged else 1
 
 
+def _cmd_svd(a) -> int:
+    from ._inputs import as_matrix
+    from .cluster import dask_client
+    from .lowrank import svd
+
+    A = as_matrix(a.A)  # fail fast, before any cluster starts
+    if (a.rank is None) == (a.tol is None):
+        from .errors import ParameterError
+
+        raise ParameterError("give exactly one of --rank and --tol")
+    if os.path.exists(a.out) and not a.overwrite:
+        raise FileExistsError(f"{a.out!r} exists; pass --overwrite to replace it")
+    with dask_client(a.scheduler, n_workers=a.workers):
+        t = time.perf_counter()
+        res = svd(A, a.rank, tol=a.tol, method=a.method, n_power_iter=a.n_power_iter if a.n_power_iter is not None
+                  else "auto", seed=a.seed)
+        meta = {"method": res.method, "reason": res.reason, "rank": res.rank, "passes": res.passes,
+                "error_estimate": res.error_estimate, "norm_fro": res.norm_fro, "n_power_iter": res.n_power_iter,
+                "seed": res.seed}
+        _write_zarr_atomic(a.out, {"U": res.U, "s": res.s, "Vt": res.Vt}, meta)
+        meta["seconds"] = round(time.perf_counter() - t, 3)
+    print(json.dumps({"out": a.out, **meta}))
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -172,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--overwrite", action="store_true")
     ls.set_defaults(func=_cmd_lstsq)
 
+    sv = sub.add_parser("svd", help="truncated SVD of a Zarr array, written to a Zarr group (U, s, Vt)")
+    sv.add_argument("A", help="path of the Zarr array")
+    sv.add_argument("--rank", type=int, default=None)
+    sv.add_argument("--tol", type=float, default=None, help="relative Frobenius tolerance instead of --rank")
+    sv.add_argument("--method", choices=["auto", "rsvd", "block_krylov", "single_pass"], default="auto")
+    sv.add_argument("--n-power-iter", type=int, default=None)
+    sv.add_argument("--seed", type=int, default=None)
+    sv.add_argument("--out", required=True)
+    sv.add_argument("--overwrite", action="store_true")
+    sv.set_defaults(func=_cmd_svd)
+
     d = sub.add_parser("demo", help="generate a problem larger than a worker's memory and solve it on a local cluster")
     d.add_argument("--m", type=int, default=1_000_000)
     d.add_argument("--n", type=int, default=100)
@@ -181,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
-    for sp in (s, ls, d):
+    for sp in (s, ls, sv, d):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")

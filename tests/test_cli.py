@@ -70,3 +70,22 @@ def test_lstsq_command(tmp_path):
     p = run("lstsq", str(tmp_path / "p.zarr/A"), str(tmp_path / "p.zarr/x"), "--out", str(tmp_path / "y.zarr"),
             "--quiet", check=False)
     assert p.returncode == 2 and "b must have m=30000 entries" in p.stderr
+
+
+@pytest.mark.cluster
+def test_svd_command(tmp_path):
+    import scipy.linalg
+
+    run("generate", str(tmp_path / "p.zarr"), "--m", "20000", "--n", "60", "--decay", "poly", "--power", "1",
+        "--chunks", "3000", "--seed", "2", "--quiet")
+    out = run("svd", str(tmp_path / "p.zarr/A"), "--rank", "10", "--out", str(tmp_path / "s.zarr"),
+              "--workers", "2", "--seed", "1", "--quiet")
+    meta = json.loads(out.stdout)
+    assert meta["rank"] == 10 and meta["passes"] >= 1
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    U, s, Vt = g["U"][...], g["s"][...], g["Vt"][...]
+    A = zarr.open_array(str(tmp_path / "p.zarr/A"), mode="r")[...]
+    sref = scipy.linalg.svd(A, compute_uv=False)
+    assert np.linalg.norm(A - (U * s) @ Vt) <= 1.1 * np.sqrt(np.sum(sref[10:] ** 2))
+    p = run("svd", str(tmp_path / "p.zarr/A"), "--out", str(tmp_path / "t.zarr"), "--quiet", check=False)
+    assert p.returncode == 2 and "exactly one of --rank and --tol" in p.stderr

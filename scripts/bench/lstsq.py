@@ -92,14 +92,9 @@ def bench_memory(p, repeats, base_repeats):
     return out, xg
 
 
-def _count_reads(client, name):
-    stream = client.get_task_stream()
-    return sum(1 for t in stream if name in str(t.get("key", "")))
-
-
 def bench_ooc(p, repeats, workers, memory_limit, x_gelsd):
     import dask.array as da
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     import distsketch
 
@@ -123,8 +118,7 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd):
             for r in range(repeats):
                 A, b, name = lazy()
                 nchunks = A.numblocks[0] * A.numblocks[1]
-                client.get_task_stream()  # clear
-                with client.get_task_stream() as ts_ctx:
+                with get_task_stream(client) as ts_ctx:
                     t, res = timed(fn, A, b, r)
                 ts.append(t)
                 reads.append(sum(1 for tt in ts_ctx.data if name in str(tt.get("key", ""))))

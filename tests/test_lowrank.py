@@ -1,0 +1,208 @@
+"""Low-rank drivers against scipy.linalg.svd on fast, slow (i^-0.5) and flat-then-drop spectra,
+numpy and three dask layouts; tolerance mode; single-pass bound; Nystrom; bad input."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.linalg
+
+import distsketch
+from distsketch.errors import NonFiniteError, ParameterError, ShapeError
+from distsketch.problems import singular_values
+
+M, N, K = 3000, 300, 15
+
+
+def make(spectrum, m=M, n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    if spectrum == "fast":
+        s = 0.8 ** np.arange(n)
+    elif spectrum == "slow":
+        s = np.arange(1, n + 1) ** -0.5
+    else:  # flat then drop
+        s = singular_values(n, decay="flat_drop", flat=K, cond=1e3)
+    U = np.linalg.qr(rng.standard_normal((m, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    return (U * s) @ V.T
+
+
+LAYOUTS = ["numpy", ("rows", (700, N)), ("cols", (M, 100)), ("2d", (1100, 130))]
+
+
+def layout(A, lay):
+    if lay == "numpy":
+        return A
+    return da.from_array(A, chunks=lay[1])
+
+
+def lay_id(lay):
+    return lay if isinstance(lay, str) else lay[0]
+
+
+@pytest.fixture(scope="module", params=["fast", "slow", "flat_drop"])
+def spectrum(request):
+    A = make(request.param)
+    U, s, Vt = scipy.linalg.svd(A, full_matrices=False)
+    return request.param, A, s
+
+
+@pytest.mark.parametrize("lay", LAYOUTS, ids=lay_id)
+@pytest.mark.parametrize("method", ["rsvd", "block_krylov", "auto"])
+def test_near_optimal_against_lapack(spectrum, lay, method):
+    name, A, s = spectrum
+    opt = np.sqrt(np.sum(s[K:] ** 2))
+    res = distsketch.svd(layout(A, lay), K, method=method, seed=3)
+    U, Vt = np.asarray(res.U), np.asarray(res.Vt)
+    if lay != "numpy":
+        assert isinstance(res.U, da.Array)
+    err = np.linalg.norm(A - (U * res.s) @ Vt)
+    assert err / opt <= 1.1, (name, err / opt)
+    # singular values to a stated accuracy: relative 1e-2 of sigma_1 (the optimal error is the scale)
+    assert np.max(np.abs(res.s - s[:K])) <= max(1e-2 * s[0], 1e-12)
+    np.testing.assert_allclose(U.T @ U, np.eye(K), atol=1e-12)
+    np.testing.assert_allclose(Vt @ Vt.T, np.eye(K), atol=1e-12)
+    # the a-posteriori estimate (||A||_F^2 - sum s_i^2) tracks the true error
+    assert 0.5 <= res.error_estimate / err <= 2.0
+    assert res.passes == res.n_power_iter + 2
+
+
+def test_wide_matrix():
+    A = make("fast").T.copy()  # 300 x 3000
+    for Ain in (A, da.from_array(A, chunks=(100, 700))):
+        res = distsketch.svd(Ain, K, seed=1)
+        U, Vt = np.asarray(res.U), np.asarray(res.Vt)
+        assert U.shape == (300, K) and Vt.shape == (K, 3000)
+        s = scipy.linalg.svd(A, compute_uv=False)
+        assert np.linalg.norm(A - (U * res.s) @ Vt) <= 1.1 * np.sqrt(np.sum(s[K:] ** 2))
+
+
+@pytest.mark.parametrize("tol", [0.3, 0.05])
+def test_tolerance_mode(tol):
+    A = make("slow")
+    res = distsketch.svd(da.from_array(A, chunks=(500, N)), tol=tol, seed=0)
+    U, Vt = np.asarray(res.U), np.asarray(res.Vt)
+    err = np.linalg.norm(A - (U * res.s) @ Vt)
+    fro = np.linalg.norm(A)
+    assert err <= tol * fro * 1.0001
+    assert 0.5 <= res.error_estimate / err <= 2.0
+    # not wastefully large: within a few columns of the optimal rank for this tolerance
+    s = scipy.linalg.svd(A, compute_uv=False)
+    k_opt = int(np.argmax(np.sqrt(np.maximum(fro**2 - np.cumsum(s**2), 0)) <= tol * fro)) + 1
+    assert k_opt <= res.rank <= int(1.5 * k_opt) + 10
+
+
+def test_qb_error_history():
+    A = make("slow")
+    res = distsketch.qb(A, tol=0.2, seed=0, block_size=10)
+    Q = np.asarray(res.Q)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-12)
+    np.testing.assert_allclose(res.B, Q.T @ A, atol=1e-12)
+    true = np.linalg.norm(A - Q @ res.B)
+    assert abs(res.error_estimate - true) <= 1e-6 * np.linalg.norm(A)
+    errs = [h["error_estimate"] for h in res.history]
+    assert all(b <= a for a, b in zip(errs, errs[1:]))
+    # one read per block plus one
+    assert res.passes == len(res.history) + 1
+
+
+def test_single_pass_reads_once_and_meets_its_bound():
+    """Tropp-Yurtsever-Udell-Cevher (SIMAX 2017), Thm 4.3 and 5.1: with range sketch l, co-range
+    sketch l2, E||A - Q X||_F^2 <= (1 + f(l, l2)) min_{r < l-1} (1 + f(r, l)) tau_{r+1}^2,
+    f(s, t) = s / (t - s - 1), and the rank-k truncation is within tau_{k+1} + 2 ||A - Q X||_F."""
+    from .test_passes import CountingArray
+
+    A = make("slow")
+    s = scipy.linalg.svd(A, compute_uv=False)
+    l, l2 = K + 10, 2 * (K + 10) + 1
+    f = lambda a, b: a / (b - a - 1)  # noqa: E731
+    tau2 = lambda r: np.sum(s[r:] ** 2)  # noqa: E731
+    bound_full = (1 + f(l, l2)) * min((1 + f(r, l)) * tau2(r) for r in range(1, l - 1))
+    errs = []
+    for seed in range(6):
+        counted = CountingArray(A)
+        Ad = da.from_array(counted, chunks=(500, N), asarray=False)
+        counted.reads = 0
+        res = distsketch.svd(Ad, K, method="single_pass", seed=seed)
+        assert res.passes == 1 and counted.reads == 6  # six chunks, each read once
+        U, Vt = np.asarray(res.U), np.asarray(res.Vt)
+        err = np.linalg.norm(A - (U * res.s) @ Vt)
+        errs.append(err)
+        assert err <= np.sqrt(tau2(K)) + 2 * np.sqrt(2 * bound_full)  # per seed, with a 2x slack on the mean
+        assert 0.5 <= res.error_estimate / err <= 2.0
+    assert np.mean(np.square(errs)) <= (np.sqrt(tau2(K)) + 2 * np.sqrt(bound_full)) ** 2
+
+
+def test_nystrom_psd():
+    rng = np.random.default_rng(2)
+    n = 800
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    lam = 0.7 ** np.arange(n)
+    A = (V * lam) @ V.T
+    A = (A + A.T) / 2
+    for Ain in (A, da.from_array(A, chunks=(300, 800))):
+        res = distsketch.nystrom(Ain, 20, seed=0)
+        U = np.asarray(res.U)
+        assert res.passes == 1
+        np.testing.assert_allclose(U.T @ U, np.eye(20), atol=1e-12)
+        # A - A_hat is PSD for Nystrom, so its nuclear norm is its trace; Gittens & Mahoney (2016) and
+        # Tropp et al. (2017): E ||A - A_hat||_* <= (1 + k/(p-1)) sum_{j>k} lam_j, here k = 20, p = 10
+        E = A - (U * res.lam) @ U.T
+        assert np.linalg.eigvalsh((E + E.T) / 2).min() >= -1e-12
+        assert np.trace(E) <= 2 * (1 + 20 / 9) * np.sum(lam[20:])
+        # eigenvalues from below, within that trace error
+        assert np.all(res.lam <= lam[:20] * (1 + 1e-12)) and np.all(lam[:20] - res.lam <= np.trace(E))
+
+
+def test_out_of_core_rank50(tmp_path):
+    """Rank-50 SVD of a Zarr matrix 4x a worker's memory limit: no restart, near-optimal."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from distsketch.problems import generate_problem
+
+    limit = 200 * 2**20
+    # 110,000 x 1,000 (880 MB, 4.4x the limit); the m x 60 factors are 53 MB in all
+    p = generate_problem(tmp_path / "a.zarr", 110_000, 1000, decay="poly", power=1.0, chunks=4096, seed=1)
+    assert p.shape[0] * p.shape[1] * 8 >= 4 * limit
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=limit, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        before = set(client.scheduler_info(n_workers=-1)["workers"])
+        res = distsketch.svd(f"{p.path}/A", 50, seed=0)
+        assert set(client.scheduler_info(n_workers=-1)["workers"]) == before
+        assert isinstance(res.U, da.Array)
+        U = res.U.compute()
+    # exact singular values from the generator
+    assert np.max(np.abs(res.s - p.s[:50])) <= 1e-2 * p.s[0]
+    np.testing.assert_allclose(U.T @ U, np.eye(50), atol=1e-12)
+    opt = np.sqrt(np.sum(p.s[50:] ** 2))
+    assert res.error_estimate <= 1.1 * opt
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"rank": 0}, ParameterError, r"rank must be an integer in \[1, min\(m, n\)=300\]; got 0"),
+    ({"rank": 301}, ParameterError, "got 301"),
+    ({"rank": 5, "tol": 0.1}, ParameterError, "give exactly one of rank and tol; got both"),
+    ({}, ParameterError, "got neither"),
+    ({"tol": 0.0}, ParameterError, r"tol is a relative Frobenius error .* in \(0, 1\); got 0.0"),
+    ({"tol": -1.0}, ParameterError, "tol is a relative"),
+    ({"rank": 5, "method": "lanczos"}, ParameterError, "unknown method 'lanczos'"),
+    ({"rank": 5, "n_power_iter": -1}, ParameterError, "n_power_iter must be a non-negative integer"),
+    ({"rank": 5, "power_iteration_normalizer": "SVD"}, ParameterError, "power_iteration_normalizer must be"),
+])
+def test_bad_input(kw, exc, match):
+    A = make("fast")
+    with pytest.raises(exc, match=match):
+        distsketch.svd(A, **kw)
+
+
+def test_nonfinite_and_nonsymmetric():
+    A = make("fast")
+    A[123, 45] = np.nan
+    with pytest.raises(NonFiniteError, match="row 123, column 45"):
+        distsketch.svd(A, 5)
+    B = np.random.default_rng(0).standard_normal((200, 200))
+    with pytest.raises(ParameterError, match=r"nystrom needs a symmetric positive semidefinite matrix, but A\["):
+        distsketch.nystrom(B, 5)
+    with pytest.raises(ShapeError, match=r"square symmetric matrix; got shape \(200, 100\)"):
+        distsketch.nystrom(B[:, :100], 5)
