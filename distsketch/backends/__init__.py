@@ -19,4 +19,12 @@ def as_rowdata(A, **kwargs) -> RowData:
     return DaskRowData(A, **kwargs) if is_lazy(A) else NumpyRowData(A, **kwargs)
 
 
-__all__ = ["RowData", "NumpyRowData", "DaskRowData", "as_rowdata"]
+def __getattr__(name):
+    if name == "MPIRowData":  # imported lazily: mpi4py is an optional extra
+        from .mpi import MPIRowData
+
+        return MPIRowData
+    raise AttributeError(name)
+
+
+__all__ = ["RowData", "NumpyRowData", "DaskRowData", "MPIRowData", "as_rowdata"]

@@ -49,6 +49,12 @@ NORMALIZERS = ("auto", "QR", "LU", "none")
 
 def _prepare(A):
     """Row-blocked view of A (or A.T when wide) and whether it was transposed."""
+    from ..backends import RowData
+
+    if isinstance(A, RowData):  # a backend (MPI): must hold a tall matrix
+        if A.shape[0] < A.shape[1]:
+            raise ShapeError(f"a RowData backend must hold a tall matrix for svd; got shape {A.shape}")
+        return A, False, A
     A = as_matrix(A)
     m, n = A.shape
     if m == 0 or n == 0:
@@ -247,7 +253,7 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
 
 
 def _finish(data, wide, A, U, s, Vt, est, method, reason, q, seed, fro):
-    lazy = is_lazy(A)
+    lazy = is_lazy(A) or hasattr(A, "row_pass")  # backends keep U distributed
     if wide:  # we factored A.T = U s Vt, so A = Vt.T s U.T
         U, Vt = Vt.T, U.T
         if not lazy:

@@ -52,3 +52,36 @@ class Checkpoint:
     def remove(self) -> None:
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+
+class MPICheckpoint(Checkpoint):
+    """One checkpoint file per rank (``PREFIX.rankR.npz``), resumed only if every rank agrees.
+
+    Ranks save at the same points of a collective algorithm, but a job killed between two
+    ranks' saves leaves files from different iterations: on load the ranks compare what
+    they hold and all start afresh unless the states match.
+    """
+
+    def __init__(self, prefix, comm):
+        self.comm = comm
+        self.prefix = str(prefix)
+        self.path = f"{self.prefix}.rank{comm.rank}.npz"
+        self.fingerprint = None
+
+    def bind(self, fingerprint: dict) -> "MPICheckpoint":
+        self.fingerprint = json.dumps({**fingerprint, "ranks": self.comm.size}, sort_keys=True, default=str)
+        return self
+
+    def load(self):
+        state = super().load()
+        key = None
+        if state is not None:
+            key = (str(state.get("stage")), int(state.get("passes_done", state.get("passes_sketch", -1))))
+        keys = self.comm.allgather(key)
+        if state is not None and all(k == keys[0] for k in keys):
+            return state
+        return None
+
+    def remove(self):
+        self.comm.Barrier()
+        super().remove()

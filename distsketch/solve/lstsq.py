@@ -67,8 +67,14 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm):
 def _fingerprint(A, b, c, **kw):
     from dask.base import tokenize
 
-    return {"shape": list(A.shape), "dtype": str(A.dtype), "b": tokenize(b), "c": tokenize(c),
-            "A": tokenize(A) if is_lazy(A) else tokenize(A.shape, A.dtype, A[:: max(1, A.shape[0] // 64)]), **kw}
+    if isinstance(A, RowData):  # a backend: its source (a Zarr path) and shape identify it
+        tok = tokenize(getattr(A, "source", None), A.shape, str(A.dtype))
+    elif is_lazy(A):
+        tok = tokenize(A)
+    else:
+        tok = tokenize(A.shape, A.dtype, A[:: max(1, A.shape[0] // 64)])
+    b = b if not hasattr(b, "name") else b.name
+    return {"shape": list(A.shape), "dtype": str(A.dtype), "b": tokenize(b), "c": tokenize(c), "A": tok, **kw}
 
 
 def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-12, maxiter: int | None = None,
@@ -171,8 +177,10 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if maxiter is not None and (int(maxiter) != maxiter or maxiter < 0):
         raise ParameterError(f"maxiter must be a non-negative integer; got {maxiter!r}")
     data_in = A if isinstance(A, RowData) else None
-    A = data_in.A if data_in is not None else as_matrix(A)
-    m, n = A.shape
+    if data_in is None:
+        A = as_matrix(A)
+    m, n = A.shape if data_in is None else data_in.shape
+    dtype_in = A.dtype if data_in is None else data_in.dtype
     if m == 0 or n == 0:
         raise ShapeError(f"A is empty (shape {A.shape}); least squares needs m >= 1 and n >= 1")
     bm = as_matrix(b, "b", ndim=(1, 2))
@@ -201,7 +209,9 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if c is not None and method == "sketch_precondition":
         raise ParameterError("the c-term is solved by method='cholqr' (or 'auto')")
     seed = resolve_seed(seed)
-    out_dtype = A.dtype
+    out_dtype = dtype_in
+    if data_in is not None and minnorm:
+        raise ParameterError("a RowData backend must hold a tall matrix (m >= n); pass the wide matrix itself")
 
     # ---- orientation: the tall factor T is A, or A.T for the minimum-norm problem -------------
     if data_in is not None and not minnorm:
@@ -210,7 +220,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         data = as_rowdata(A.T if minnorm else A)
     T_m, T_n = data.shape
     if method == "auto":
-        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=A.dtype.itemsize, atol=atol,
+        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=dtype_in.itemsize, atol=atol,
                                      c_given=c is not None, minnorm=minnorm)
     else:
         meth, reason = method, "requested"
@@ -229,9 +239,11 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     ckpt = None
     state = None
     if checkpoint is not None:
-        ckpt = Checkpoint(checkpoint, _fingerprint(A, bm, c, method=method, atol=atol, btol=btol, maxiter=maxit,
+        fp = _fingerprint(A if data_in is None else data_in, bm, c, method=method, atol=atol, btol=btol, maxiter=maxit,
                                                    damp=damp, seed=seed, sketch=(sketch_kind, d),
-                                                   x0=None if x0 is None else x0.tolist()))
+                                                   x0=None if x0 is None else x0.tolist())
+        # a path, or a checkpoint object (the MPI drivers pass one that keeps a file per rank)
+        ckpt = checkpoint.bind(fp) if hasattr(checkpoint, "bind") else Checkpoint(checkpoint, fp)
         state = ckpt.load()
 
     def finish(x, y, meth, reason, istop, itn, normr, normar, fac, history):

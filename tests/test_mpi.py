@@ -1,0 +1,101 @@
+"""MPI drivers under `mpiexec -n 2` (pip's mpich): the same sketch, solution and SVD as the numpy
+path for the same seed, and clean failure on every rank for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+import distsketch
+from distsketch.problems import generate_problem
+
+pytest.importorskip("mpi4py")
+pytestmark = pytest.mark.mpi
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+
+
+def mpirun(script, *args, n=2, timeout=180, check=True):
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, os.path.join(ROOT, "drivers", script), *map(str, args)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def prob(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mpi") / "p.zarr"
+    return generate_problem(path, 40_000, 24, cond=10, frac_in_range=0.9, chunks=3000, seed=5)
+
+
+def rel(a, b):
+    return np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("kind", ["sparse_sign", "srct", "gaussian"])
+def test_sketch_matches_numpy(prob, tmp_path, kind):
+    out = tmp_path / "s.zarr"
+    meta = json.loads(mpirun("sketch.py", f"{prob.path}/A", "--d", 96, "--kind", kind, "--seed", 4,
+                             "--out", out).stdout)
+    assert meta["passes"] == 1
+    S = zarr.open_array(str(out / "S"), mode="r")[...]
+    ref = distsketch.sketch(prob.numpy("A"), 96, kind=kind, seed=4)
+    assert rel(S, ref) <= 1e-12
+
+
+@pytest.mark.parametrize("method", ["cholqr", "sketch_precondition", "sketch_solve"])
+def test_lstsq_matches_numpy(prob, tmp_path, method):
+    out = tmp_path / "x.zarr"
+    meta = json.loads(mpirun("lstsq.py", f"{prob.path}/A", f"{prob.path}/b", "--out", out, "--method", method,
+                             "--seed", 7).stdout)
+    x = zarr.open_array(str(out / "x"), mode="r")[...]
+    ref = distsketch.lstsq(prob.numpy("A"), prob.numpy("b"), method=method, seed=7)
+    assert meta["method"] == method and meta["passes"] == ref.passes and meta["ranks"] == 2
+    assert rel(x, ref.x) <= 1e-12
+    if method != "sketch_solve":
+        assert rel(x, prob.x) <= 1e-10  # and both are the true solution
+
+
+def test_svd_matches_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    m, n = 30_000, 40
+    A = (np.linalg.qr(rng.standard_normal((m, n)))[0] * 0.6 ** np.arange(n)) @ np.linalg.qr(
+        rng.standard_normal((n, n)))[0].T
+    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=A.shape, chunks=(4000, n), dtype="f8")
+    z[...] = A
+    meta = json.loads(mpirun("svd.py", tmp_path / "a.zarr", "--rank", 8, "--out", tmp_path / "svd.zarr",
+                             "--seed", 3, "--method", "rsvd").stdout)
+    g = zarr.open_group(str(tmp_path / "svd.zarr"), mode="r")
+    ref = distsketch.svd(A, 8, method="rsvd", seed=3)
+    assert meta["passes"] == ref.passes
+    np.testing.assert_allclose(g["s"][...], ref.s, rtol=1e-12)
+    U, Vt = g["U"][...], g["Vt"][...]
+    # singular vectors agree up to sign
+    signs = np.sign(np.sum(U * ref.U, axis=0))
+    assert rel(U * signs, ref.U) <= 1e-10 and rel(Vt * signs[:, None], ref.Vt) <= 1e-10
+
+
+@pytest.mark.parametrize("case", ["missing A", "b of the wrong length", "d too large"])
+def test_bad_input_fails_fast_on_every_rank(prob, tmp_path, case):
+    if case == "missing A":
+        args = ("lstsq.py", tmp_path / "nope.zarr", f"{prob.path}/b", "--out", tmp_path / "x.zarr")
+        msg = "no Zarr array at"
+    elif case == "b of the wrong length":
+        args = ("lstsq.py", f"{prob.path}/A", f"{prob.path}/x", "--out", tmp_path / "x.zarr")
+        msg = "b must have m=40000 entries"
+    else:
+        args = ("sketch.py", f"{prob.path}/A", "--d", 50_000, "--kind", "srct", "--out", tmp_path / "s.zarr")
+        msg = "d must be <= m"
+    t = time.perf_counter()
+    p = mpirun(*args, check=False, timeout=60)
+    assert p.returncode != 0
+    assert msg in p.stderr and "[rank " in p.stderr
+    assert time.perf_counter() - t < 30
+    assert not os.path.exists(tmp_path / "x.zarr") and not os.path.exists(tmp_path / "s.zarr")
