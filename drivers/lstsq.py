@@ -34,6 +34,9 @@ def parse(argv=None):
     p.add_argument("--btol", type=float, default=1e-12)
     p.add_argument("--maxiter", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--stop-after-passes", type=int, default=None,
+                   help="testing: kill this job (every rank, no clean-up) after that many passes, as a "
+                        "scheduler's time limit would; the checkpoint is left for the next job")
     return p.parse_args(argv)
 
 
@@ -59,6 +62,8 @@ def body(comm, args):
         os.makedirs(args.checkpoint, exist_ok=True)
         ck = MPICheckpoint(os.path.join(args.checkpoint, "lstsq"), comm)
     log(comm, f"lstsq: A is {data.shape[0]:,} x {data.shape[1]:,}; rank 0 holds rows {data.local_rows}")
+    if args.stop_after_passes is not None:
+        _die_after(data, args.stop_after_passes)
     res = distsketch.lstsq(data, b, method=args.method, seed=seed, atol=args.atol, btol=args.btol,
                            maxiter=args.maxiter, checkpoint=ck)
     meta = {"method": res.method, "reason": res.reason, "istop": res.istop, "message": res.message,
@@ -74,6 +79,21 @@ def body(comm, args):
         print(dumps({"out": args.out, **meta}), flush=True)
     log(comm, f"lstsq: {res.message} after {res.passes} passes")
     return 0 if res.converged else 1
+
+
+def _die_after(data, n_passes):
+    """Hard-exit every rank once ``n_passes`` reads of A have completed (emulated preemption)."""
+    real = data.row_pass
+
+    def row_pass(*a, **k):
+        out = real(*a, **k)
+        if data.passes >= n_passes:
+            sys.stderr.write(f"[rank {data.comm.rank}] stopping after pass {data.passes} (--stop-after-passes)\n")
+            sys.stderr.flush()
+            os._exit(137)
+        return out
+
+    data.row_pass = row_pass
 
 
 def main(argv=None):

@@ -92,7 +92,7 @@ def bench_memory(p, repeats, base_repeats):
     return out, xg
 
 
-def bench_ooc(p, repeats, workers, memory_limit, x_gelsd):
+def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, slow_repeats=1):
     import dask.array as da
     from distributed import Client, LocalCluster, get_task_stream
 
@@ -112,10 +112,10 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd):
             A = da.from_zarr(os.path.join(p.path, "A"))
             return A, da.from_zarr(os.path.join(p.path, "b")), A.name
 
-        def run(label, fn):
+        def run(label, fn, reps=repeats):
             nonlocal nchunks
             ts, reads, x, extra = [], [], None, {}
-            for r in range(repeats):
+            for r in range(reps):
                 A, b, name = lazy()
                 nchunks = A.numblocks[0] * A.numblocks[1]
                 with get_task_stream(client) as ts_ctx:
@@ -123,13 +123,15 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd):
                 ts.append(t)
                 reads.append(sum(1 for tt in ts_ctx.data if name in str(tt.get("key", ""))))
                 x, extra = res
-            runs[label] = {"seconds": ts, "median_s": median(ts), "passes_counted": reads[-1] / nchunks, "x": x,
+            counted = reads[-1] / nchunks if reads[-1] else None  # fused task names hide the reads of A
+            runs[label] = {"seconds": ts, "median_s": median(ts), "passes_counted_from_task_stream": counted, "x": x,
                            **extra}
-            print(f"ooc {m}x{n} {label}: {median(ts):.2f} s, {reads[-1] / nchunks:.0f} passes", flush=True)
+            print(f"ooc {m}x{n} {label}: {median(ts):.2f} s, passes {extra.get('passes', counted)}", flush=True)
 
         def dask_lstsq(A, b, r):
             x, *_ = da.linalg.lstsq(A, b)
-            return np.asarray(x.compute()), {}
+            # TSQR: one read of A by construction (each chunk key appears once in the graph)
+            return np.asarray(x.compute()), {"passes": 1}
 
         def ours(meth):
             def f(A, b, r):
@@ -139,8 +141,10 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd):
             return f
 
         run("dask_linalg_lstsq", dask_lstsq)
-        for meth in ("cholqr", "sketch_precondition", "auto"):
+        for meth in ("cholqr", "auto"):
             run(meth, ours(meth))
+        # ~40 reads of A: slow out of core by design; fewer repeats keep the benchmark short
+        run("sketch_precondition", ours("sketch_precondition"), reps=slow_repeats)
     td = runs["dask_linalg_lstsq"]["median_s"]
     for label, rr in runs.items():
         x = rr.pop("x")
