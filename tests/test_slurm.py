@@ -94,7 +94,7 @@ def test_svd_template(slurm_env, prob, tmp_path):
     assert state == "COMPLETED", output(tmp_path, "distsketch-svd", job)
     s = zarr.open_array(str(out / "s"), mode="r")[...]
     np.testing.assert_allclose(s, distsketch.svd(prob.numpy("A"), 5, method="rsvd", seed=1).s, rtol=1e-12)
-    np.testing.assert_allclose(s, prob.s[:5], rtol=1e-6)
+    np.testing.assert_allclose(s, prob.s[:5], rtol=1e-4)  # randomized: close to the exact values
 
 
 def test_dask_cluster_template(slurm_env, prob, tmp_path):
@@ -102,7 +102,7 @@ def test_dask_cluster_template(slurm_env, prob, tmp_path):
     client = (f"{sys.executable} -m distsketch.cli lstsq {prob.path}/A {prob.path}/b --out {out} --seed 5 "
               "--quiet --scheduler $DASK_SCHEDULER_ADDRESS")
     job = submit(slurm_env, "dask-cluster.sbatch", tmp_path,
-                 export={"CLIENT": f"'{client}'", "PYTHON": sys.executable, "INTERFACE": "lo",
+                 export={"CLIENT": client, "PYTHON": sys.executable, "INTERFACE": "lo",
                          "WORKER_MEMORY": "1GB"})
     state = wait(slurm_env, job)
     log = output(tmp_path, "distsketch-dask", job)
@@ -132,13 +132,13 @@ def test_killed_job_resumes_from_checkpoint(slurm_env, prob, tmp_path):
     """A job killed mid-solve (every rank exits hard after pass 12, as at a time limit) is submitted
     again with the same arguments: it resumes from its checkpoint and ends with the x of an
     uninterrupted run, bit for bit."""
-    base = common(prob, tmp_path, METHOD="sketch_precondition", SEED=4, EXTRA_ARGS="'--atol 1e-14 --btol 1e-14'")
+    base = common(prob, tmp_path, METHOD="sketch_precondition", SEED=4, EXTRA_ARGS="--atol 1e-14 --btol 1e-14")
     ck = tmp_path / "ck"
     job = submit(slurm_env, "lstsq.sbatch", tmp_path, export={**base, "OUT": tmp_path / "clean.zarr"})
     assert wait(slurm_env, job) == "COMPLETED", output(tmp_path, "distsketch-lstsq", job)
     killed = submit(slurm_env, "lstsq.sbatch", tmp_path,
                     export={**base, "OUT": tmp_path / "x.zarr", "CHECKPOINT": ck,
-                            "EXTRA_ARGS": "'--atol 1e-14 --btol 1e-14 --stop-after-passes 12'"})
+                            "EXTRA_ARGS": "--atol 1e-14 --btol 1e-14 --stop-after-passes 12"})
     assert wait(slurm_env, killed) != "COMPLETED"
     assert "stopping after pass 12" in output(tmp_path, "distsketch-lstsq", killed)
     assert not (tmp_path / "x.zarr").exists() and sorted(os.listdir(ck)) == ["lstsq.rank0.npz", "lstsq.rank1.npz"]

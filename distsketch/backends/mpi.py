@@ -52,6 +52,10 @@ class MPIRowData(RowData):
         self.dtype = A_local.dtype
         self.comm = comm
         self.source = source
+        #: bytes this rank contributed to Allreduce calls (the communication volume of the passes)
+        self.bytes_reduced = 0
+        self.allreduce_calls = 0
+        self.last_allreduce_bytes = 0
         n = max(1, self.shape[1])
         self.block_rows = max(1024, (_BLOCK_BYTES // (n * A_local.dtype.itemsize)) // 1024 * 1024)
 
@@ -79,14 +83,22 @@ class MPIRowData(RowData):
             yield a, min(k, a + self.block_rows)
 
     def _allreduce(self, parts):
+        """Sum the partial results over ranks in ONE Allreduce (packed into a float64 buffer)."""
         from mpi4py import MPI
 
-        out = []
+        parts = [np.asarray(p) for p in parts]
+        if not parts:
+            return ()
+        buf = np.concatenate([p.astype(np.float64, copy=False).ravel() for p in parts])
+        total = np.empty_like(buf)
+        self.comm.Allreduce(buf, total, op=MPI.SUM)
+        self.bytes_reduced += buf.nbytes
+        self.allreduce_calls += 1
+        self.last_allreduce_bytes = buf.nbytes
+        out, k = [], 0
         for p in parts:
-            p = np.ascontiguousarray(p, dtype=np.float64 if p.dtype.kind == "f" else p.dtype)
-            total = np.empty_like(p)
-            self.comm.Allreduce(p, total, op=MPI.SUM)
-            out.append(total)
+            out.append(total[k:k + p.size].reshape(p.shape))
+            k += p.size
         return tuple(out)
 
     def _local(self, fn, dist, with_A, kernel, small, check, ndist_out):
