@@ -53,7 +53,7 @@ def body(comm, args):
     check_out(comm, args.out, args.overwrite)
     seed = shared_seed(comm, args.seed)
     log(comm, f"lstsq: opening {args.A} on {comm.size} rank(s)")
-    data = MPIRowData.from_zarr(args.A, comm)
+    data = MPIRowData.from_zarr(args.A, comm, progress=True)
     b = as_matrix(args.b, "b", ndim=(1, 2))
     if b.shape[0] != data.shape[0]:
         raise ShapeError(f"b must have m={data.shape[0]} entries to match A {data.shape}; got shape {b.shape}")

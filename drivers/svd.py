@@ -39,7 +39,7 @@ def body(comm, args):
 
     check_out(comm, args.out, args.overwrite)
     seed = shared_seed(comm, args.seed)
-    data = MPIRowData.from_zarr(args.A, comm)
+    data = MPIRowData.from_zarr(args.A, comm, progress=True)
     log(comm, f"svd: A is {data.shape[0]:,} x {data.shape[1]:,} on {comm.size} rank(s)")
     res = distsketch.svd(data, args.rank, method=args.method, seed=seed,
                          n_power_iter="auto" if args.n_power_iter is None else args.n_power_iter)

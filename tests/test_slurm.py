@@ -27,13 +27,18 @@ def slurm_env():
     if not os.path.exists(start):
         pytest.skip("../shared/slurm-local is not beside this checkout")
     stop = os.path.join(SLURM_LOCAL, "stop.sh")
-    subprocess.run(["bash", stop], capture_output=True, timeout=60)  # a clean start, whatever ran before
-    p = subprocess.run(["bash", start], capture_output=True, text=True, timeout=600)
+    # start.sh sizes the node with `nproc`, which obeys OMP_NUM_THREADS (dask sets it to 1 in this
+    # process once a LocalCluster has run): hide the OMP_* variables so the node gets every core
+    env0 = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    subprocess.run(["bash", stop], capture_output=True, timeout=60, env=env0)  # a clean start
+    p = subprocess.run(["bash", start], capture_output=True, text=True, timeout=600, env=env0)
     assert p.returncode == 0, p.stderr[-2000:]
     conf = os.path.join(os.environ.get("TMPDIR", "/tmp"), "distsketch-slurm", "slurm.conf")
     env = {**os.environ, "SLURM_CONF": conf, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, env=env).stdout.strip()
+    assert cpus and int(cpus) >= 2, f"the local Slurm node has {cpus} CPU(s); the templates ask for 2 tasks"
     yield env
-    subprocess.run(["bash", stop], capture_output=True, timeout=60)
+    subprocess.run(["bash", stop], capture_output=True, timeout=60, env=env0)
 
 
 def submit(env, script, cwd, *, export, options=()):
@@ -44,12 +49,16 @@ def submit(env, script, cwd, *, export, options=()):
     return p.stdout.strip().split(";")[0]
 
 
-def wait(env, job, timeout=300):
+def wait(env, job, timeout=240):
     t = time.time()
     while time.time() - t < timeout:
         q = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=env)
         if not q.stdout.strip():
             break
+        if "PartitionConfig" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True,
+                                               text=True, env=env).stdout:
+            subprocess.run(["scancel", job], env=env)
+            raise AssertionError(f"job {job} can never start on this partition (squeue reason PartitionConfig)")
         time.sleep(0.3)
     else:
         subprocess.run(["scancel", job], env=env)

@@ -44,8 +44,10 @@ class MPIRowData(RowData):
     comm : mpi4py communicator
     """
 
-    def __init__(self, A_local: np.ndarray, r0: int, m: int, comm, *, source: str | None = None):
+    def __init__(self, A_local: np.ndarray, r0: int, m: int, comm, *, source: str | None = None,
+                 progress: bool = False):
         super().__init__()
+        self.progress = progress
         self.A_local = A_local
         self.r0 = int(r0)
         self.shape = (int(m), int(A_local.shape[1]))
@@ -60,7 +62,7 @@ class MPIRowData(RowData):
         self.block_rows = max(1024, (_BLOCK_BYTES // (n * A_local.dtype.itemsize)) // 1024 * 1024)
 
     @classmethod
-    def from_zarr(cls, path: str, comm) -> "MPIRowData":
+    def from_zarr(cls, path: str, comm, *, progress: bool = False) -> "MPIRowData":
         """Open the Zarr array at ``path`` on every rank and read this rank's rows only."""
         from .._inputs import float_dtype, open_zarr_array
 
@@ -70,7 +72,7 @@ class MPIRowData(RowData):
         m = z.shape[0]
         r0, r1 = row_range(m, comm.size, comm.rank, z.chunks[0])
         A_local = np.asarray(z[r0:r1], dtype=float_dtype(z.dtype))
-        return cls(A_local, r0, m, comm, source=path)
+        return cls(A_local, r0, m, comm, source=path, progress=progress)
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -117,10 +119,19 @@ class MPIRowData(RowData):
 
     # -- protocol ----------------------------------------------------------------------------
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
+        import time
+
+        t = time.perf_counter()
         check = self._count()
         outs, total = self._local(None, dist, True, kernel, small, check, len(dist_out))
         self._checked = True
-        return outs, self._allreduce(total)
+        reduced = self._allreduce(total)
+        if self.progress and self.comm.rank == 0:
+            import sys
+
+            name = getattr(kernel, "__name__", "pass").removeprefix("_k_")
+            print(f"  pass {self.passes}: {name} ({time.perf_counter() - t:.2f} s)", file=sys.stderr, flush=True)
+        return outs, reduced
 
     def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         outs, total = self._local(None, dist, False, kernel, small, False, len(dist_out))
