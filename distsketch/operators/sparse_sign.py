@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
-from ._base import SketchOperator
+from ._base import SketchOperator, _as_2d
 
 __all__ = ["SparseSign"]
 
@@ -86,17 +86,13 @@ class SparseSign(SketchOperator):
         return out
 
     def apply(self, X, offset=0):
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[:, None]
+        X = _as_2d(X)
         self._check_range(offset, X.shape[0])
         S = self._csc(offset, offset + X.shape[0], X.dtype)
         return S @ np.ascontiguousarray(X)
 
     def apply_transpose(self, Y, offset, k):
-        Y = np.asarray(Y)
-        if Y.ndim == 1:
-            Y = Y[:, None]
+        Y = _as_2d(Y)
         self._check_range(offset, k)
         return self._csc(offset, offset + k, Y.dtype).T @ Y
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..random.streams import stream_generator
-from ._base import SketchOperator
+from ._base import SketchOperator, _as_2d
 
 __all__ = ["Uniform"]
 
@@ -52,9 +52,7 @@ class Uniform(SketchOperator):
         return out
 
     def apply(self, X, offset=0):
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[:, None]
+        X = _as_2d(X)
         self._check_range(offset, X.shape[0])
         out = np.zeros((self.d, X.shape[1]), dtype=X.dtype)
         local = self.rows - offset
@@ -63,9 +61,7 @@ class Uniform(SketchOperator):
         return out
 
     def apply_transpose(self, Y, offset, k):
-        Y = np.asarray(Y)
-        if Y.ndim == 1:
-            Y = Y[:, None]
+        Y = _as_2d(Y)
         self._check_range(offset, k)
         out = np.zeros((k, Y.shape[1]), dtype=Y.dtype)
         local = self.rows - offset
