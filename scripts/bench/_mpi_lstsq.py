@@ -15,7 +15,7 @@ def main():
     path, method, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     comm = MPI.COMM_WORLD
     data0 = MPIRowData.from_zarr(f"{path}/A", comm)  # read once; timings below are compute + comm
-    b = as_matrix(f"{path}/b")
+    b = as_matrix(f"{path}/b", "b", ndim=(1, 2))
     times, res, per_iter = [], None, None
     for r in range(reps):
         data = MPIRowData(data0.A_local, data0.r0, data0.shape[0], comm, source=data0.source)
