@@ -121,15 +121,16 @@ def test_dask_cluster_template(slurm_env, prob, tmp_path):
     assert np.linalg.norm(x - prob.x) <= 1e-10 * np.linalg.norm(prob.x)
 
 
-def test_slurm_cluster_helper(slurm_env, prob, monkeypatch):
+def test_slurm_cluster_helper(slurm_env, prob, monkeypatch, tmp_path):
     from distributed import Client
 
     from distsketch.slurm import slurm_cluster
 
     for k, v in slurm_env.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)  # the jobs' slurm-*.out files land here, not in the checkout
     with slurm_cluster(jobs=2, memory="1GB", queue="debug", interface="lo", walltime="00:10:00",
-                       python=sys.executable) as cluster, Client(cluster) as client:
+                       python=sys.executable, log_directory=str(tmp_path)) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=120)
         assert len(client.scheduler_info()["workers"]) == 2
         S = distsketch.sketch(prob.dask("A"), 80, seed=9).compute()
