@@ -8,7 +8,7 @@ from ._inputs import as_matrix, is_lazy
 from .backends import NumpyRowData
 from .backends._protocol import check_finite_block
 from .errors import ParameterError, ShapeError
-from .operators import KINDS, SketchOperator, make_operator
+from .operators import KINDS, make_operator
 from .passes import left_sketch
 
 __all__ = ["sketch"]

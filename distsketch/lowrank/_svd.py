@@ -244,14 +244,10 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     l = min(k + int(n_oversamples), n, m)
     if method == "single_pass":
         return _single_pass(data, wide, A, k, l, seed)
-    krylov = method == "block_krylov"
-    q = n_power_iter
+    # auto decides after the first read: block Krylov when iterations are needed, rsvd otherwise
+    Q, BT, fro2, q_used, note = _rsvd_core(data, k, l, n_power_iter, normalizer, seed,
+                                           krylov=method in ("block_krylov", "auto"))
     meth = method
-    if method == "auto":
-        # decide after the first read: rsvd for fast decay, block Krylov otherwise
-        meth = "auto"
-    Q, BT, fro2, q_used, note = _rsvd_core(data, k, l, q, normalizer, seed,
-                                           krylov=krylov or (method == "auto"))
     if method == "auto":
         meth = "block_krylov" if q_used > 0 else "rsvd"
         reason = (f"auto: {note}; block Krylov with {q_used} iteration(s) (fewer reads than power iteration "

@@ -74,8 +74,7 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
             checkpoint.save(stage=np.array("cholqr"), R2=R2, x=x, steps=np.array(steps))
     anrm = float(np.sqrt(anorm_A**2 + damp**2 * n))
     history = []
-    best = None
-    istop = 7
+    best = None  # (x, r, normr, normg) of the iterate with the smallest ||g||
     while True:
         # one pass: r = b - A x and A.T r
         r, ATr, rr = passes.lsqr_step(data, -x, b, -1.0 if b is not None else 0.0)
@@ -84,8 +83,8 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         normg = float(np.linalg.norm(g))
         xnorm = float(np.linalg.norm(x))
         history.append({"step": steps, "normr": normr, "normar": normg})
-        if best is None or normg < best[5]:
-            best = (x, r, steps, normr, normg, normg)
+        if best is None or normg < best[3]:
+            best = (x, r, normr, normg)
         if b is not None and normr <= btol * bnorm + atol * anrm * xnorm:
             istop = 1
             break
@@ -106,7 +105,7 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         steps += 1
         if checkpoint is not None:
             checkpoint.save(stage=np.array("cholqr"), R2=R2, x=x, steps=np.array(steps))
-    x, r, steps_b, normr, normg, _ = best
+    x, r, normr, normg = best
     return x, r, istop, steps, normr, normg, history
 
 
