@@ -1,0 +1,340 @@
+"""Per-layer spectral metrics with WeightWatcher 0.7.7's definitions (see DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from scipy import stats
+
+from ..errors import ParameterError
+from ..random.streams import resolve_seed
+from ._esd import singular_values_squared
+from ._mp import mp_fit as _mp_fit
+from ._powerlaw import EVALS_THRESH, fit_clipped_power_law, fit_power_law
+from ._sources import Layer, list_layers
+
+__all__ = ["analyze", "summary", "SUMMARY_METRICS", "layer_matrices", "select_layers"]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
+                   "mp_softrank")
+LAYER_TYPES = ("conv2d", "conv1d", "dense", "embedding", "norm")
+WEAK_RANK_TOL = 1e-6
+EPSILON = 1e-10
+OVER_TRAINED, UNDER_TRAINED = 2.0, 6.0
+
+
+# ----------------------------------------------------------------------------- matrices
+def layer_matrices(layer: Layer, W: np.ndarray):
+    """``(Wmats, N, M, rf, n_comp)`` as WeightWatcher extracts them (pooled conv2d, channels last).
+
+    For conv2d (out, in, kh, kw): the kh*kw slices W[:, :, i, j], each transposed to be tall;
+    N and M are swapped once per slice whose out < in (WeightWatcher's loop does so, so an even
+    number of slices leaves them unswapped).
+    """
+    if layer.layer_type in ("dense", "conv1d", "embedding"):
+        return [W], int(max(W.shape)), int(min(W.shape)), 1, int(min(W.shape))
+    if layer.layer_type == "conv2d":
+        N, M, imax, jmax = W.shape
+        if N + M < imax + jmax:  # channels first: (kh, kw, in, out) layouts
+            raise ParameterError(f"layer {layer.longname}: conv2d weight {W.shape} is not (out, in, kh, kw)")
+        mats = []
+        for i in range(imax):
+            for j in range(jmax):
+                Wij = W[:, :, i, j]
+                if Wij.shape[0] < Wij.shape[1]:
+                    N, M = M, N
+                    Wij = Wij.T
+                mats.append(Wij)
+        rf = imax * jmax
+        return mats, int(N), int(M), rf, int(M * rf)
+    raise ParameterError(f"layer {layer.longname}: type {layer.layer_type} has no weight matrix")
+
+
+def _dims(layer: Layer):
+    """N, M, rf from the shape alone (for the size filters, before any weight is read)."""
+    s = layer.shape
+    if layer.layer_type in ("dense", "conv1d", "embedding") and len(s) >= 1:
+        return max(s), min(s), 1
+    if layer.layer_type == "conv2d" and len(s) == 4:
+        N, M, imax, jmax = s
+        rf = imax * jmax
+        if N < M and rf % 2 == 1:
+            N, M = M, N
+        return N, M, rf
+    return 0, 0, 1
+
+
+def select_layers(layers, filters, min_evals, max_evals, max_N):
+    """WeightWatcher's filters (ids to keep or, negative, to skip; names, '-name' to skip; types)
+    and size limits. Returns the kept layers and, for the others, the reason."""
+    if filters is None:
+        filters = []
+    elif not isinstance(filters, (list, tuple)):
+        filters = [filters]
+    types = [f for f in filters if isinstance(f, str) and f in LAYER_TYPES]
+    ids = [int(f) for f in filters if isinstance(f, (int, np.integer)) and not isinstance(f, bool)]
+    names = [f for f in filters if isinstance(f, str) and f not in LAYER_TYPES]
+    bad = [f for f in filters if not isinstance(f, (str, int, np.integer)) or isinstance(f, bool)]
+    if bad:
+        raise ParameterError(f"layers: expected layer ids (int), names or types {LAYER_TYPES}; got {bad!r}")
+    if ids and min(ids) < 0 < max(ids):
+        raise ParameterError(f"layers: ids must all be >= 0 (keep) or all < 0 (skip); got {ids}")
+    if names and 0 < sum(n.startswith("-") for n in names) < len(names):
+        raise ParameterError(f"layers: names must all be kept or all be skipped ('-name'); got {names}")
+    kept, skipped = [], []
+    for L in layers:
+        skip = False
+        if types:
+            skip = L.layer_type not in types
+        if ids:
+            skip = (L.layer_id not in ids) if min(ids) >= 0 else (-L.layer_id in ids)
+        if names:
+            skip = (L.name not in names) if not names[0].startswith("-") else (f"-{L.name}" in names)
+        N, M, rf = _dims(L)
+        if skip:
+            skipped.append((L, "filtered out by layers="))
+        elif L.layer_type in ("unknown", "norm") or not L.shape:
+            skipped.append((L, f"layer type {L.layer_type} is not analysed"))
+        elif min_evals and M * rf < min_evals:
+            skipped.append((L, f"{M * rf} eigenvalues < min_evals={min_evals}"))
+        elif max_evals and M * rf > max_evals:
+            skipped.append((L, f"{M * rf} eigenvalues > max_evals={max_evals}"))
+        elif N > max_N:
+            skipped.append((L, f"N={N} > max_N={max_N}"))
+        else:
+            kept.append(L)
+    return kept, skipped
+
+
+# ----------------------------------------------------------------------------- metrics
+def _rank(sv, N):
+    tol = np.max(sv) * N * np.finfo(sv.dtype).eps
+    return int(np.count_nonzero(sv > tol))
+
+
+def _entropy(sv, N):
+    rank = _rank(sv, N) + EPSILON
+    ev = sv * sv
+    p = ev / np.sum(ev) + EPSILON
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(-np.sum(p * np.log(p)) / np.log(rank))
+
+
+def _detX(evals):
+    """WeightWatcher's detX constraint: on eigenvalues rescaled to mean 1, scanning down from the
+    largest, the first ``idx`` where ``prod(evals[idx:]) < 1``; returns ``(n - idx, idx)``.
+
+    The crossing is located with a cumulative sum of logs, then confirmed with the same
+    ``np.prod`` WeightWatcher evaluates, starting a few steps above it."""
+    n = len(evals)
+    if n < 2 or not evals[0] < evals[-1]:
+        return 0, 0
+    scaled = (n / np.sum(evals)) * evals
+    with np.errstate(divide="ignore"):
+        logs = np.cumsum(np.log(scaled[::-1]))[: n - 1]  # logs[k]: log prod(scaled[n-1-k:])
+    below = np.flatnonzero(logs < 1e-9)
+    start = n - 1 if len(below) == 0 else min(n - 1, n - 1 - int(below[0]) + 3)
+    for idx in range(start, 0, -1):
+        if np.prod(scaled[idx:]) < 1.0:
+            return n - idx, idx
+    return n, 1
+
+
+def _fit(evals, xmax, fix_fingers):
+    """WeightWatcher's fit_powerlaw: returns the fit columns and the fit status."""
+    cols = {"alpha": -1.0, "xmin": -1.0, "xmax": np.nan, "D": -1.0, "sigma": -1.0, "num_pl_spikes": -1}
+    extra = {}
+    status = "success"
+    if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool):
+        k = abs(int(xmax))
+        if k > len(evals) / 2:
+            status = "failed"
+        elif k:
+            evals = evals[:-k]
+    nz = evals[evals > EVALS_THRESH]
+    fit = None
+    if status != "failed":
+        try:
+            if fix_fingers == "clip_xmax":
+                fit, nf, first = fit_clipped_power_law(nz)
+                extra = {"num_fingers": nf, "raw_alpha": first.alpha}
+            else:
+                fit = fit_power_law(nz)
+        except ValueError as e:
+            log.warning("power-law fit failed: %s", e)
+            status = "failed"
+    if fix_fingers == "clip_xmax" and not extra:
+        extra = {"num_fingers": 0, "raw_alpha": -1.0}
+    if fit is None or np.isnan(fit.alpha):
+        status = "failed"
+    if status != "failed":
+        cols = {"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
+                "num_pl_spikes": int(np.count_nonzero(evals >= fit.xmin))}
+    return cols, extra, status
+
+
+def _random_evals(Wmats, n_comp, replicas, rng):
+    out = []
+    for _ in range(replicas):
+        shuffled = []
+        for W in Wmats:
+            flat = W.ravel().copy()
+            rng.shuffle(flat)
+            shuffled.append(flat.reshape(W.shape))
+        for ev in singular_values_squared(shuffled)[0]:
+            out.append(ev[-n_comp:])
+    return np.sort(np.concatenate(out))
+
+
+def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False, fix_fingers=None, xmax=None,
+                  rng=None, eig_method="auto"):
+    """One row of the details table for ``layer`` with weight ``W`` (already read)."""
+    t0 = time.perf_counter()
+    if not np.all(np.isfinite(W)):
+        bad = int(np.size(W) - np.count_nonzero(np.isfinite(W)))
+        raise ParameterError(f"layer {layer.longname}: weight has {bad} non-finite entries (NaN or inf)")
+    Wmats, N, M, rf, n_comp = layer_matrices(layer, W)
+    if layer.layer_type == "conv1d" and W.ndim != 2:
+        raise ParameterError(f"layer {layer.longname}: conv1d weight of shape {W.shape} is not a matrix "
+                             "(WeightWatcher cannot analyse it either)")
+    if layer.layer_type == "conv2d":
+        Wmats = [Wm * np.sqrt(1 / 2.0) for Wm in Wmats]  # conv2d_norm with pooled slices (count 1)
+    per, method = singular_values_squared(Wmats, eig_method)
+    per = [e[-n_comp:] for e in per]
+    svs = [np.sqrt(e) for e in per]
+    evals = np.sort(np.concatenate(per))
+    sv_max = max(float(np.max(s)) for s in svs)
+    sv_min = max(float(np.min(s)) for s in svs)
+    rank_loss = sum(len(s) - _rank(s, N) for s in svs)
+    row = {"layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
+           "layer_type": layer.layer_type, "N": N, "M": M, "rf": rf, "Q": N / M if M > 0 else -1,
+           "has_esd": True, "num_evals": len(evals), "sv_max": sv_max, "sv_min": sv_min, "rank_loss": rank_loss,
+           "weak_rank_loss": int(np.count_nonzero(evals < WEAK_RANK_TOL)), "lambda_max": float(np.max(evals))}
+    fitcols, extra, status = _fit(evals, xmax, fix_fingers)
+    row.update(fitcols)
+    row.update(extra)
+    alpha = row["alpha"]
+    row["status"] = status
+    row["warning"] = "over-trained" if alpha < OVER_TRAINED else ("under-trained" if alpha > UNDER_TRAINED else "")
+    if mp_fit:
+        row.update(dict(zip(("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max", "W_scale"),
+                            _safe_mp(evals, N, M))))
+    if randomize:
+        reps = 5 if n_comp < 100 else 1
+        rand = _random_evals(Wmats, n_comp, reps, rng)
+        rand1 = _random_evals(Wmats, n_comp, 1, rng)
+        row["max_rand_eval"] = float(np.max(rand))
+        row["rand_distance"] = float(np.sqrt((stats.entropy(evals, (evals + rand1) / 2)
+                                              + stats.entropy(rand1, (evals + rand1) / 2)) / 2))
+        row["ww_softrank"] = float(np.max(rand1) / np.max(evals))
+        row["ww_maxdist"] = float(np.max(evals) - np.max(rand1))
+        ns, smp, sr, bmin, bmax, ws = _safe_mp(rand, N, M)
+        row.update({"rand_num_spikes": ns, "num_traps": ns, "rand_sigma_mp": smp, "rand_mp_softrank": sr,
+                    "rand_W_scale": ws, "rand_bulk_max": bmax, "rand_bulk_min": bmin})
+    if detX:
+        num, idx = _detX(evals)
+        scaled = (len(evals) / np.sum(evals)) * evals
+        row.update({"detX_num": num, "num_ERG_spikes": num,
+                    "ERG_gap": num - row["num_pl_spikes"], "detX_val": float(scaled[idx] / (len(evals) / np.sum(evals))),
+                    "detX_val_unrescaled": float(scaled[idx])})
+    norm = float(np.sum(evals))
+    spectral = float(np.max(evals))
+    sv_all = np.sqrt(evals)
+    row.update({"norm": norm, "log_norm": float(np.log10(norm)), "spectral_norm": spectral,
+                "log_spectral_norm": float(np.log10(spectral)), "alpha_weighted": alpha * float(np.log10(spectral)),
+                "log_alpha_norm": float(np.log10(np.sum(evals ** alpha))), "stable_rank": norm / spectral,
+                "matrix_rank": _rank(sv_all, N), "entropy": _entropy(sv_all, N)})
+    row["eig_method"] = method
+    row["seconds"] = time.perf_counter() - t0
+    return row, evals
+
+
+def _safe_mp(evals, N, M):
+    try:
+        return _mp_fit(evals, N, M)
+    except (ValueError, RuntimeError, FloatingPointError) as e:
+        log.warning("MP fit failed: %s", e)
+        return -1, -1.0, -1.0, -1.0, -1.0, -1.0
+
+
+# ----------------------------------------------------------------------------- public
+def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, mp_fit=False, randomize=False,
+            detX=False, fix_fingers=None, xmax=None, seed=None, return_evals=False, eig_method="auto"):
+    """WeightWatcher-compatible spectral metrics of every weight matrix in ``source``.
+
+    Parameters
+    ----------
+    source : str or path, dict, or module
+        A safetensors file or a folder of shards, a PyTorch state-dict file (.pt/.bin/.pth, loaded
+        with ``weights_only=True``), an .npz, a dict of arrays (state-dict conventions), or a torch
+        ``nn.Module`` (or any object with ``named_modules()``; module conventions). See
+        :mod:`distsketch.spectral._sources` for how layer ids, names and types are assigned.
+    min_evals, max_evals, max_N : int
+        WeightWatcher's size limits: layers with fewer than ``min_evals`` or more than
+        ``max_evals`` eigenvalues (M * rf), or with N > ``max_N``, are skipped.
+    layers : list, optional
+        Ids to keep (or, all negative, to skip), names to keep (or '-name' to skip), or types.
+    mp_fit : bool
+        Marchenko-Pastur bulk fit: num_spikes, sigma_mp, mp_softrank, bulk_min, bulk_max, W_scale.
+    randomize : bool
+        Correlation traps: spectra of element-shuffled copies (seeded; WeightWatcher's are not):
+        max_rand_eval, rand_distance, ww_softrank, ww_maxdist and the MP fit of the shuffled
+        spectrum (rand_num_spikes = num_traps, ...).
+    detX : bool
+        detX_num, num_ERG_spikes, ERG_gap, detX_val, detX_val_unrescaled.
+    fix_fingers : None or "clip_xmax"
+        Clip up to 9 of the largest eigenvalues while alpha drops (num_fingers, raw_alpha).
+    xmax : None or int
+        A negative int -k leaves the k largest eigenvalues out of the fit (WeightWatcher's rule).
+    seed : int, optional
+        Seeds the shuffles of ``randomize``; ``None`` draws fresh entropy, recorded in
+        ``df.attrs["seed"]``.
+    return_evals : bool
+        Also return ``{layer_id: eigenvalues}``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per analysed matrix, WeightWatcher's columns plus ``eig_method`` and ``seconds``;
+        ``df.attrs`` holds the options, the seed and the skipped layers with reasons.
+    """
+    import pandas as pd
+
+    if fix_fingers not in (None, False, "clip_xmax"):
+        raise ParameterError(f"fix_fingers: expected None or 'clip_xmax'; got {fix_fingers!r} ('xmin_peak' "
+                             "needs the powerlaw package in WeightWatcher and is not supported)")
+    if xmax is not None and not (isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool)):
+        raise ParameterError(f"xmax: expected None or an int (-k drops the k largest eigenvalues); got {xmax!r}")
+    for name, v in (("min_evals", min_evals), ("max_evals", max_evals), ("max_N", max_N)):
+        if not isinstance(v, (int, np.integer)) or v < 0:
+            raise ParameterError(f"{name}: expected a non-negative int; got {v!r}")
+    if eig_method not in ("auto", "gram", "svd"):
+        raise ParameterError(f"eig_method: expected 'auto', 'gram' or 'svd'; got {eig_method!r}")
+    seed = resolve_seed(seed)
+    all_layers = list_layers(source)
+    kept, skipped = select_layers(all_layers, layers, min_evals, max_evals, max_N)
+    rows, spectra = [], {}
+    for L in kept:
+        W = L.load()
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(L.layer_id),)))
+        row, ev = analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX,
+                                fix_fingers=fix_fingers or None, xmax=xmax, rng=rng, eig_method=eig_method)
+        rows.append(row)
+        if return_evals:
+            spectra[L.layer_id] = ev
+        del W
+    df = pd.DataFrame(rows)
+    df.attrs.update({"seed": seed, "skipped": [(L.layer_id, L.longname, why) for L, why in skipped],
+                     "options": dict(min_evals=min_evals, max_evals=max_evals, max_N=max_N, mp_fit=mp_fit,
+                                     randomize=randomize, detX=detX, fix_fingers=fix_fingers, xmax=xmax)})
+    return (df, spectra) if return_evals else df
+
+
+def summary(df):
+    """WeightWatcher's model summary: the unweighted mean over layers of each summary metric
+    present (failed fits, alpha = -1, included as WeightWatcher includes them)."""
+    return {m: float(df[m].mean()) for m in SUMMARY_METRICS if m in getattr(df, "columns", ())}

@@ -1,0 +1,223 @@
+"""Weight sources -> the list of layers WeightWatcher 0.7.7 would analyse, in its order.
+
+Two conventions, as in WeightWatcher:
+
+* a module tree (a torch ``nn.Module``, or any object with ``named_modules()`` whose entries carry
+  a ``weight``): every entry of ``named_modules()`` gets the next layer id from 0; its type comes
+  from its class (``linear`` -> dense, ``conv1d``, ``conv2d``, ``embedding``, ``norm``, matched in
+  that order in the lower-cased class string, as WeightWatcher matches them); its name is the last
+  component of its dotted path;
+* a state dict (a dict of arrays, ``.npz``, safetensors file or folder of shards, PyTorch
+  ``.pt/.bin/.pth`` file): keys ending in ``.weight`` get ids from 1 in key order; 2-D weights are
+  dense, 4-D weights conv2d, others unknown (skipped); the name is the key without ``.weight``.
+
+Weights are read lazily, one layer at a time, and given to the analysis as WeightWatcher sees them:
+torch tensors and reduced-precision floats become float32, float64 arrays stay float64.
+Safetensors files are read by a small reader of their documented layout (an 8-byte header
+length, a JSON header, raw little-endian data) through a memory map, so bf16 needs no torch and
+a truncated or corrupt file is reported by name before any work on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputTypeError, ParameterError
+
+__all__ = ["Layer", "list_layers", "describe_source", "SourceError"]
+
+
+class SourceError(ParameterError):
+    """A model source that cannot be read (missing, truncated, corrupt or of an unknown format)."""
+
+
+@dataclass
+class Layer:
+    """One framework layer with a weight: what WeightWatcher calls a layer before filtering."""
+
+    layer_id: int
+    name: str
+    longname: str
+    layer_type: str
+    shape: tuple
+    load: Callable[[], np.ndarray] = field(repr=False)
+
+
+# ----------------------------------------------------------------------------- safetensors
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+              "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+
+class SafetensorsFile:
+    """Lazy, validated reader of one ``.safetensors`` file."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        size = os.path.getsize(self.path)
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise SourceError(f"{self.path}: not a safetensors file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100 * 2**20:
+                raise SourceError(f"{self.path}: corrupt safetensors header (header length {n}, file size {size})")
+            try:
+                header = json.loads(f.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise SourceError(f"{self.path}: corrupt safetensors header ({e})") from None
+        header.pop("__metadata__", None)
+        self.offset = 8 + n
+        data_len = size - self.offset
+        self.entries = {}
+        for key, info in header.items():
+            try:
+                dtype, shape, (b0, b1) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise SourceError(f"{self.path}: corrupt safetensors entry {key!r}") from None
+            if dtype not in _ST_DTYPES:
+                raise SourceError(f"{self.path}: tensor {key!r} has unsupported dtype {dtype}")
+            if b1 > data_len or b1 - b0 != int(np.prod(shape, dtype=np.int64)) * np.dtype(_ST_DTYPES[dtype]).itemsize:
+                raise SourceError(f"{self.path}: tensor {key!r} ends at byte {b1} of a data section of {data_len} "
+                                  "bytes (truncated or corrupt file)")
+            self.entries[key] = (dtype, shape, b0, b1)
+
+    def keys(self):
+        return list(self.entries)
+
+    def shape(self, key):
+        return self.entries[key][1]
+
+    def get(self, key):
+        dtype, shape, b0, b1 = self.entries[key]
+        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.offset + b0, shape=(b1 - b0,)) \
+            if b1 > b0 else np.zeros(0, np.uint8)
+        arr = raw.view(_ST_DTYPES[dtype]).reshape(shape)
+        if dtype == "BF16":
+            return (arr.astype(np.uint32) << 16).view(np.float32)
+        return np.array(arr)
+
+
+# ----------------------------------------------------------------------------- conversions
+def _to_numpy(w):
+    """WeightWatcher's view of a weight: torch -> float32 numpy; half precision -> float32."""
+    if hasattr(w, "detach"):  # torch tensor or parameter
+        return w.detach().to("cpu").float().numpy()
+    a = np.asarray(w)
+    if a.dtype.kind != "f" or a.dtype.itemsize < 4:
+        a = a.astype(np.float32)
+    return a
+
+
+def _shape(w):
+    return tuple(int(s) for s in (w.shape if hasattr(w, "shape") else np.shape(w)))
+
+
+def module_layer_type(module) -> str:
+    """WeightWatcher's PyTorch layer type: substring tests on the lower-cased class string."""
+    t = str(type(module)).lower()
+    for key, kind in (("linear", "dense"), ("conv1d", "conv1d"), ("conv2d", "conv2d"),
+                      ("embedding", "embedding"), ("norm", "norm")):
+        if key in t:
+            return kind
+    return "unknown"
+
+
+def _module_layers(model, start_id=0):
+    layers = []
+    for i, (longname, mod) in enumerate(model.named_modules()):
+        kind = module_layer_type(mod)
+        w = getattr(mod, "weight", None)
+        if kind in ("unknown", "norm") or w is None:
+            shape = _shape(w) if w is not None else ()
+            layers.append(Layer(start_id + i, longname.split(".")[-1] if longname else type(mod).__name__,
+                                longname or type(mod).__name__, kind if w is not None else "unknown", shape,
+                                lambda: None))
+            continue
+        layers.append(Layer(start_id + i, longname.split(".")[-1] if longname else type(mod).__name__,
+                            longname or type(mod).__name__, kind, _shape(w), (lambda w=w: _to_numpy(w))))
+    return layers
+
+
+def _statedict_layers(keys, shape_of, getter, start_id=1):
+    keys = list(keys)
+    weight_keys = [k for k in keys if k.endswith(".weight")]
+    layers = []
+    if weight_keys:
+        names = [(k, k[: -len(".weight")]) for k in weight_keys]
+    else:  # plain arrays (an .npz of matrices): every key is a layer
+        names = [(k, k) for k in keys]
+    for lid, (key, name) in enumerate(names, start=start_id):
+        shape = shape_of(key)
+        kind = {2: "dense", 4: "conv2d"}.get(len(shape), "unknown")
+        layers.append(Layer(lid, name, name, kind, shape, (lambda key=key: _to_numpy(getter(key)))))
+    return layers
+
+
+def _torch_load(path):
+    try:
+        import torch
+    except ImportError:
+        raise SourceError(f"{path}: reading a PyTorch checkpoint needs torch (pip install torch==2.13.0); "
+                          "safetensors and .npz files need none") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
+        raise SourceError(f"{path}: cannot load PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise SourceError(f"{path}: expected a state dict (a dict of tensors); got {type(obj).__name__}")
+    return obj
+
+
+def list_layers(source) -> list[Layer]:
+    """All layers of ``source`` with their ids, names and types, before any filtering."""
+    if hasattr(source, "named_modules"):
+        return _module_layers(source)
+    if isinstance(source, dict):
+        return _statedict_layers(source.keys(), lambda k: _shape(source[k]), source.__getitem__)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputTypeError("source must be a safetensors file or folder, a .pt/.bin/.pth or .npz file, a dict of "
+                             f"arrays or a torch nn.Module; got {type(source).__name__}")
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such file or folder")
+    if os.path.isdir(path):
+        shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+        if not shards:
+            shards = sorted(f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth")))
+        if not shards:
+            raise SourceError(f"{path}: folder holds no .safetensors, .bin, .pt or .pth files")
+        files = [os.path.join(path, f) for f in shards]
+    else:
+        files = [path]
+    if all(f.endswith(".safetensors") for f in files):
+        readers = [SafetensorsFile(f) for f in files]
+        where = {k: r for r in readers for k in r.keys()}
+        return _statedict_layers(where.keys(), lambda k: where[k].shape(k), lambda k: where[k].get(k))
+    if len(files) == 1 and files[0].endswith(".npz"):
+        try:
+            z = np.load(files[0], allow_pickle=False)
+            keys = list(z.keys())
+        except Exception as e:  # noqa: BLE001 - zipfile / numpy raise several types
+            raise SourceError(f"{files[0]}: cannot read .npz ({type(e).__name__}: {e})") from None
+        return _statedict_layers(keys, lambda k: z[k].shape, z.__getitem__)
+    if all(f.endswith((".bin", ".pt", ".pth")) for f in files):
+        state = {}
+        for f in files:
+            state.update(_torch_load(f))
+        return _statedict_layers(state.keys(), lambda k: _shape(state[k]), state.__getitem__)
+    raise SourceError(f"{path}: unknown model format; expected .safetensors, .npz, .pt, .bin or .pth")
+
+
+def describe_source(source) -> str:
+    """A short label for a source (its path, or its type)."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return type(source).__name__
