@@ -152,6 +152,29 @@ def _cmd_demo(a) -> int:
                     scheduler=a.scheduler, seed=a.seed, keep=a.keep)
 
 
+def _cmd_zoo(a) -> int:
+    from .cluster import dask_client
+    from .spectral import analyze_zoo, plot_alpha_by_layer
+
+    missing = [m for m in a.models if not os.path.exists(m)]
+    if missing:  # fail fast, before any cluster starts; unreadable files are recorded per model instead
+        from .errors import ParameterError
+
+        raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
+    opts = dict(min_evals=a.min_evals, max_evals=a.max_evals, max_N=a.max_N, mp_fit=a.mp_fit, randomize=a.randomize,
+                detX=a.detX, fix_fingers=a.fix_fingers, seed=a.seed)
+    t = time.perf_counter()
+    with dask_client(a.scheduler, n_workers=a.workers):
+        layers, summaries = analyze_zoo(a.models, a.out, retry_failed=a.retry_failed, progress=not a.quiet, **opts)
+    if a.plots and len(layers):
+        for model, d in layers.groupby("model"):
+            plot_alpha_by_layer(d, os.path.join(a.out, "plots", f"{model}.alpha.png"), title=model)
+    ok = int((summaries["status"] == "ok").sum()) if len(summaries) else 0
+    print(json.dumps({"out": a.out, "models": len(summaries), "ok": ok, "errors": len(summaries) - ok,
+                      "layers": len(layers), "seconds": round(time.perf_counter() - t, 3)}))
+    return 0 if ok == len(summaries) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .operators import KINDS
     from .problems import DECAYS
@@ -219,7 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
-    for sp in (s, ls, sv, d):
+    z = sub.add_parser("zoo", help="WeightWatcher-compatible spectral metrics of many models, in parallel, resumable")
+    z.add_argument("models", nargs="+", help="model files or folders (.safetensors, .npz, .pt/.bin/.pth)")
+    z.add_argument("--out", required=True, help="output folder (layers/ and summaries/ Parquet files per model)")
+    z.add_argument("--min-evals", type=int, default=8)
+    z.add_argument("--max-evals", type=int, default=15000)
+    z.add_argument("--max-N", type=int, default=50000)
+    z.add_argument("--mp-fit", action="store_true")
+    z.add_argument("--randomize", action="store_true")
+    z.add_argument("--detX", action="store_true")
+    z.add_argument("--fix-fingers", choices=["clip_xmax"], default=None)
+    z.add_argument("--seed", type=int, default=None)
+    z.add_argument("--retry-failed", action="store_true", help="rerun models recorded with an error")
+    z.add_argument("--plots", action="store_true", help="write alpha-by-layer plots under OUT/plots")
+    z.set_defaults(func=_cmd_zoo)
+
+    for sp in (s, ls, sv, d, z):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
