@@ -75,6 +75,9 @@ def _run_model(key, source, out, options, threads=None):
     try:
         with threadpool_limits(threads) if threads else _nullcontext():
             details = analyze(source, **options)
+        if len(details) == 0:
+            reasons = "; ".join(f"{name}: {why}" for _, name, why in details.attrs.get("skipped", [])[:10])
+            raise ValueError(f"no layer could be analysed ({reasons or 'no weights found'})")
         details.insert(0, "model", key)
         row["num_layers"] = len(details)
         row["num_skipped"] = len(details.attrs.get("skipped", []))
