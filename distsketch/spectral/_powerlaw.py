@@ -8,8 +8,9 @@ and the first minimum of ``D`` is kept. WeightWatcher loops over candidates in P
 candidates are done at once, in blocks of a two-dimensional array, and the reported ``alpha`` is
 recomputed at the chosen candidate with the same expression WeightWatcher evaluates, so the
 result agrees with it to rounding. Samples of fewer than 20 eigenvalues take WeightWatcher's
-small-sample path (bias-corrected exponent, ``D - 0.868/sqrt(n)`` objective, at least 8 in the
-tail), reproduced exactly.
+small-sample path: bias-corrected exponents ``1 + (n-1)/sum ln(x_j/x_i)`` for tails of at least 8,
+and again the first minimum of ``D`` (WeightWatcher computes a ``D - 0.868/sqrt(n)`` objective
+there but its caller overrides that choice with the minimum of ``D``), reproduced exactly.
 """
 
 from __future__ import annotations
