@@ -18,7 +18,7 @@ pytest.importorskip("pyarrow")
 
 from distsketch.errors import ParameterError  # noqa: E402
 from distsketch.spectral import (SourceError, analyze, analyze_zoo, fit_power_law, plot_alpha_by_layer,  # noqa: E402
-                                 plot_esd, plot_zoo_metric, quality_regression, read_zoo, summary)
+                                 plot_esd, plot_zoo_metric, quality_regression, summary)
 from distsketch.spectral._sources import SafetensorsFile  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "ww")

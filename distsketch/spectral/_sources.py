@@ -131,16 +131,13 @@ def module_layer_type(module) -> str:
 def _module_layers(model, start_id=0):
     layers = []
     for i, (longname, mod) in enumerate(model.named_modules()):
-        kind = module_layer_type(mod)
         w = getattr(mod, "weight", None)
-        if kind in ("unknown", "norm") or w is None:
-            shape = _shape(w) if w is not None else ()
-            layers.append(Layer(start_id + i, longname.split(".")[-1] if longname else type(mod).__name__,
-                                longname or type(mod).__name__, kind if w is not None else "unknown", shape,
-                                lambda: None))
-            continue
-        layers.append(Layer(start_id + i, longname.split(".")[-1] if longname else type(mod).__name__,
-                            longname or type(mod).__name__, kind, _shape(w), (lambda w=w: _to_numpy(w))))
+        kind = module_layer_type(mod) if w is not None else "unknown"
+        name = longname.split(".")[-1] if longname else type(mod).__name__
+        analysed = kind not in ("unknown", "norm")
+        layers.append(Layer(start_id + i, name, longname or type(mod).__name__, kind,
+                            _shape(w) if w is not None else (),
+                            (lambda w=w: _to_numpy(w)) if analysed else (lambda: None)))
     return layers
 
 

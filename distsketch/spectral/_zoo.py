@@ -15,6 +15,7 @@ with ``status="error"`` and the message, and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ._analyze import SUMMARY_METRICS, analyze, summary
+from ._sources import describe_source
 
 __all__ = ["analyze_zoo", "read_zoo", "model_key"]
 
@@ -69,11 +71,10 @@ def _run_model(key, source, out, options, threads=None):
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
-    row = {"model": key, "source": os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
-           "status": "ok", "error": "", "num_layers": 0, "num_skipped": 0}
+    row = {"model": key, "source": describe_source(source), "status": "ok", "error": "", "num_layers": 0, "num_skipped": 0}
     details = None
     try:
-        with threadpool_limits(threads) if threads else _nullcontext():
+        with threadpool_limits(threads) if threads else contextlib.nullcontext():
             details = analyze(source, **options)
         if len(details) == 0:
             reasons = "; ".join(f"{name}: {why}" for _, name, why in details.attrs.get("skipped", [])[:10])
@@ -99,14 +100,6 @@ def _run_model(key, source, out, options, threads=None):
         _write_parquet_atomic(details, os.path.join(out, "layers", f"{key}.parquet"))
     _write_parquet_atomic(summ, os.path.join(out, "summaries", f"{key}.parquet"))
     return row
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def read_zoo(out):
