@@ -162,7 +162,7 @@ def _cmd_zoo(a) -> int:
 
         raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
     opts = dict(min_evals=a.min_evals, max_evals=a.max_evals, max_N=a.max_N, mp_fit=a.mp_fit, randomize=a.randomize,
-                detX=a.detX, fix_fingers=a.fix_fingers, seed=a.seed)
+                detX=a.detX, fix_fingers=a.fix_fingers, seed=a.seed, large_layers=a.large_layers, topk=a.topk)
     t = time.perf_counter()
     with dask_client(a.scheduler, n_workers=a.workers):
         layers, summaries = analyze_zoo(a.models, a.out, retry_failed=a.retry_failed, progress=not a.quiet, **opts)
@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--detX", action="store_true")
     z.add_argument("--fix-fingers", choices=["clip_xmax"], default=None)
     z.add_argument("--seed", type=int, default=None)
+    z.add_argument("--large-layers", choices=["skip", "randomized"], default="skip",
+                   help="layers over --max-evals: skip (WeightWatcher) or fit the top-k spectrum (converged flag)")
+    z.add_argument("--topk", type=int, default=256, help="first k of the top-k path (doubled as needed)")
     z.add_argument("--retry-failed", action="store_true", help="rerun models recorded with an error")
     z.add_argument("--plots", action="store_true", help="write alpha-by-layer plots under OUT/plots")
     z.set_defaults(func=_cmd_zoo)

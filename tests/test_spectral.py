@@ -229,6 +229,62 @@ def test_eigen_paths_agree_and_rank_deficient_layer_uses_svd():
     assert auto["matrix_rank"].iloc[0] == np.linalg.matrix_rank(low, tol=None) == 5
 
 
+def _heavy_tailed(rng, n, m, spikes, alpha=2.5):
+    """n x m matrix with a known spectrum: a flat bulk and ``spikes`` Pareto eigenvalues."""
+    U, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    lam = np.concatenate([rng.uniform(0.05, 1.0, m - spikes), rng.pareto(alpha, spikes) + 1.0])
+    return (U * np.sqrt(lam)) @ V.T
+
+
+def test_topk_path_for_large_layers_matches_full_spectrum():
+    rng = np.random.default_rng(5)
+    src = {"big.weight": _heavy_tailed(rng, 1500, 1000, 40), "small.weight": rng.standard_normal((300, 100))}
+    full = analyze(src).set_index("name")
+    skipped = analyze(src, max_evals=500)
+    assert list(skipped["name"]) == ["small"] and "max_evals=500" in skipped.attrs["skipped"][0][2]
+    top = analyze(src, max_evals=500, large_layers="randomized", topk=32, seed=3).set_index("name")
+    big = top.loc["big"]
+    assert big["eig_method"] == "topk" and bool(big["topk_converged"])
+    assert 2 * big["num_pl_spikes"] <= big["topk"] <= 256 and big["topk_residual"] <= 1e-6
+    assert big["num_evals"] == 1000 and big["passes"] >= 6
+    # candidates inside the computed top give the full fit's numbers; sums come from ||W||_F^2
+    for c in ("alpha", "xmin", "D", "sigma", "lambda_max", "alpha_weighted", "log_norm", "stable_rank"):
+        np.testing.assert_allclose(big[c], full.loc["big", c], rtol=1e-6, err_msg=c)
+    assert big["num_pl_spikes"] == full.loc["big", "num_pl_spikes"]
+    assert np.isnan(big["entropy"]) and np.isnan(big["matrix_rank"]) and np.isnan(big["log_alpha_norm"])
+    assert top.loc["small", "eig_method"] in ("gram", "svd")
+    np.testing.assert_allclose(top.loc["small", "alpha"], full.loc["small", "alpha"], rtol=1e-12)
+    # a cap below what the tail needs is reported, not hidden
+    capped = analyze(src, max_evals=500, large_layers="randomized", topk=16, topk_max=32, seed=3)
+    assert not bool(capped.set_index("name").loc["big", "topk_converged"])
+    with pytest.raises(ParameterError, match="large_layers"):
+        analyze(src, large_layers="approx")
+    with pytest.raises(ParameterError, match="topk"):
+        analyze(src, large_layers="randomized", topk=0)
+
+
+def test_topk_path_pools_conv2d_slices():
+    rng = np.random.default_rng(6)
+    Wc = rng.standard_normal((96, 64, 2, 2)) / 8
+    Wc[:, :, 0, 1] += np.outer(rng.standard_normal(96), rng.standard_normal(64))  # one slice has a spike
+    modules = _Model([("", type("Net", (_Module,), {})()), ("conv", type("Conv2d", (_Module,), {})(Wc))])
+    full = analyze(modules, return_evals=True)
+    top = analyze(modules, max_evals=100, large_layers="randomized", topk=32, topk_max=32, seed=0,
+                  return_evals=True)
+    row, frow = top[0].iloc[0], full[0].iloc[0]
+    assert row["eig_method"] == "topk" and row["num_evals"] == frow["num_evals"] == 256
+    ev_top, ev_full = top[1][row["layer_id"]], full[1][frow["layer_id"]]
+    # the returned top is complete: exactly the largest eigenvalues of the pooled spectrum
+    # (32 per slice computed; only those above the largest slice's 32nd are certain)
+    assert 32 <= len(ev_top) < 128
+    np.testing.assert_allclose(ev_top, ev_full[-len(ev_top):], rtol=1e-8)
+    for c in ("lambda_max", "log_norm", "stable_rank"):
+        np.testing.assert_allclose(row[c], frow[c], rtol=1e-8, err_msg=c)
+    # the full fit's tail (98 eigenvalues) cannot fit in the top computed here
+    assert frow["num_pl_spikes"] > len(ev_top) / 2 and not bool(row["topk_converged"])
+
+
 def _write_bf16_safetensors(path, tensors):
     header, blobs, off = {}, [], 0
     for k, a in tensors.items():

@@ -14,6 +14,7 @@ from ._esd import singular_values_squared
 from ._mp import mp_fit as _mp_fit
 from ._powerlaw import EVALS_THRESH, fit_clipped_power_law, fit_power_law
 from ._sources import Layer, list_layers
+from ._topk import top_spectrum
 
 __all__ = ["analyze", "summary", "SUMMARY_METRICS", "layer_matrices", "select_layers"]
 
@@ -68,9 +69,10 @@ def _dims(layer: Layer):
     return 0, 0, 1
 
 
-def select_layers(layers, filters, min_evals, max_evals, max_N):
+def select_layers(layers, filters, min_evals, max_evals, max_N, large_layers="skip"):
     """WeightWatcher's filters (ids to keep or, negative, to skip; names, '-name' to skip; types)
-    and size limits. Returns the kept layers and, for the others, the reason."""
+    and size limits. Returns the kept layers and, for the others, the reason. With
+    ``large_layers="randomized"`` layers over ``max_evals`` or ``max_N`` are kept."""
     if filters is None:
         filters = []
     elif not isinstance(filters, (list, tuple)):
@@ -101,9 +103,9 @@ def select_layers(layers, filters, min_evals, max_evals, max_N):
             skipped.append((L, f"layer type {L.layer_type} is not analysed"))
         elif min_evals and M * rf < min_evals:
             skipped.append((L, f"{M * rf} eigenvalues < min_evals={min_evals}"))
-        elif max_evals and M * rf > max_evals:
+        elif max_evals and M * rf > max_evals and large_layers == "skip":
             skipped.append((L, f"{M * rf} eigenvalues > max_evals={max_evals}"))
-        elif N > max_N:
+        elif N > max_N and large_layers == "skip":
             skipped.append((L, f"N={N} > max_N={max_N}"))
         else:
             kept.append(L)
@@ -253,6 +255,58 @@ def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False,
     return row, evals
 
 
+def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-6, n_iter=3, fix_fingers=None, xmax=None,
+                       seed=0):
+    """One row for a layer too large for a full eigendecomposition: the power law fitted to the
+    top of the spectrum (:mod:`._topk`), ``k`` doubled until the chosen ``xmin`` leaves at least
+    half of the computed eigenvalues below it and every tail eigenvalue is certified to ``rtol``
+    (``topk_converged``). Sums over all eigenvalues come from ``||W||_F^2`` (log_norm,
+    stable_rank: exact); metrics that need the whole spectrum (entropy, matrix_rank, sv_min,
+    rank losses, log_alpha_norm, and the mp_fit/randomize/detX columns) are NaN."""
+    t0 = time.perf_counter()
+    if not np.all(np.isfinite(W)):
+        bad = int(np.size(W) - np.count_nonzero(np.isfinite(W)))
+        raise ParameterError(f"layer {layer.longname}: weight has {bad} non-finite entries (NaN or inf)")
+    Wmats, N, M, rf, n_comp = layer_matrices(layer, W)
+    if layer.layer_type == "conv2d":
+        Wmats = [Wm * np.sqrt(1 / 2.0) for Wm in Wmats]
+    k_max = int(k_max) if k_max else max(k, M // 2)
+    k = min(int(k), k_max)
+    passes = 0
+    while True:
+        top = top_spectrum(Wmats, k, n_iter=n_iter, seed=seed)
+        passes += top.passes
+        fitcols, extra, status = _fit(top.evals, xmax, fix_fingers)
+        tail = top.evals >= fitcols["xmin"] if status != "failed" else np.ones(len(top.evals), bool)
+        resid = float(np.max(top.rel_residual[tail])) if np.any(tail) else float("inf")
+        complete = len(top.evals) == M * rf
+        inside = status != "failed" and (complete or fitcols["num_pl_spikes"] <= len(top.evals) / 2)
+        converged = bool(inside and resid <= rtol)
+        if converged or k >= k_max:
+            break
+        k = min(2 * k, k_max)
+    evals = top.evals
+    alpha = fitcols["alpha"]
+    spectral = float(evals[-1])
+    norm = top.fro2
+    nan = float("nan")
+    row = {"layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
+           "layer_type": layer.layer_type, "N": N, "M": M, "rf": rf, "Q": N / M if M > 0 else -1,
+           "has_esd": True, "num_evals": M * rf, "sv_max": float(np.sqrt(spectral)), "sv_min": nan,
+           "rank_loss": nan, "weak_rank_loss": nan, "lambda_max": spectral}
+    row.update(fitcols)
+    row.update(extra)
+    row["status"] = status
+    row["warning"] = "over-trained" if alpha < OVER_TRAINED else ("under-trained" if alpha > UNDER_TRAINED else "")
+    row.update({"norm": norm, "log_norm": float(np.log10(norm)), "spectral_norm": spectral,
+                "log_spectral_norm": float(np.log10(spectral)), "alpha_weighted": alpha * float(np.log10(spectral)),
+                "log_alpha_norm": nan, "stable_rank": norm / spectral, "matrix_rank": nan, "entropy": nan})
+    row.update({"eig_method": "topk", "topk": len(evals), "topk_converged": converged, "topk_residual": resid,
+                "passes": passes})
+    row["seconds"] = time.perf_counter() - t0
+    return row, evals
+
+
 def _safe_mp(evals, N, M):
     try:
         return _mp_fit(evals, N, M)
@@ -263,7 +317,8 @@ def _safe_mp(evals, N, M):
 
 # ----------------------------------------------------------------------------- public
 def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, mp_fit=False, randomize=False,
-            detX=False, fix_fingers=None, xmax=None, seed=None, return_evals=False, eig_method="auto"):
+            detX=False, fix_fingers=None, xmax=None, seed=None, return_evals=False, eig_method="auto",
+            large_layers="skip", topk=256, topk_max=None, topk_rtol=1e-6):
     """WeightWatcher-compatible spectral metrics of every weight matrix in ``source``.
 
     Parameters
@@ -295,6 +350,15 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
         ``df.attrs["seed"]``.
     return_evals : bool
         Also return ``{layer_id: eigenvalues}``.
+    eig_method : {"auto", "gram", "svd"}
+        How full spectra are computed (see :mod:`._esd`); ``svd`` is WeightWatcher's own path.
+    large_layers : {"skip", "randomized"}
+        ``skip`` (WeightWatcher): layers over ``max_evals`` or ``max_N`` are left out.
+        ``randomized``: they are analysed; those over ``max_evals`` by the top-``k`` path
+        (:func:`analyze_layer_topk`: ``k`` from ``topk``, doubled up to ``topk_max``,
+        default ``M // 2``, until the fit's ``xmin`` is inside the computed part and its tail
+        eigenvalues are certified to ``topk_rtol``; columns ``topk``, ``topk_converged``,
+        ``topk_residual``, ``passes``), those over ``max_N`` only by the exact path.
 
     Returns
     -------
@@ -314,23 +378,42 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
             raise ParameterError(f"{name}: expected a non-negative int; got {v!r}")
     if eig_method not in ("auto", "gram", "svd"):
         raise ParameterError(f"eig_method: expected 'auto', 'gram' or 'svd'; got {eig_method!r}")
+    if large_layers not in ("skip", "randomized"):
+        raise ParameterError(f"large_layers: expected 'skip' or 'randomized'; got {large_layers!r}")
+    for name, v in (("topk", topk), ("topk_max", topk_max)):
+        if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
+            raise ParameterError(f"{name}: expected a positive int; got {v!r}")
+    if topk is None:
+        raise ParameterError("topk: expected a positive int; got None")
+    if not (isinstance(topk_rtol, (float, int)) and 0 < topk_rtol < 1):
+        raise ParameterError(f"topk_rtol: expected a float in (0, 1); got {topk_rtol!r}")
     seed = resolve_seed(seed)
     all_layers = list_layers(source)
-    kept, skipped = select_layers(all_layers, layers, min_evals, max_evals, max_N)
+    kept, skipped = select_layers(all_layers, layers, min_evals, max_evals, max_N, large_layers)
     rows, spectra = [], {}
     for L in kept:
         W = L.load()
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(L.layer_id),)))
-        row, ev = analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX,
-                                fix_fingers=fix_fingers or None, xmax=xmax, rng=rng, eig_method=eig_method)
+        ss = np.random.SeedSequence(seed, spawn_key=(int(L.layer_id),))
+        _, M, rf = _dims(L)
+        if max_evals and M * rf > max_evals:  # only kept with large_layers="randomized"
+            row, ev = analyze_layer_topk(L, W, k=topk, k_max=topk_max, rtol=topk_rtol,
+                                         fix_fingers=fix_fingers or None, xmax=xmax, seed=ss)
+        else:
+            row, ev = analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX,
+                                    fix_fingers=fix_fingers or None, xmax=xmax, rng=np.random.default_rng(ss),
+                                    eig_method=eig_method)
         rows.append(row)
         if return_evals:
             spectra[L.layer_id] = ev
         del W
     df = pd.DataFrame(rows)
+    if "topk_converged" in df:  # NaN on exactly analysed layers: keep a (nullable) boolean column
+        df["topk_converged"] = df["topk_converged"].astype("boolean")
     df.attrs.update({"seed": seed, "skipped": [(L.layer_id, L.longname, why) for L, why in skipped],
                      "options": dict(min_evals=min_evals, max_evals=max_evals, max_N=max_N, mp_fit=mp_fit,
-                                     randomize=randomize, detX=detX, fix_fingers=fix_fingers, xmax=xmax)})
+                                     randomize=randomize, detX=detX, fix_fingers=fix_fingers, xmax=xmax,
+                                     large_layers=large_layers, topk=topk, topk_max=topk_max,
+                                     topk_rtol=topk_rtol)})
     return (df, spectra) if return_evals else df
 
 

@@ -16,6 +16,7 @@ with ``status="error"`` and the message, and the run goes on.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import time
@@ -148,8 +149,8 @@ def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, pr
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise ParameterError(f"model keys must be unique; repeated: {dup} (pass names=[...])")
-    bad = sorted(set(options) - {"min_evals", "max_evals", "max_N", "layers", "mp_fit", "randomize", "detX",
-                                 "fix_fingers", "xmax", "seed", "eig_method"})
+    allowed = set(inspect.signature(analyze).parameters) - {"source", "return_evals"}
+    bad = sorted(set(options) - allowed)
     if bad:
         raise ParameterError(f"unknown analyze options: {bad}")
     if options.get("randomize") and options.get("seed") is None:
