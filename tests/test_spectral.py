@@ -216,17 +216,36 @@ def test_vectorised_fit_equals_loop(n):
         np.testing.assert_allclose([fit.alpha, fit.xmin, fit.D], [a, xmin, D], rtol=1e-12)
 
 
-def test_eigen_paths_agree_and_rank_deficient_layer_uses_svd():
+def test_eigen_paths_agree_and_small_singular_values_are_exact():
     rng = np.random.default_rng(2)
     W = rng.standard_normal((120, 40)).astype(np.float32)
     g = analyze({"a.weight": W}, eig_method="gram")
     s = analyze({"a.weight": W}, eig_method="svd")
     for c in ("alpha", "xmin", "D", "log_norm", "log_alpha_norm", "entropy", "stable_rank"):
         np.testing.assert_allclose(g[c], s[c], rtol=1e-9)
-    low = (rng.standard_normal((120, 5)) @ rng.standard_normal((5, 40))).astype(np.float64)
-    auto = analyze({"a.weight": low})
-    assert auto["eig_method"].iloc[0] == "svd"
-    assert auto["matrix_rank"].iloc[0] == np.linalg.matrix_rank(low, tol=None) == 5
+    # rank deficient (tall and square): the rank and the smallest values as LAPACK has them
+    for shape in ((120, 40), (60, 60)):
+        low = rng.standard_normal((shape[0], 5)) @ rng.standard_normal((5, shape[1]))
+        auto = analyze({"a.weight": low})
+        assert auto["eig_method"].iloc[0] in ("gram+inverse", "svd")
+        assert auto["matrix_rank"].iloc[0] == np.linalg.matrix_rank(low) == 5
+    # an exactly singular square factor (a zero row) falls back to the SVD
+    Z = rng.standard_normal((50, 50))
+    Z[7] = 0.0
+    z = analyze({"a.weight": Z})
+    assert z["eig_method"].iloc[0] == "svd" and z["matrix_rank"].iloc[0] == 49
+    # ill-conditioned, full rank: the smallest singular values refined without a full SVD
+    for shape in ((300, 300), (400, 300)):
+        U, _ = np.linalg.qr(rng.standard_normal((shape[0], shape[1])))
+        V, _ = np.linalg.qr(rng.standard_normal((shape[1], shape[1])))
+        sv = np.concatenate([np.logspace(0, -2.2, shape[1] - 3), [1e-6, 3e-7, 1e-7]])
+        A = (U * sv) @ V.T
+        df, ev = analyze({"a.weight": A}, return_evals=True)
+        ref = sla.svd(A, compute_uv=False)
+        assert df["eig_method"].iloc[0] == "gram+inverse"
+        np.testing.assert_allclose(df["sv_min"].iloc[0], ref[-1], rtol=1e-8)
+        np.testing.assert_allclose(np.sqrt(ev[df["layer_id"].iloc[0]][:5]), ref[::-1][:5], rtol=1e-8)
+        assert df["matrix_rank"].iloc[0] == np.linalg.matrix_rank(A)
 
 
 def _heavy_tailed(rng, n, m, spikes, alpha=2.5):

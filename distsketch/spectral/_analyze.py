@@ -180,6 +180,8 @@ def _fit(evals, xmax, fix_fingers):
 
 
 def _random_evals(Wmats, n_comp, replicas, rng):
+    """Spectra of ``replicas`` element-shuffled copies of the layer (each slice shuffled on its
+    own, as WeightWatcher does); one sorted array per replica."""
     out = []
     for _ in range(replicas):
         shuffled = []
@@ -187,9 +189,8 @@ def _random_evals(Wmats, n_comp, replicas, rng):
             flat = W.ravel().copy()
             rng.shuffle(flat)
             shuffled.append(flat.reshape(W.shape))
-        for ev in singular_values_squared(shuffled)[0]:
-            out.append(ev[-n_comp:])
-    return np.sort(np.concatenate(out))
+        out.append(np.sort(np.concatenate([ev[-n_comp:] for ev in singular_values_squared(shuffled)[0]])))
+    return out
 
 
 def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False, fix_fingers=None, xmax=None,
@@ -226,9 +227,11 @@ def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False,
         row.update(dict(zip(("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max", "W_scale"),
                             _safe_mp(evals, N, M))))
     if randomize:
-        reps = 5 if n_comp < 100 else 1
-        rand = _random_evals(Wmats, n_comp, reps, rng)
-        rand1 = _random_evals(Wmats, n_comp, 1, rng)
+        # WeightWatcher draws 5 shuffles (1 when n_comp >= 100) for the trap statistics and one
+        # more for rand_distance; the first of the former serves here as the latter (each column
+        # has the same distribution, and the layer's most expensive step is not repeated)
+        reps = _random_evals(Wmats, n_comp, 5 if n_comp < 100 else 1, rng)
+        rand, rand1 = np.sort(np.concatenate(reps)), reps[0]
         row["max_rand_eval"] = float(np.max(rand))
         row["rand_distance"] = float(np.sqrt((stats.entropy(evals, (evals + rand1) / 2)
                                               + stats.entropy(rand1, (evals + rand1) / 2)) / 2))
@@ -307,6 +310,14 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-6, n_iter=
     return row, evals
 
 
+def _blas_threads():
+    """How many BLAS threads this process may use now (threadpoolctl's view), at least 1."""
+    from threadpoolctl import threadpool_info
+
+    n = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(n) if n else 1
+
+
 def _safe_mp(evals, N, M):
     try:
         return _mp_fit(evals, N, M)
@@ -318,7 +329,7 @@ def _safe_mp(evals, N, M):
 # ----------------------------------------------------------------------------- public
 def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, mp_fit=False, randomize=False,
             detX=False, fix_fingers=None, xmax=None, seed=None, return_evals=False, eig_method="auto",
-            large_layers="skip", topk=256, topk_max=None, topk_rtol=1e-6):
+            large_layers="skip", topk=256, topk_max=None, topk_rtol=1e-6, threads=None):
     """WeightWatcher-compatible spectral metrics of every weight matrix in ``source``.
 
     Parameters
@@ -336,7 +347,8 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
     mp_fit : bool
         Marchenko-Pastur bulk fit: num_spikes, sigma_mp, mp_softrank, bulk_min, bulk_max, W_scale.
     randomize : bool
-        Correlation traps: spectra of element-shuffled copies (seeded; WeightWatcher's are not):
+        Correlation traps: spectra of element-shuffled copies (seeded; WeightWatcher's are not;
+        it shuffles once more for rand_distance, here the first shuffle serves both):
         max_rand_eval, rand_distance, ww_softrank, ww_maxdist and the MP fit of the shuffled
         spectrum (rand_num_spikes = num_traps, ...).
     detX : bool
@@ -359,6 +371,9 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
         default ``M // 2``, until the fit's ``xmin`` is inside the computed part and its tail
         eigenvalues are certified to ``topk_rtol``; columns ``topk``, ``topk_converged``,
         ``topk_residual``, ``passes``), those over ``max_N`` only by the exact path.
+    threads : int, optional
+        Layers analysed at once, each with one BLAS thread; default: the BLAS threads allowed
+        here (so 1 inside a zoo task that was given one core). Results do not depend on it.
 
     Returns
     -------
@@ -385,27 +400,38 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
             raise ParameterError(f"{name}: expected a positive int; got {v!r}")
     if topk is None:
         raise ParameterError("topk: expected a positive int; got None")
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or isinstance(threads, bool)
+                                or threads < 1):
+        raise ParameterError(f"threads: expected None or a positive int; got {threads!r}")
     if not (isinstance(topk_rtol, (float, int)) and 0 < topk_rtol < 1):
         raise ParameterError(f"topk_rtol: expected a float in (0, 1); got {topk_rtol!r}")
     seed = resolve_seed(seed)
     all_layers = list_layers(source)
     kept, skipped = select_layers(all_layers, layers, min_evals, max_evals, max_N, large_layers)
-    rows, spectra = [], {}
-    for L in kept:
+    def one(L):
         W = L.load()
         ss = np.random.SeedSequence(seed, spawn_key=(int(L.layer_id),))
         _, M, rf = _dims(L)
         if max_evals and M * rf > max_evals:  # only kept with large_layers="randomized"
-            row, ev = analyze_layer_topk(L, W, k=topk, k_max=topk_max, rtol=topk_rtol,
-                                         fix_fingers=fix_fingers or None, xmax=xmax, seed=ss)
-        else:
-            row, ev = analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX,
-                                    fix_fingers=fix_fingers or None, xmax=xmax, rng=np.random.default_rng(ss),
-                                    eig_method=eig_method)
-        rows.append(row)
-        if return_evals:
-            spectra[L.layer_id] = ev
-        del W
+            return analyze_layer_topk(L, W, k=topk, k_max=topk_max, rtol=topk_rtol,
+                                      fix_fingers=fix_fingers or None, xmax=xmax, seed=ss)
+        return analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX, fix_fingers=fix_fingers or None,
+                             xmax=xmax, rng=np.random.default_rng(ss), eig_method=eig_method)
+
+    threads = _blas_threads() if threads is None else int(threads)
+    if threads > 1 and len(kept) > 1:
+        # layers in parallel threads, one BLAS thread each: numpy's BLAS/LAPACK calls release the
+        # GIL, and two single-threaded eigensolvers outrun one two-threaded (memory-bound) one
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1), ThreadPoolExecutor(threads) as ex:
+            results = list(ex.map(one, kept))
+    else:
+        results = [one(L) for L in kept]
+    rows = [r for r, _ in results]
+    spectra = {L.layer_id: ev for L, (_, ev) in zip(kept, results)} if return_evals else {}
     df = pd.DataFrame(rows)
     if "topk_converged" in df:  # NaN on exactly analysed layers: keep a (nullable) boolean column
         df["topk_converged"] = df["topk_converged"].astype("boolean")
