@@ -248,35 +248,44 @@ def test_eigen_paths_agree_and_small_singular_values_are_exact():
         assert df["matrix_rank"].iloc[0] == np.linalg.matrix_rank(A)
 
 
-def _heavy_tailed(rng, n, m, spikes, alpha=2.5):
-    """n x m matrix with a known spectrum: a flat bulk and ``spikes`` Pareto eigenvalues."""
+def _with_spectrum(rng, n, m, tail):
+    """n x m matrix whose eigenvalues of W^T W are a flat bulk in [0.05, 1] and ``tail``."""
     U, _ = np.linalg.qr(rng.standard_normal((n, m)))
     V, _ = np.linalg.qr(rng.standard_normal((m, m)))
-    lam = np.concatenate([rng.uniform(0.05, 1.0, m - spikes), rng.pareto(alpha, spikes) + 1.0])
+    lam = np.concatenate([rng.uniform(0.05, 1.0, m - len(tail)), tail])
     return (U * np.sqrt(lam)) @ V.T
 
 
 def test_topk_path_for_large_layers_matches_full_spectrum():
     rng = np.random.default_rng(5)
-    src = {"big.weight": _heavy_tailed(rng, 1500, 1000, 40), "small.weight": rng.standard_normal((300, 100))}
+    big = _with_spectrum(rng, 1500, 1000, 2.0 * (rng.pareto(1.5, 40) + 1.0))  # a tail apart from the bulk
+    src = {"big.weight": big, "small.weight": rng.standard_normal((300, 100))}
     full = analyze(src).set_index("name")
     skipped = analyze(src, max_evals=500)
     assert list(skipped["name"]) == ["small"] and "max_evals=500" in skipped.attrs["skipped"][0][2]
     top = analyze(src, max_evals=500, large_layers="randomized", topk=32, seed=3).set_index("name")
-    big = top.loc["big"]
-    assert big["eig_method"] == "topk" and bool(big["topk_converged"])
-    assert 2 * big["num_pl_spikes"] <= big["topk"] <= 256 and big["topk_residual"] <= 1e-6
-    assert big["num_evals"] == 1000 and big["passes"] >= 6
+    row = top.loc["big"]
+    assert row["eig_method"] == "topk" and bool(row["topk_converged"])
+    assert 2 * row["num_pl_spikes"] <= row["topk"] < 1000 and row["topk_error"] <= 1e-4
+    assert row["num_evals"] == 1000 and row["passes"] >= 6
     # candidates inside the computed top give the full fit's numbers; sums come from ||W||_F^2
-    for c in ("alpha", "xmin", "D", "sigma", "lambda_max", "alpha_weighted", "log_norm", "stable_rank"):
-        np.testing.assert_allclose(big[c], full.loc["big", c], rtol=1e-6, err_msg=c)
-    assert big["num_pl_spikes"] == full.loc["big", "num_pl_spikes"]
-    assert np.isnan(big["entropy"]) and np.isnan(big["matrix_rank"]) and np.isnan(big["log_alpha_norm"])
-    assert top.loc["small", "eig_method"] in ("gram", "svd")
+    assert row["num_pl_spikes"] == full.loc["big", "num_pl_spikes"]
+    for c in ("alpha", "xmin", "D", "sigma", "lambda_max", "alpha_weighted", "stable_rank"):
+        np.testing.assert_allclose(row[c], full.loc["big", c], rtol=1e-4, err_msg=c)
+    np.testing.assert_allclose(row["log_norm"], full.loc["big", "log_norm"], rtol=1e-12)
+    assert np.isnan(row["entropy"]) and np.isnan(row["matrix_rank"]) and np.isnan(row["log_alpha_norm"])
+    assert top.loc["small", "eig_method"] in ("gram", "gram+inverse")
     np.testing.assert_allclose(top.loc["small", "alpha"], full.loc["small", "alpha"], rtol=1e-12)
     # a cap below what the tail needs is reported, not hidden
     capped = analyze(src, max_evals=500, large_layers="randomized", topk=16, topk_max=32, seed=3)
     assert not bool(capped.set_index("name").loc["big", "topk_converged"])
+    # a tail running into a flat bulk cannot be resolved by a few Krylov steps: the doubling ends
+    # with the whole spectrum, and the fit is the full one
+    flat = {"big.weight": _with_spectrum(rng, 1500, 1000, rng.pareto(2.5, 40) + 1.0)}
+    f_top = analyze(flat, max_evals=500, large_layers="randomized", topk=32, seed=3).iloc[0]
+    f_full = analyze(flat).iloc[0]
+    assert bool(f_top["topk_converged"]) and f_top["topk"] == 1000
+    np.testing.assert_allclose(f_top["alpha"], f_full["alpha"], rtol=1e-9)
     with pytest.raises(ParameterError, match="large_layers"):
         analyze(src, large_layers="approx")
     with pytest.raises(ParameterError, match="topk"):
@@ -285,23 +294,25 @@ def test_topk_path_for_large_layers_matches_full_spectrum():
 
 def test_topk_path_pools_conv2d_slices():
     rng = np.random.default_rng(6)
-    Wc = rng.standard_normal((96, 64, 2, 2)) / 8
-    Wc[:, :, 0, 1] += np.outer(rng.standard_normal(96), rng.standard_normal(64))  # one slice has a spike
+    Wc = rng.standard_normal((600, 400, 2, 2)) / 25
+    for a in range(2):
+        for b in range(2):  # a few strong directions per slice, of different strength
+            Wc[:, :, a, b] += (rng.standard_normal((600, 3)) * (1 + a + 2 * b)) @ rng.standard_normal((3, 400)) / 20
     modules = _Model([("", type("Net", (_Module,), {})()), ("conv", type("Conv2d", (_Module,), {})(Wc))])
     full = analyze(modules, return_evals=True)
-    top = analyze(modules, max_evals=100, large_layers="randomized", topk=32, topk_max=32, seed=0,
+    top = analyze(modules, max_evals=1000, large_layers="randomized", topk=32, topk_max=32, seed=0,
                   return_evals=True)
     row, frow = top[0].iloc[0], full[0].iloc[0]
-    assert row["eig_method"] == "topk" and row["num_evals"] == frow["num_evals"] == 256
+    assert row["eig_method"] == "topk" and row["num_evals"] == frow["num_evals"] == 1600
     ev_top, ev_full = top[1][row["layer_id"]], full[1][frow["layer_id"]]
-    # the returned top is complete: exactly the largest eigenvalues of the pooled spectrum
-    # (32 per slice computed; only those above the largest slice's 32nd are certain)
+    # 32 per slice computed; the pool is cut at the largest slice's 32nd value, and nothing of the
+    # full spectrum above that cut is missing (Ritz values are lower bounds, rough near the cut)
     assert 32 <= len(ev_top) < 128
-    np.testing.assert_allclose(ev_top, ev_full[-len(ev_top):], rtol=1e-8)
-    for c in ("lambda_max", "log_norm", "stable_rank"):
-        np.testing.assert_allclose(row[c], frow[c], rtol=1e-8, err_msg=c)
-    # the full fit's tail (98 eigenvalues) cannot fit in the top computed here
-    assert frow["num_pl_spikes"] > len(ev_top) / 2 and not bool(row["topk_converged"])
+    cut = ev_top[0]
+    assert np.count_nonzero(ev_full >= cut) >= len(ev_top) >= np.count_nonzero(ev_full >= 1.05 * cut)
+    np.testing.assert_allclose(ev_top[-12:], ev_full[-12:], rtol=1e-6)  # the planted directions
+    np.testing.assert_allclose(row["lambda_max"], frow["lambda_max"], rtol=1e-9)
+    np.testing.assert_allclose(row["log_norm"], frow["log_norm"], rtol=1e-12)
 
 
 def _write_bf16_safetensors(path, tensors):

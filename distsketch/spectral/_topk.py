@@ -7,10 +7,12 @@ of the spectrum that is known to be complete: every eigenvalue above the largest
 ``k``-th computed values. The KS search of :mod:`._powerlaw` over candidates inside that part
 gives exactly the numbers a full fit gives for those candidates (``alpha_i`` and ``D_i`` depend
 only on the eigenvalues at and above ``x_i``); what is not known is whether a candidate below
-would have had a smaller ``D``. So ``k`` is doubled until the chosen ``xmin`` leaves at least
-half of the computed part below it, and every eigenvalue of the tail is certified by its
-residual: for a Ritz pair ``(theta, v)`` of ``G = W^T W``, some eigenvalue of ``G`` lies within
-``||G v - theta v||`` of ``theta`` (Bauer-Fike for symmetric matrices).
+would have had a smaller ``D``.
+
+How accurate the Ritz values are is judged in :func:`._analyze.analyze_layer_topk`: for a Ritz pair
+``(theta, v)`` of ``G = W^T W``, some eigenvalue lies within ``||G v - theta v||`` of ``theta``
+(Bauer-Fike for symmetric matrices; rigorous but pessimistic in clusters), and the change of
+each value between two successive sizes ``k`` and ``2k`` estimates the error of the first.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class TopSpectrum:
 
 
 def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
-    """Largest ``k`` eigenvalues of ``W^T W`` for each matrix in ``Wmats``, pooled and cut to
-    the part known to be complete. ``seed``: a ``SeedSequence`` (slice ``i`` uses child ``i``)."""
+    """Largest ``k`` Ritz values of ``W^T W`` for each matrix in ``Wmats`` with their relative
+    residuals, pooled and cut to the part known to be complete (everything above the highest of
+    the slices' smallest computed values). ``seed``: a ``SeedSequence`` (slice ``i`` uses child
+    ``i``)."""
     seed = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     from ..lowrank import svd as rsvd
 
@@ -50,6 +54,14 @@ def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
         m = min(W.shape)
         r = min(k, m)
         over = min(max(10, r // 2), m - r)
+        if (n_iter + 1) * (r + over) > m:  # a Krylov basis this wide costs more than the whole spectrum
+            from ._esd import singular_values_squared
+
+            vals.append(singular_values_squared([W])[0][0])
+            res.append(np.zeros(m))
+            fro2 += float(np.sum(vals[-1]))
+            passes = max(passes, 1)
+            continue
         out = rsvd(W, r, method="block_krylov", n_power_iter=n_iter, n_oversamples=over,
                    seed=np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i)))
         s2 = np.asarray(out.s, dtype=np.float64) ** 2
@@ -59,10 +71,11 @@ def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
         GV = A.T @ (A @ V)
         with np.errstate(divide="ignore", invalid="ignore"):
             rr = np.linalg.norm(GV - V * s2, axis=0) / s2
-        vals.append(s2)
-        res.append(np.where(s2 > 0, rr, np.inf))
+        rr = np.where(s2 > 0, rr, np.inf)
         if r < m:  # eigenvalues below this slice's smallest computed one are unknown
             cut = max(cut, float(s2.min()))
+        vals.append(s2)
+        res.append(rr)
         fro2 += float(out.norm_fro) ** 2
         passes = max(passes, out.passes + 1)
     ev = np.concatenate(vals)
