@@ -244,7 +244,9 @@ def test_eigen_paths_agree_and_small_singular_values_are_exact():
         ref = sla.svd(A, compute_uv=False)
         assert df["eig_method"].iloc[0] == "gram+inverse"
         np.testing.assert_allclose(df["sv_min"].iloc[0], ref[-1], rtol=1e-8)
-        np.testing.assert_allclose(np.sqrt(ev[df["layer_id"].iloc[0]][:5]), ref[::-1][:5], rtol=1e-8)
+        e = ev[df["layer_id"].iloc[0]]
+        np.testing.assert_allclose(np.sqrt(e[:2]), ref[::-1][:2], rtol=1e-8)  # below 1e-12 lambda_max: refined
+        assert np.max(np.abs(e - ref[::-1] ** 2)) <= 1e3 * np.finfo(float).eps * ref[0] ** 2  # the rest: Gram
         assert df["matrix_rank"].iloc[0] == np.linalg.matrix_rank(A)
 
 

@@ -10,15 +10,16 @@ absolute error eps * sigma_max), so small eigenvalues agree with WeightWatcher's
 1e-16 * lambda_max / lambda. The metrics WeightWatcher derives are sums dominated by large
 eigenvalues, fits above xmin, and counts against thresholds; only sv_min and the counts can feel
 small errors. So:
-  - eigenvalues below ``1e-9 * lambda_max`` (at most 64 of them) are recomputed by subspace
-    inverse iteration on ``A^T A`` through an LU (square) or QR (tall) factor of ``A`` itself,
+  - the smallest eigenvalues are recomputed (at most 64: the smallest when it is below
+    ``1e-9 * lambda_max``; all below ``1e-12 * lambda_max``; all up to one lying within the Gram
+    error band of an absolute threshold WeightWatcher counts against: 1e-5, the power-law cut;
+    1e-6, the weak-rank tolerance) by subspace inverse iteration on ``A^T A`` through an LU (square) or QR (tall) factor of ``A`` itself,
     with Ritz values ``||A x||``: absolute error eps * sigma_max, like gesdd's, for about a sixth
     of its cost (``eig_method="gram+inverse"``). That settles sv_min and the matrix rank
     (sigma > sigma_max * N * eps, far below what the Gram matrix resolves);
   - gesdd runs, exactly as in WeightWatcher, when the factor is exactly singular, when more
-    eigenvalues are that small, when a refined singular value lies within 100x of the rank
-    tolerance, or when an eigenvalue lies within the error band of an absolute threshold
-    WeightWatcher counts against (1e-5, the power-law cut; 1e-6, the weak-rank tolerance).
+    eigenvalues would need it, when a refined singular value lies within 100x of the rank
+    tolerance or a refined eigenvalue within its own error band of a threshold.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import scipy.linalg as sla
 
 __all__ = ["singular_values_squared"]
 
-_REFINE = 1e-9          # eigenvalues below this * lambda_max are refined (sv_min, rank)
+_REFINE = 1e-9          # a smallest eigenvalue below this * lambda_max is refined (sv_min)
+_RANK_FLOOR = 1e-12     # ... and with it all below this * lambda_max (the rank count)
 _ABS_THRESHOLDS = (1e-5, 1e-6)
 _BAND = 1e3 * np.finfo(np.float64).eps
 _MAX_REFINE = 64        # more small eigenvalues than this: a full SVD is cheaper to trust
@@ -39,21 +41,37 @@ _MAX_ITER = 40
 _ABS_TOL = 4 * np.finfo(np.float64).eps
 
 
-def _needs_svd(e):
-    """True when an eigenvalue lies within the error band of an absolute threshold WeightWatcher
-    counts against (or the spectrum is degenerate)."""
+def _refine_count(e):
+    """How many of the smallest Gram eigenvalues (ascending ``e``) must be recomputed: the
+    smallest when it is below ``_REFINE * lambda_max`` (sv_min); all below
+    ``_RANK_FLOOR * lambda_max`` (the rank count); and all up to any that lies within the Gram
+    error band of an absolute threshold WeightWatcher counts against. ``-1``: only an SVD will do
+    (a zero matrix)."""
     if not len(e):
-        return False
-    top = e[-1]
+        return 0
+    top = float(e[-1])
     if not top > 0:
-        return True
+        return -1
+    k = 0
+    if e[0] < _REFINE * top:
+        k = max(1, int(np.count_nonzero(e < _RANK_FLOOR * top)))
     band = _BAND * top
-    return any(np.any(np.abs(e - t) <= band) for t in _ABS_THRESHOLDS)
+    for t in _ABS_THRESHOLDS:
+        near = np.flatnonzero(np.abs(e - t) <= band)
+        if len(near):
+            k = max(k, int(near[-1]) + 1)
+    return k
 
 
-def _refine_smallest(W, e, N):
-    """Replace the smallest Gram eigenvalues ``e`` (ascending, of ``W``'s smaller side) below
-    ``_REFINE * lambda_max`` by squared singular values accurate to ``eps * sigma_max``, as
+def _near_threshold(r, top):
+    """A refined value (absolute error ~ eps * sqrt(lambda * lambda_max)) still too close to
+    call against a threshold."""
+    return any(np.any(np.abs(r - t) <= 1e3 * np.finfo(np.float64).eps * np.sqrt(t * top)) for t in _ABS_THRESHOLDS)
+
+
+def _refine_smallest(W, e, N, k):
+    """Replace the ``k`` smallest Gram eigenvalues ``e`` (ascending, of ``W``'s smaller side;
+    see :func:`_refine_count`) by squared singular values accurate to ``eps * sigma_max``, as
     gesdd's are, without a full SVD: subspace inverse iteration on ``A^T A`` through an LU (square)
     or QR (tall) factor of ``A``, Ritz values from ``||A X||``. Returns the new array, or None
     when only a full SVD settles it (an exactly singular factor, too many small eigenvalues, no
@@ -61,9 +79,6 @@ def _refine_smallest(W, e, N):
     A = np.ascontiguousarray(W if W.shape[0] >= W.shape[1] else W.T)
     n, m = A.shape
     top = float(e[-1])
-    k = int(np.count_nonzero(e < _REFINE * top))
-    if k == 0:
-        return e
     if k > _MAX_REFINE:
         return None
     b = min(m, k + _OVERSAMPLE)
@@ -100,6 +115,8 @@ def _refine_smallest(W, e, N):
         return None
     out = e.copy()
     out[:k] = np.sort(s[:k] ** 2)
+    if _near_threshold(out[:k], top):
+        return None
     return np.sort(out)
 
 
@@ -134,11 +151,10 @@ def singular_values_squared(Wmats, method="auto"):
         ev = [_gram_evals(W) for W in mats]
     used = "gram"
     if method == "auto":
-        if any(_needs_svd(e) for e in ev):
-            return _svd(mats), "svd"
         refined = []
         for W, e in zip(mats, ev):
-            r = _refine_smallest(W, e, max(W.shape)) if e[0] < _REFINE * e[-1] else e
+            k = _refine_count(e)
+            r = e if k == 0 else (None if k < 0 else _refine_smallest(W, e, max(W.shape), k))
             if r is None:
                 return _svd(mats), "svd"
             refined.append(r)
