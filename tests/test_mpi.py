@@ -99,3 +99,38 @@ def test_bad_input_fails_fast_on_every_rank(prob, tmp_path, case):
     assert msg in p.stderr and "[rank " in p.stderr
     assert time.perf_counter() - t < 30
     assert not os.path.exists(tmp_path / "x.zarr") and not os.path.exists(tmp_path / "s.zarr")
+
+
+def test_zoo_driver_matches_in_process_and_resumes(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from distsketch.spectral import analyze
+
+    data = os.path.join(ROOT, "tests", "data", "ww")
+    rng = np.random.default_rng(3)
+    models = [os.path.join(data, "mixed.safetensors"), os.path.join(data, "traps.safetensors")]
+    for i in range(3):
+        p = tmp_path / f"m{i}.npz"
+        np.savez(p, **{f"l{j}.weight": rng.standard_normal((120 + 10 * j, 60)) for j in range(3)})
+        models.append(str(p))
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(open(models[0], "rb").read()[:5000])  # truncated
+    models.append(str(bad))
+    out = tmp_path / "zoo"
+    p = mpirun("zoo.py", *models, "--out", out, "--randomize", "--seed", 5, check=False)
+    assert p.returncode == 1, p.stderr  # one model recorded with an error
+    meta = json.loads(p.stdout)
+    assert meta == {**meta, "models": 6, "ok": 5, "errors": 1, "analysed_now": 6, "ranks": 2}
+    summ = pd.read_parquet(out / "summaries" / "broken.parquet")
+    assert summ["status"].iloc[0] == "error" and "broken.safetensors" in summ["error"].iloc[0]
+    for m in models[:-1]:
+        key = os.path.basename(m).rsplit(".", 1)[0]
+        got = pd.read_parquet(out / "layers" / f"{key}.parquet")
+        ref = analyze(m, randomize=True, seed=5)
+        for c in ("alpha", "D", "log_norm", "stable_rank", "max_rand_eval", "rand_distance"):
+            np.testing.assert_allclose(got[c], ref[c], rtol=1e-10, err_msg=f"{key}: {c}")
+    mtimes = {f: os.path.getmtime(out / "layers" / f) for f in os.listdir(out / "layers")}
+    p = mpirun("zoo.py", *models, "--out", out, "--randomize", "--seed", 5, check=False)
+    again = json.loads(p.stdout)  # the failed model stays recorded (no --retry-failed): exit code 1 again
+    assert p.returncode == 1 and again["analysed_now"] == 0 and again["ok"] == 5
+    assert mtimes == {f: os.path.getmtime(out / "layers" / f) for f in os.listdir(out / "layers")}

@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg.blas import dgemm
 
 __all__ = ["singular_values_squared"]
 
@@ -82,15 +83,18 @@ def _refine_smallest(W, e, N, k):
     if k > _MAX_REFINE:
         return None
     b = min(m, k + _OVERSAMPLE)
+    # scipy's LAPACK/BLAS throughout: alternating with numpy's own OpenBLAS copy makes the two
+    # libraries' spinning worker threads compete for the cores
+    At = A.T  # Fortran-ordered view: no copies below
     if n == m:
         with warnings.catch_warnings():  # an exactly singular factor is detected below
             warnings.simplefilter("ignore", sla.LinAlgWarning)
-            lu, piv = sla.lu_factor(A, check_finite=False)
+            lu, piv = sla.lu_factor(At, check_finite=False)  # A^T = P L U
         diag = np.abs(np.diag(lu))
 
-        def solve(X):  # (A^T A)^{-1} X = A^{-1} A^{-T} X
-            return sla.lu_solve((lu, piv), sla.lu_solve((lu, piv), X, trans=1, check_finite=False),
-                                check_finite=False)
+        def solve(X):  # (A^T A)^{-1} X = A^{-1} (A^{-T} X)
+            return sla.lu_solve((lu, piv), sla.lu_solve((lu, piv), X, trans=0, check_finite=False),
+                                trans=1, check_finite=False)
     else:
         R = sla.qr(A, mode="r", check_finite=False)[0][:m]
         diag = np.abs(np.diag(R))
@@ -100,11 +104,12 @@ def _refine_smallest(W, e, N, k):
                                         check_finite=False)
     if not np.all(diag > 0):
         return None
-    X = np.linalg.qr(np.random.default_rng(0).standard_normal((m, b)))[0]
+    X = sla.qr(np.random.default_rng(0).standard_normal((m, b)), mode="economic", check_finite=False)[0]
     prev = None
     for _ in range(_MAX_ITER):
-        X = np.linalg.qr(solve(X))[0]
-        s = np.linalg.svd(A @ X, compute_uv=False)[::-1]  # Ritz singular values, ascending
+        X = sla.qr(solve(X), mode="economic", check_finite=False)[0]
+        AX = dgemm(1.0, At, X, trans_a=1)  # A X
+        s = sla.svd(AX, compute_uv=False, check_finite=False)[::-1]  # Ritz singular values, ascending
         if prev is not None and np.all(np.abs(s[:k] - prev[:k]) <= 1e-12 * s[:k] + _ABS_TOL * np.sqrt(top)):
             break
         prev = s

@@ -29,7 +29,7 @@ from ..errors import ParameterError
 from ._analyze import SUMMARY_METRICS, analyze, summary
 from ._sources import describe_source
 
-__all__ = ["analyze_zoo", "read_zoo", "model_key"]
+__all__ = ["analyze_zoo", "read_zoo", "model_key", "plan_zoo", "run_model"]
 
 
 def model_key(source) -> str:
@@ -117,6 +117,50 @@ def read_zoo(out):
     return read("layers"), read("summaries")
 
 
+def plan_zoo(sources, out, *, names=None, retry_failed=False, options=None):
+    """Check a zoo run's arguments before any work and list what is left to do.
+
+    Returns ``(todo, options)``: the ``(key, source)`` pairs not yet recorded under ``out``
+    (with ``retry_failed``, also those recorded with an error), and the options to pass to
+    :func:`analyze` (with one resolved seed for the whole zoo when ``randomize`` needs one).
+    Creates ``out/layers`` and ``out/summaries``."""
+    import pandas as pd
+
+    options = dict(options or {})
+    sources = list(sources)
+    keys = list(names) if names is not None else [model_key(s) for s in sources]
+    if len(keys) != len(sources):
+        raise ParameterError(f"names: expected {len(sources)} names, one per source; got {len(keys)}")
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ParameterError(f"model keys must be unique; repeated: {dup} (pass names=[...])")
+    allowed = set(inspect.signature(analyze).parameters) - {"source", "return_evals"}
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ParameterError(f"unknown analyze options: {bad}")
+    if options.get("randomize") and options.get("seed") is None:
+        from ..random.streams import resolve_seed
+
+        options["seed"] = resolve_seed(None)  # one recorded seed for the whole zoo
+    out = os.fspath(out)
+    for sub in ("layers", "summaries"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    todo = []
+    for key, src in zip(keys, sources):
+        f = os.path.join(out, "summaries", f"{key}.parquet")
+        if os.path.exists(f):
+            if not retry_failed or pd.read_parquet(f, columns=["status"])["status"].iloc[0] == "ok":
+                continue
+        todo.append((key, src))
+    return todo, options
+
+
+def run_model(key, source, out, options, threads=None):
+    """Analyse one model and write its two files under ``out``; never raises (a failure is
+    recorded in the summary row). Returns the summary row as a dict."""
+    return _run_model(key, source, out, options, threads)
+
+
 def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, progress=True, **options):
     """Analyse many models, in parallel on Dask, writing results per model under ``out``.
 
@@ -142,33 +186,7 @@ def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, pr
     (layers, summaries) : pandas.DataFrame
         All models in ``out``, including those finished by earlier runs.
     """
-    sources = list(sources)
-    keys = list(names) if names is not None else [model_key(s) for s in sources]
-    if len(keys) != len(sources):
-        raise ParameterError(f"names: expected {len(sources)} names, one per source; got {len(keys)}")
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise ParameterError(f"model keys must be unique; repeated: {dup} (pass names=[...])")
-    allowed = set(inspect.signature(analyze).parameters) - {"source", "return_evals"}
-    bad = sorted(set(options) - allowed)
-    if bad:
-        raise ParameterError(f"unknown analyze options: {bad}")
-    if options.get("randomize") and options.get("seed") is None:
-        from ..random.streams import resolve_seed
-
-        options["seed"] = resolve_seed(None)  # one recorded seed for the whole zoo
-    out = os.fspath(out)
-    for sub in ("layers", "summaries"):
-        os.makedirs(os.path.join(out, sub), exist_ok=True)
-    import pandas as pd
-
-    todo = []
-    for key, src in zip(keys, sources):
-        f = os.path.join(out, "summaries", f"{key}.parquet")
-        if os.path.exists(f):
-            if not retry_failed or pd.read_parquet(f, columns=["status"])["status"].iloc[0] == "ok":
-                continue
-        todo.append((key, src))
+    todo, options = plan_zoo(sources, out, names=names, retry_failed=retry_failed, options=options)
     if client is None:
         try:
             from distributed import get_client

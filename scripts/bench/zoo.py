@@ -15,7 +15,13 @@ the weights (one read of each layer for both). Configurations:
   options  randomize + mp_fit + detX on a 4-block BERT-width model (WeightWatcher's shuffles are
            unseeded, so only deterministic columns are compared);
   zoo      24 small models on a LocalCluster: 2 workers vs 1 worker (distsketch only; the
-           1-worker run is timed both with 1 BLAS thread and with all cores' BLAS threads).
+           1-worker run is timed both with 1 BLAS thread and with all cores' BLAS threads);
+  topk     one 8192 x 8192 layer (a spiked random matrix) through the opt-in top-k path
+           (``large_layers="randomized"`` with max_evals=4096) against the exact spectrum
+           (LAPACK eigenvalues of the Gram matrix, our default path); WeightWatcher is not run
+           here (the path exists for layers it skips).
+
+``--repeats`` applies to bert, options and zoo; linear8 and topk run ``--repeats-large`` times.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from _common import environment, median, write_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPARE = ["alpha", "xmin", "D", "log_norm", "log_spectral_norm", "alpha_weighted", "log_alpha_norm", "stable_rank",
-           "entropy", "sigma_mp", "mp_softrank", "detX_val"]
+           "entropy", "sigma_mp", "mp_softrank", "detX_val", "sv_min", "matrix_rank"]
 
 WW_SCRIPT = r"""
 import json, sys, time, logging, warnings
@@ -153,6 +159,43 @@ def bench_pair(name, path, opts, ww_python, tmp, repeats):
     return res
 
 
+def spiked_layer(rng, n, r=150):
+    """Gaussian bulk plus ``r`` directions with Pareto-distributed strengths (a tail apart from
+    the bulk, which the top-k path can resolve)."""
+    W = rng.standard_normal((n, n), dtype=np.float32) / np.float32(np.sqrt(n))
+    X = rng.standard_normal((n, r)).astype(np.float32) / np.float32(np.sqrt(n))
+    Y = rng.standard_normal((r, n)).astype(np.float32)
+    sv = (2.2 * (rng.pareto(2.0, r) + 1.0)).astype(np.float32)
+    return W + (X * sv) @ Y
+
+
+def bench_topk(tmp, repeats, n=8192):
+    from distsketch.spectral import analyze
+
+    p = os.path.join(tmp, "big.safetensors")
+    write_safetensors(p, {"big.weight": spiked_layer(np.random.default_rng(4), n)})
+    ex_t, tk_t = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ex = analyze(p)
+        ex_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        tk = analyze(p, max_evals=n // 2, large_layers="randomized", seed=0)
+        tk_t.append(time.perf_counter() - t)
+    e, k = ex.iloc[0], tk.iloc[0]
+    cols = ["alpha", "xmin", "D", "sigma", "lambda_max", "log_norm", "stable_rank", "alpha_weighted"]
+    res = {"config": f"top-k path, one {n} x {n} layer", "repeats": repeats, "exact_seconds": median(ex_t),
+           "topk_seconds": median(tk_t), "speedup": median(ex_t) / median(tk_t), "all_exact_seconds": ex_t,
+           "all_topk_seconds": tk_t, "exact_eig_method": e["eig_method"],
+           "topk": int(k["topk"]), "topk_converged": bool(k["topk_converged"]), "topk_error": float(k["topk_error"]),
+           "num_pl_spikes": {"exact": int(e["num_pl_spikes"]), "topk": int(k["num_pl_spikes"])},
+           "max_rel_diff_vs_exact": {c: float(abs(k[c] - e[c]) / abs(e[c])) for c in cols},
+           "passes": {"exact": 1, "topk": int(k["passes"])}}
+    print(json.dumps({c: res[c] for c in ("config", "exact_seconds", "topk_seconds", "topk", "topk_converged")}),
+          flush=True)
+    return res
+
+
 def zoo_models(folder, n, seed=3):
     rng = np.random.default_rng(seed)
     paths = []
@@ -201,8 +244,9 @@ def bench_zoo(tmp, n_models, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ww-python", default=None, help="python of an environment with weightwatcher 0.7.7 and torch")
-    ap.add_argument("--only", default="bert,linear8,options,zoo")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--only", default="bert,linear8,options,zoo,topk")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats-large", type=int, default=1)
     ap.add_argument("--zoo-models", type=int, default=24)
     ap.add_argument("--out", default=os.path.join(ROOT, "scripts", "bench", "results", "zoo.json"))
     a = ap.parse_args()
@@ -217,7 +261,7 @@ def main():
         if "linear8" in only:
             p = os.path.join(tmp, "linear8.safetensors")
             linear8(p)
-            results.append(bench_pair("8 x Linear(4096, 4096), defaults", p, {}, ww_python, tmp, a.repeats))
+            results.append(bench_pair("8 x Linear(4096, 4096), defaults", p, {}, ww_python, tmp, a.repeats_large))
         if "options" in only:
             p = os.path.join(tmp, "bert4.safetensors")
             bert_like(p, 4, seed=2, vocab=8192)
@@ -225,6 +269,8 @@ def main():
                                       {"randomize": True, "mp_fit": True, "detX": True}, ww_python, tmp, a.repeats))
         if "zoo" in only:
             results.append(bench_zoo(tmp, a.zoo_models, a.repeats))
+        if "topk" in only:
+            results.append(bench_topk(tmp, a.repeats_large))
     write_json(a.out, {"benchmark": "zoo", "environment": environment(), "results": results,
                        "command": " ".join(sys.argv)})
 
