@@ -37,6 +37,7 @@ def run_guarded(name: str, body) -> int:
         if os.environ.get("DISTSKETCH_DEBUG"):
             traceback.print_exc()
         sys.stderr.flush()
+        time.sleep(0.5)  # let mpiexec forward the message before Abort tears the job down
         comm.Abort(2)
         return 2
 

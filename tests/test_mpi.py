@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -93,11 +92,9 @@ def test_bad_input_fails_fast_on_every_rank(prob, tmp_path, case):
     else:
         args = ("sketch.py", f"{prob.path}/A", "--d", 50_000, "--kind", "srct", "--out", tmp_path / "s.zarr")
         msg = "d must be <= m"
-    t = time.perf_counter()
-    p = mpirun(*args, check=False, timeout=60)
+    p = mpirun(*args, check=False, timeout=60)  # a rank left waiting would time out here
     assert p.returncode != 0
     assert msg in p.stderr and "[rank " in p.stderr
-    assert time.perf_counter() - t < 30
     assert not os.path.exists(tmp_path / "x.zarr") and not os.path.exists(tmp_path / "s.zarr")
 
 
