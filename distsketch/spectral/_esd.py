@@ -11,7 +11,8 @@ absolute error eps * sigma_max), so small eigenvalues agree with WeightWatcher's
 eigenvalues, fits above xmin, and counts against thresholds; only sv_min and the counts can feel
 small errors. So:
   - the smallest eigenvalues are recomputed (at most 64: the smallest when it is below
-    ``1e-9 * lambda_max``; all below ``1e-12 * lambda_max``; all up to one lying within the Gram
+    ``1e-10 * lambda_max`` - above that, sv_min from the Gram matrix is within about
+    ``1e-16 * lambda_max / lambda_min <= 1e-6`` relative; all below ``1e-12 * lambda_max``; all up to one lying within the Gram
     error band of an absolute threshold WeightWatcher counts against: 1e-5, the power-law cut;
     1e-6, the weak-rank tolerance) by subspace inverse iteration on ``A^T A`` through an LU (square) or QR (tall) factor of ``A`` itself,
     with Ritz values ``||A x||``: absolute error eps * sigma_max, like gesdd's, for about a sixth
@@ -32,7 +33,7 @@ from scipy.linalg.blas import dgemm
 
 __all__ = ["singular_values_squared"]
 
-_REFINE = 1e-9          # a smallest eigenvalue below this * lambda_max is refined (sv_min)
+_REFINE = 1e-10         # a smallest eigenvalue below this * lambda_max is refined (sv_min)
 _RANK_FLOOR = 1e-12     # ... and with it all below this * lambda_max (the rank count)
 _ABS_THRESHOLDS = (1e-5, 1e-6)
 _BAND = 1e3 * np.finfo(np.float64).eps
