@@ -152,6 +152,28 @@ def _cmd_demo(a) -> int:
                     scheduler=a.scheduler, seed=a.seed, keep=a.keep)
 
 
+def zoo_arguments(p) -> None:
+    """The analysis options of ``distsketch zoo`` (shared with the MPI driver drivers/zoo.py)."""
+    p.add_argument("--min-evals", type=int, default=8)
+    p.add_argument("--max-evals", type=int, default=15000)
+    p.add_argument("--max-N", type=int, default=50000)
+    p.add_argument("--mp-fit", action="store_true")
+    p.add_argument("--randomize", action="store_true")
+    p.add_argument("--detX", action="store_true")
+    p.add_argument("--fix-fingers", choices=["clip_xmax"], default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--large-layers", choices=["skip", "randomized"], default="skip",
+                   help="layers over --max-evals: skip (WeightWatcher) or fit the top-k spectrum (converged flag)")
+    p.add_argument("--topk", type=int, default=256, help="first k of the top-k path (doubled as needed)")
+
+
+def zoo_options(a, seed=None) -> dict:
+    """``analyze`` keyword arguments from parsed :func:`zoo_arguments` (``seed`` overrides)."""
+    return dict(min_evals=a.min_evals, max_evals=a.max_evals, max_N=a.max_N, mp_fit=a.mp_fit, randomize=a.randomize,
+                detX=a.detX, fix_fingers=a.fix_fingers, seed=a.seed if seed is None else seed,
+                large_layers=a.large_layers, topk=a.topk)
+
+
 def _cmd_zoo(a) -> int:
     from .cluster import dask_client
     from .spectral import analyze_zoo, plot_alpha_by_layer
@@ -161,8 +183,7 @@ def _cmd_zoo(a) -> int:
         from .errors import ParameterError
 
         raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
-    opts = dict(min_evals=a.min_evals, max_evals=a.max_evals, max_N=a.max_N, mp_fit=a.mp_fit, randomize=a.randomize,
-                detX=a.detX, fix_fingers=a.fix_fingers, seed=a.seed, large_layers=a.large_layers, topk=a.topk)
+    opts = zoo_options(a)
     t = time.perf_counter()
     with dask_client(a.scheduler, n_workers=a.workers):
         layers, summaries = analyze_zoo(a.models, a.out, retry_failed=a.retry_failed, progress=not a.quiet, **opts)
@@ -245,17 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     z = sub.add_parser("zoo", help="WeightWatcher-compatible spectral metrics of many models, in parallel, resumable")
     z.add_argument("models", nargs="+", help="model files or folders (.safetensors, .npz, .pt/.bin/.pth)")
     z.add_argument("--out", required=True, help="output folder (layers/ and summaries/ Parquet files per model)")
-    z.add_argument("--min-evals", type=int, default=8)
-    z.add_argument("--max-evals", type=int, default=15000)
-    z.add_argument("--max-N", type=int, default=50000)
-    z.add_argument("--mp-fit", action="store_true")
-    z.add_argument("--randomize", action="store_true")
-    z.add_argument("--detX", action="store_true")
-    z.add_argument("--fix-fingers", choices=["clip_xmax"], default=None)
-    z.add_argument("--seed", type=int, default=None)
-    z.add_argument("--large-layers", choices=["skip", "randomized"], default="skip",
-                   help="layers over --max-evals: skip (WeightWatcher) or fit the top-k spectrum (converged flag)")
-    z.add_argument("--topk", type=int, default=256, help="first k of the top-k path (doubled as needed)")
+    zoo_arguments(z)
     z.add_argument("--retry-failed", action="store_true", help="rerun models recorded with an error")
     z.add_argument("--plots", action="store_true", help="write alpha-by-layer plots under OUT/plots")
     z.set_defaults(func=_cmd_zoo)

@@ -25,19 +25,12 @@ from _common import dumps, log, run_guarded, shared_seed  # noqa: E402
 
 
 def parse(argv=None):
+    from distsketch.cli import zoo_arguments
+
     p = argparse.ArgumentParser(description="distsketch spectral analysis of model zoos under MPI")
     p.add_argument("models", nargs="+", help="model files or folders (.safetensors, .npz, .pt/.bin/.pth)")
     p.add_argument("--out", required=True)
-    p.add_argument("--min-evals", type=int, default=8)
-    p.add_argument("--max-evals", type=int, default=15000)
-    p.add_argument("--max-N", type=int, default=50000)
-    p.add_argument("--mp-fit", action="store_true")
-    p.add_argument("--randomize", action="store_true")
-    p.add_argument("--detX", action="store_true")
-    p.add_argument("--fix-fingers", choices=["clip_xmax"], default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--large-layers", choices=["skip", "randomized"], default="skip")
-    p.add_argument("--topk", type=int, default=256)
+    zoo_arguments(p)
     p.add_argument("--retry-failed", action="store_true")
     return p.parse_args(argv)
 
@@ -62,6 +55,7 @@ def _size(path):
 def body(comm, args):
     from mpi4py import MPI
 
+    from distsketch.cli import zoo_options
     from distsketch.errors import ParameterError
     from distsketch.spectral._zoo import plan_zoo, read_zoo, run_model
 
@@ -69,9 +63,7 @@ def body(comm, args):
     if missing:
         raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
     seed = shared_seed(comm, args.seed)
-    options = dict(min_evals=args.min_evals, max_evals=args.max_evals, max_N=args.max_N, mp_fit=args.mp_fit,
-                   randomize=args.randomize, detX=args.detX, fix_fingers=args.fix_fingers, seed=seed,
-                   large_layers=args.large_layers, topk=args.topk)
+    options = zoo_options(args, seed=seed)
     # rank 0 checks the arguments and lists the work, so every rank sees the same plan
     plan = None
     if comm.rank == 0:
