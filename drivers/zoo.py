@@ -7,8 +7,8 @@
 The same per-model work and output layout as ``distsketch zoo`` (``DIR/layers/<model>.parquet``,
 ``DIR/summaries/<model>.parquet``, each written atomically; a rerun skips recorded models; a model
 that fails is recorded with its error and the run goes on). Models are dealt to ranks by size,
-largest first, each to the rank with the fewest bytes so far; each rank uses
-``cores / ranks on its node`` BLAS threads. Rank 0 prints one JSON line when every rank is done;
+largest first, each to the rank with the fewest bytes so far (decided on rank 0); each rank uses
+the cores it is bound to, or, unbound, ``cores / ranks on its node`` BLAS threads. Rank 0 prints one JSON line when every rank is done;
 the exit code is 0 when every model is ok, 1 when some were recorded with an error, 2 for bad
 arguments (raised on every rank before any work).
 """
@@ -68,16 +68,18 @@ def body(comm, args):
     plan = None
     if comm.rank == 0:
         try:
-            plan = plan_zoo(args.models, args.out, retry_failed=args.retry_failed, options=options)
+            todo, options = plan_zoo(args.models, args.out, retry_failed=args.retry_failed, options=options)
+            plan = (todo, options, deal([_size(src) for _, src in todo], comm.size))
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             plan = e
     plan = comm.bcast(plan, root=0)
     if isinstance(plan, Exception):
         raise plan
-    todo, options = plan
-    parts = deal([_size(src) for _, src in todo], comm.size)
+    todo, options, parts = plan
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    threads = max(1, (os.cpu_count() or 1) // node.size)
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # a rank bound to some cores uses those; an unbound one shares the node with the others
+    threads = allowed if allowed < (os.cpu_count() or 1) else max(1, allowed // node.size)
     log(comm, f"zoo: {len(todo)} of {len(args.models)} model(s) to analyse on {comm.size} rank(s), "
               f"{threads} BLAS thread(s) each")
     t0 = time.perf_counter()

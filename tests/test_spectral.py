@@ -317,6 +317,29 @@ def test_topk_path_pools_conv2d_slices():
     np.testing.assert_allclose(row["log_norm"], frow["log_norm"], rtol=1e-12)
 
 
+def test_zero_layers_skipped_swapped_conv_topk_and_thread_errors():
+    rng = np.random.default_rng(8)
+    src = {"a.weight": rng.standard_normal((80, 40)), "z.weight": np.zeros((80, 40)),
+           "b.weight": rng.standard_normal((60, 50))}
+    df = analyze(src, threads=2)
+    assert list(df["name"]) == ["a", "b"]
+    assert any(name == "z" and "all-zero" in why for _, name, why in df.attrs["skipped"])
+    ref = analyze({k: v for k, v in src.items() if k != "z.weight"}, threads=1)
+    np.testing.assert_allclose(df["alpha"], ref["alpha"], rtol=1e-12)
+    # conv2d with out < in and an even kh*kw: WeightWatcher's M is the larger side, the spectrum
+    # has 4 x 8 values; the top-k path sees it whole and says so
+    Wc = rng.standard_normal((8, 16, 2, 2))
+    conv = _Model([("", type("Net", (_Module,), {})()), ("c", type("Conv2d", (_Module,), {})(Wc))])
+    full = analyze(conv).iloc[0]
+    top = analyze(conv, max_evals=10, large_layers="randomized", topk=4, seed=0).iloc[0]
+    assert top["num_evals"] == full["num_evals"] == 32 and bool(top["topk_converged"])
+    np.testing.assert_allclose(top["alpha"], full["alpha"], rtol=1e-9)
+    # a bad layer met in a worker thread is raised, not lost
+    bad = dict(src, **{"n.weight": np.full((70, 40), np.nan)})
+    with pytest.raises(ParameterError, match="non-finite"):
+        analyze(bad, threads=2)
+
+
 def _write_bf16_safetensors(path, tensors):
     header, blobs, off = {}, [], 0
     for k, a in tensors.items():

@@ -278,7 +278,9 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
     Wmats, N, M, rf, n_comp = layer_matrices(layer, W)
     if layer.layer_type == "conv2d":
         Wmats = [Wm * np.sqrt(1 / 2.0) for Wm in Wmats]
-    k_max = int(k_max) if k_max else max(k, min(M // 2, 8 * k))
+    m = max(min(Wm.shape) for Wm in Wmats)  # eigenvalues per slice (WeightWatcher's M may be swapped)
+    total = sum(min(Wm.shape) for Wm in Wmats)
+    k_max = int(k_max) if k_max else max(k, min(m // 2, 8 * k))
     k = min(int(k), k_max)
     passes, prev_tail, prev_top = 0, None, None
     while True:
@@ -286,7 +288,7 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
         passes += top.passes
         err = _topk_errors(top, prev_top)
         evals = top.evals
-        complete = len(evals) == M * rf
+        complete = len(evals) == total
         fitcols, extra, status = _fit(evals, xmax, fix_fingers)
         ok = status != "failed"
         tail = evals >= fitcols["xmin"] if ok else np.ones(len(evals), bool)
@@ -296,7 +298,7 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
         # a long tail): it counts only when doubling k did not move it
         stable = prev_tail is not None and ok and fitcols["num_pl_spikes"] == prev_tail
         converged = bool(ok and tail_err <= rtol and (complete or (inside and stable)))
-        if converged or k >= k_max:
+        if converged or complete or k >= k_max:
             break
         prev_tail = fitcols["num_pl_spikes"] if inside else None
         prev_top = top
@@ -308,7 +310,7 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
     nan = float("nan")
     row = {"layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
            "layer_type": layer.layer_type, "N": N, "M": M, "rf": rf, "Q": N / M if M > 0 else -1,
-           "has_esd": True, "num_evals": M * rf, "sv_max": float(np.sqrt(spectral)), "sv_min": nan,
+           "has_esd": True, "num_evals": total, "sv_max": float(np.sqrt(spectral)), "sv_min": nan,
            "rank_loss": nan, "weak_rank_loss": nan, "lambda_max": spectral}
     row.update(fitcols)
     row.update(extra)
@@ -334,7 +336,7 @@ def _topk_errors(top, prev):
             new, old = top.evals[::-1][:n], prev.evals[::-1][:n]
             with np.errstate(divide="ignore", invalid="ignore"):
                 change = np.abs(new - old) / new
-            err[::-1][:n] = np.minimum(err[::-1][:n], change)
+            err[::-1][:n] = np.fmin(err[::-1][:n], change)
     return err
 
 
@@ -358,6 +360,9 @@ def _other_blas_single_threaded():
     if not mine or not others:
         return contextlib.nullcontext()
     return ctl.select(filepath=others).limit(limits=1)
+
+
+_MAX_THREADS = 8  # layers in flight at once by default (each holds its weight and Gram matrix)
 
 
 def _blas_threads():
@@ -418,12 +423,13 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
         ``skip`` (WeightWatcher): layers over ``max_evals`` or ``max_N`` are left out.
         ``randomized``: they are analysed; those over ``max_evals`` by the top-``k`` path
         (:func:`analyze_layer_topk`: ``k`` from ``topk``, doubled up to ``topk_max``,
-        default ``M // 2``, until the fit's ``xmin`` is inside the computed part and its tail
-        eigenvalues are certified to ``topk_rtol``; columns ``topk``, ``topk_converged``,
+        default ``min(M // 2, 8 * topk)``, until the fit's ``xmin`` is inside the computed part,
+        unchanged by a doubling, and its tail eigenvalues are accurate to ``topk_rtol``; columns ``topk``, ``topk_converged``,
         ``topk_error``, ``passes``), those over ``max_N`` only by the exact path.
     threads : int, optional
         Layers analysed at once, each with one BLAS thread; default: the BLAS threads allowed
-        here (so 1 inside a zoo task that was given one core). Results do not depend on it.
+        here, at most 8 (so 1 inside a zoo task that was given one core). Results agree across
+        settings to rounding (BLAS blocking differs with the thread count).
 
     Returns
     -------
@@ -460,6 +466,8 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
     kept, skipped = select_layers(all_layers, layers, min_evals, max_evals, max_N, large_layers)
     def one(L):
         W = L.load()
+        if not np.any(W):
+            return None  # nothing to fit: skipped with the reason below
         ss = np.random.SeedSequence(seed, spawn_key=(int(L.layer_id),))
         _, M, rf = _dims(L)
         if max_evals and M * rf > max_evals:  # only kept with large_layers="randomized"
@@ -468,7 +476,7 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
         return analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX, fix_fingers=fix_fingers or None,
                              xmax=xmax, rng=np.random.default_rng(ss), eig_method=eig_method)
 
-    threads = _blas_threads() if threads is None else int(threads)
+    threads = min(_blas_threads(), _MAX_THREADS) if threads is None else int(threads)
     if threads > 1 and len(kept) > 1:
         # layers in parallel threads, one BLAS thread each: numpy's BLAS/LAPACK calls release the
         # GIL, and two single-threaded eigensolvers outrun one two-threaded (memory-bound) one
@@ -476,13 +484,20 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
 
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1), ThreadPoolExecutor(threads) as ex:
-            results = list(ex.map(one, kept))
+        with threadpool_limits(1), ThreadPoolExecutor(min(threads, len(kept))) as ex:
+            futures = [ex.submit(one, L) for L in kept]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                ex.shutdown(wait=True, cancel_futures=True)  # do not analyse the rest for nothing
+                raise
     else:
         with _other_blas_single_threaded():
             results = [one(L) for L in kept]
-    rows = [r for r, _ in results]
-    spectra = {L.layer_id: ev for L, (_, ev) in zip(kept, results)} if return_evals else {}
+    skipped += [(L, "all-zero weight (no spectrum)") for L, r in zip(kept, results) if r is None]
+    done = [(L, r) for L, r in zip(kept, results) if r is not None]
+    rows = [r for _, (r, _) in done]
+    spectra = {L.layer_id: ev for L, (_, ev) in done} if return_evals else {}
     df = pd.DataFrame(rows)
     if "topk_converged" in df:  # NaN on exactly analysed layers: keep a (nullable) boolean column
         df["topk_converged"] = df["topk_converged"].astype("boolean")

@@ -25,11 +25,10 @@ small errors. So:
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.linalg as sla
 from scipy.linalg.blas import dgemm
+from scipy.linalg.lapack import dgetrf
 
 __all__ = ["singular_values_squared"]
 
@@ -83,15 +82,20 @@ def _refine_smallest(W, e, N, k):
     top = float(e[-1])
     if k > _MAX_REFINE:
         return None
+    # block size: past the k wanted, far enough that the next Gram eigenvalue is at least twice the
+    # k-th (inverse iteration converges like lambda_k / lambda_(b+1) per step); else only an SVD
     b = min(m, k + _OVERSAMPLE)
+    while b < m and not e[b] >= 2 * e[k - 1]:
+        b += _OVERSAMPLE
+        if b > k + 4 * _OVERSAMPLE:
+            return None
+    b = min(b, m)
     # scipy's LAPACK/BLAS throughout: alternating with numpy's own OpenBLAS copy makes the two
     # libraries' spinning worker threads compete for the cores
     At = A.T  # Fortran-ordered view: no copies below
     if n == m:
-        with warnings.catch_warnings():  # an exactly singular factor is detected below
-            warnings.simplefilter("ignore", sla.LinAlgWarning)
-            lu, piv = sla.lu_factor(At, check_finite=False)  # A^T = P L U
-        diag = np.abs(np.diag(lu))
+        lu, piv, info = dgetrf(At)  # A^T = P L U; info > 0: an exactly zero pivot (no warning machinery:
+        diag = np.abs(np.diag(lu)) if info == 0 else np.zeros(1)  # it is not thread-safe)
 
         def solve(X):  # (A^T A)^{-1} X = A^{-1} (A^{-T} X)
             return sla.lu_solve((lu, piv), sla.lu_solve((lu, piv), X, trans=0, check_finite=False),
@@ -138,10 +142,11 @@ def _gram_evals(W):
 
 def singular_values_squared(Wmats, method="auto"):
     """Squared singular values of each matrix in ``Wmats`` (list of 2-D arrays), each sorted
-    ascending, and the method used (``"gram"`` or ``"svd"``).
+    ascending, and the method used (``"gram"``, ``"gram+inverse"`` or ``"svd"``).
 
-    ``method``: ``"auto"`` (Gram eigenvalues, gesdd fallback for nearly singular matrices),
-    ``"gram"`` or ``"svd"`` (WeightWatcher's own path).
+    ``method``: ``"auto"`` (Gram eigenvalues, the smallest refined where they decide sv_min or
+    a count, gesdd where refinement cannot settle it), ``"gram"`` (Gram eigenvalues only) or
+    ``"svd"`` (WeightWatcher's own path).
     """
     mats = [np.asarray(W, dtype=np.float64) for W in Wmats]
     if method == "svd":

@@ -2,12 +2,14 @@
 full eigendecomposition (``M * rf > max_evals``).
 
 WeightWatcher skips such layers. Here the largest ``k`` eigenvalues of each slice's Gram matrix
-come from :func:`distsketch.lowrank.svd` (block Krylov), and the power law is fitted to the part
-of the spectrum that is known to be complete: every eigenvalue above the largest of the slices'
-``k``-th computed values. The KS search of :mod:`._powerlaw` over candidates inside that part
-gives exactly the numbers a full fit gives for those candidates (``alpha_i`` and ``D_i`` depend
-only on the eigenvalues at and above ``x_i``); what is not known is whether a candidate below
-would have had a smaller ``D``.
+come from :func:`distsketch.lowrank.svd` (block Krylov), and the power law is fitted to the pooled
+values above the largest of the slices' ``k``-th computed values (below it, some slice's values
+are unknown). Ritz values are lower bounds (the i-th largest is at most the i-th eigenvalue), so
+where the lowest ones are rough an eigenvalue just above the cut can be missing; the tail the
+reported fit uses is checked for accuracy, the candidates below it are only as good as the Ritz
+values. The KS search of :mod:`._powerlaw` over the computed candidates gives the numbers a full
+fit gives for those candidates (``alpha_i`` and ``D_i`` depend only on the eigenvalues at and
+above ``x_i``); what is not known is whether a candidate below would have had a smaller ``D``.
 
 How accurate the Ritz values are is judged in :func:`._analyze.analyze_layer_topk`: for a Ritz pair
 ``(theta, v)`` of ``G = W^T W``, some eigenvalue lies within ``||G v - theta v||`` of ``theta``
@@ -42,7 +44,7 @@ class TopSpectrum:
 
 def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
     """Largest ``k`` Ritz values of ``W^T W`` for each matrix in ``Wmats`` with their relative
-    residuals, pooled and cut to the part known to be complete (everything above the highest of
+    residuals, pooled and cut to the part complete in count (everything above the highest of
     the slices' smallest computed values). ``seed``: a ``SeedSequence`` (slice ``i`` uses child
     ``i``)."""
     seed = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)

@@ -210,6 +210,8 @@ def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, pr
             from distributed import as_completed
 
             threads = _local_blas_threads(client)
+            if threads is None:  # remote workers: their cores are unknown here; layers one at a time
+                options = {**options, "threads": options.get("threads", 1)}
             futs = [client.submit(_run_model, key, src, out, options, threads, key=f"zoo-{key}-{uuid.uuid4().hex[:8]}",
                                   pure=False) for key, src in todo]
             for fut in as_completed(futs):
