@@ -174,15 +174,21 @@ def zoo_options(a, seed=None) -> dict:
                 large_layers=a.large_layers, topk=a.topk)
 
 
+def require_model_paths(models) -> None:
+    """Fail fast, before any cluster or rank starts work, on model paths that do not exist
+    (files that exist but cannot be read are recorded per model instead)."""
+    missing = [m for m in models if not os.path.exists(m)]
+    if missing:
+        from .errors import ParameterError
+
+        raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
+
+
 def _cmd_zoo(a) -> int:
     from .cluster import dask_client
     from .spectral import analyze_zoo, plot_alpha_by_layer
 
-    missing = [m for m in a.models if not os.path.exists(m)]
-    if missing:  # fail fast, before any cluster starts; unreadable files are recorded per model instead
-        from .errors import ParameterError
-
-        raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
+    require_model_paths(a.models)
     opts = zoo_options(a)
     t = time.perf_counter()
     with dask_client(a.scheduler, n_workers=a.workers):

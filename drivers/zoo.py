@@ -55,13 +55,10 @@ def _size(path):
 def body(comm, args):
     from mpi4py import MPI
 
-    from distsketch.cli import zoo_options
-    from distsketch.errors import ParameterError
+    from distsketch.cli import require_model_paths, zoo_options
     from distsketch.spectral._zoo import plan_zoo, read_zoo, run_model
 
-    missing = [m for m in args.models if not os.path.exists(m)]
-    if missing:
-        raise ParameterError(f"no such model file or folder: {', '.join(missing)}")
+    require_model_paths(args.models)
     seed = shared_seed(comm, args.seed)
     options = zoo_options(args, seed=seed)
     # rank 0 checks the arguments and lists the work, so every rank sees the same plan

@@ -12,6 +12,7 @@ For each test model it writes, under the output folder:
   <model>.<case>.csv        WeightWatcher's ``analyze`` details for each option set in CASES,
                             on the nn.Module, and ``statedict.csv`` on the plain state dict;
   versions.json             the torch / weightwatcher / numpy versions used.
+  cases.json                the option sets (CASES) the CSVs were made with.
 Weights are seeded, with planted heavy tails and spikes so the fits are not degenerate.
 """
 
@@ -122,6 +123,8 @@ def main(out):
             print(mname, case, len(df), "layers")
         df = ww.WeightWatcher(model={k: v.clone() for k, v in state.items()}).analyze()
         df.to_csv(os.path.join(out, f"{mname}.statedict.csv"), index=False, float_format="%.17g")
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump(CASES, f, indent=1)
     with open(os.path.join(out, "versions.json"), "w") as f:
         json.dump({"torch": torch.__version__, "weightwatcher": ww.__version__, "numpy": np.__version__}, f)
 

@@ -23,15 +23,8 @@ from distsketch.spectral._sources import SafetensorsFile  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "ww")
 MODELS = ("mixed", "traps")
-CASES = {
-    "default": {},
-    "mp_fit": {"mp_fit": True},
-    "detX": {"detX": True},
-    "clip_xmax": {"fix_fingers": "clip_xmax"},
-    "xmax_int": {"xmax": -2},
-    "limits": {"min_evals": 20, "max_evals": 100, "max_N": 250},
-    "layers": {"layers": [2, 9]},
-}
+with open(os.path.join(DATA, "cases.json")) as _f:  # the option sets the fixtures were made with
+    CASES = {k: v for k, v in json.load(_f).items() if k != "randomize"}  # randomize: compared statistically
 EXACT_1E9 = ["alpha", "xmin", "xmax", "D", "sigma", "alpha_weighted", "log_norm", "log_spectral_norm", "log_alpha_norm",
              "stable_rank", "entropy", "lambda_max", "sv_max", "norm", "spectral_norm", "raw_alpha",
              "detX_val", "detX_val_unrescaled", "Q"]
@@ -449,9 +442,9 @@ def test_zoo_interrupted_process_resumes(tmp_path):
     paths = _zoo_models(src, 8)
     out = tmp_path / "out"
     code = ("import sys, time; from distsketch.spectral import _zoo, analyze_zoo\n"
-            "orig = _zoo._run_model\n"
+            "orig = _zoo.run_model\n"
             "def slow(*a, **k):\n    r = orig(*a, **k); time.sleep(0.4); return r\n"
-            "_zoo._run_model = slow\n"
+            "_zoo.run_model = slow\n"
             f"analyze_zoo({[str(p) for p in paths]!r}, {str(out)!r}, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 120

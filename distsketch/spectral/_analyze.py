@@ -193,19 +193,44 @@ def _random_evals(Wmats, n_comp, replicas, rng):
     return out
 
 
+def _checked_matrices(layer: Layer, W):
+    """:func:`layer_matrices` after the checks both eigenvalue paths need, with WeightWatcher's
+    conv2d normalisation applied."""
+    if not np.all(np.isfinite(W)):
+        bad = int(np.size(W) - np.count_nonzero(np.isfinite(W)))
+        raise ParameterError(f"layer {layer.longname}: weight has {bad} non-finite entries (NaN or inf)")
+    if layer.layer_type == "conv1d" and W.ndim != 2:
+        raise ParameterError(f"layer {layer.longname}: conv1d weight of shape {W.shape} is not a matrix "
+                             "(WeightWatcher cannot analyse it either)")
+    Wmats, N, M, rf, n_comp = layer_matrices(layer, W)
+    if layer.layer_type == "conv2d":
+        Wmats = [Wm * np.sqrt(1 / 2.0) for Wm in Wmats]  # conv2d_norm with pooled slices (count 1)
+    return Wmats, N, M, rf, n_comp
+
+
+def _row_head(layer: Layer, N, M, rf):
+    return {"layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
+            "layer_type": layer.layer_type, "N": N, "M": M, "rf": rf, "Q": N / M if M > 0 else -1, "has_esd": True}
+
+
+def _fit_columns(fitcols, extra, status):
+    alpha = fitcols["alpha"]
+    warning = "over-trained" if alpha < OVER_TRAINED else ("under-trained" if alpha > UNDER_TRAINED else "")
+    return {**fitcols, **extra, "status": status, "warning": warning}
+
+
+def _norm_columns(alpha, norm, spectral, log_alpha_norm):
+    """The columns from the sum and the largest of the eigenvalues (and log_alpha_norm)."""
+    return {"norm": norm, "log_norm": float(np.log10(norm)), "spectral_norm": spectral,
+            "log_spectral_norm": float(np.log10(spectral)), "alpha_weighted": alpha * float(np.log10(spectral)),
+            "log_alpha_norm": log_alpha_norm, "stable_rank": norm / spectral}
+
+
 def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False, fix_fingers=None, xmax=None,
                   rng=None, eig_method="auto"):
     """One row of the details table for ``layer`` with weight ``W`` (already read)."""
     t0 = time.perf_counter()
-    if not np.all(np.isfinite(W)):
-        bad = int(np.size(W) - np.count_nonzero(np.isfinite(W)))
-        raise ParameterError(f"layer {layer.longname}: weight has {bad} non-finite entries (NaN or inf)")
-    Wmats, N, M, rf, n_comp = layer_matrices(layer, W)
-    if layer.layer_type == "conv1d" and W.ndim != 2:
-        raise ParameterError(f"layer {layer.longname}: conv1d weight of shape {W.shape} is not a matrix "
-                             "(WeightWatcher cannot analyse it either)")
-    if layer.layer_type == "conv2d":
-        Wmats = [Wm * np.sqrt(1 / 2.0) for Wm in Wmats]  # conv2d_norm with pooled slices (count 1)
+    Wmats, N, M, rf, n_comp = _checked_matrices(layer, W)
     per, method = singular_values_squared(Wmats, eig_method)
     per = [e[-n_comp:] for e in per]
     svs = [np.sqrt(e) for e in per]
@@ -213,16 +238,12 @@ def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False,
     sv_max = max(float(np.max(s)) for s in svs)
     sv_min = max(float(np.min(s)) for s in svs)
     rank_loss = sum(len(s) - _rank(s, N) for s in svs)
-    row = {"layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
-           "layer_type": layer.layer_type, "N": N, "M": M, "rf": rf, "Q": N / M if M > 0 else -1,
-           "has_esd": True, "num_evals": len(evals), "sv_max": sv_max, "sv_min": sv_min, "rank_loss": rank_loss,
-           "weak_rank_loss": int(np.count_nonzero(evals < WEAK_RANK_TOL)), "lambda_max": float(np.max(evals))}
+    row = _row_head(layer, N, M, rf)
+    row.update({"num_evals": len(evals), "sv_max": sv_max, "sv_min": sv_min, "rank_loss": rank_loss,
+                "weak_rank_loss": int(np.count_nonzero(evals < WEAK_RANK_TOL)), "lambda_max": float(np.max(evals))})
     fitcols, extra, status = _fit(evals, xmax, fix_fingers)
-    row.update(fitcols)
-    row.update(extra)
+    row.update(_fit_columns(fitcols, extra, status))
     alpha = row["alpha"]
-    row["status"] = status
-    row["warning"] = "over-trained" if alpha < OVER_TRAINED else ("under-trained" if alpha > UNDER_TRAINED else "")
     if mp_fit:
         row.update(dict(zip(("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max", "W_scale"),
                             _safe_mp(evals, N, M))))
@@ -246,13 +267,10 @@ def analyze_layer(layer: Layer, W, *, mp_fit=False, randomize=False, detX=False,
         row.update({"detX_num": num, "num_ERG_spikes": num,
                     "ERG_gap": num - row["num_pl_spikes"], "detX_val": float(scaled[idx] / (len(evals) / np.sum(evals))),
                     "detX_val_unrescaled": float(scaled[idx])})
-    norm = float(np.sum(evals))
-    spectral = float(np.max(evals))
     sv_all = np.sqrt(evals)
-    row.update({"norm": norm, "log_norm": float(np.log10(norm)), "spectral_norm": spectral,
-                "log_spectral_norm": float(np.log10(spectral)), "alpha_weighted": alpha * float(np.log10(spectral)),
-                "log_alpha_norm": float(np.log10(np.sum(evals ** alpha))), "stable_rank": norm / spectral,
-                "matrix_rank": _rank(sv_all, N), "entropy": _entropy(sv_all, N)})
+    row.update(_norm_columns(alpha, float(np.sum(evals)), float(np.max(evals)),
+                             float(np.log10(np.sum(evals ** alpha)))))
+    row.update({"matrix_rank": _rank(sv_all, N), "entropy": _entropy(sv_all, N)})
     row["eig_method"] = method
     row["seconds"] = time.perf_counter() - t0
     return row, evals
@@ -272,12 +290,8 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
     that need the whole spectrum (entropy, matrix_rank, sv_min, rank losses, log_alpha_norm, and
     the mp_fit/randomize/detX columns) are NaN."""
     t0 = time.perf_counter()
-    if not np.all(np.isfinite(W)):
-        bad = int(np.size(W) - np.count_nonzero(np.isfinite(W)))
-        raise ParameterError(f"layer {layer.longname}: weight has {bad} non-finite entries (NaN or inf)")
-    Wmats, N, M, rf, n_comp = layer_matrices(layer, W)
-    if layer.layer_type == "conv2d":
-        Wmats = [Wm * np.sqrt(1 / 2.0) for Wm in Wmats]
+    Wmats, N, M, rf, _ = _checked_matrices(layer, W)
+    Wmats = [np.asarray(Wm, dtype=np.float64) for Wm in Wmats]  # once, not in every doubling round
     m = max(min(Wm.shape) for Wm in Wmats)  # eigenvalues per slice (WeightWatcher's M may be swapped)
     total = sum(min(Wm.shape) for Wm in Wmats)
     k_max = int(k_max) if k_max else max(k, min(m // 2, 8 * k))
@@ -303,24 +317,15 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
         prev_tail = fitcols["num_pl_spikes"] if inside else None
         prev_top = top
         k = min(2 * k, k_max)
-    resid = tail_err
-    alpha = fitcols["alpha"]
-    spectral = float(top.evals[-1])
-    norm = top.fro2
+    spectral = float(evals[-1])
     nan = float("nan")
-    row = {"layer_id": layer.layer_id, "name": layer.name, "longname": layer.longname,
-           "layer_type": layer.layer_type, "N": N, "M": M, "rf": rf, "Q": N / M if M > 0 else -1,
-           "has_esd": True, "num_evals": total, "sv_max": float(np.sqrt(spectral)), "sv_min": nan,
-           "rank_loss": nan, "weak_rank_loss": nan, "lambda_max": spectral}
-    row.update(fitcols)
-    row.update(extra)
-    row["status"] = status
-    row["warning"] = "over-trained" if alpha < OVER_TRAINED else ("under-trained" if alpha > UNDER_TRAINED else "")
-    row.update({"norm": norm, "log_norm": float(np.log10(norm)), "spectral_norm": spectral,
-                "log_spectral_norm": float(np.log10(spectral)), "alpha_weighted": alpha * float(np.log10(spectral)),
-                "log_alpha_norm": nan, "stable_rank": norm / spectral, "matrix_rank": nan, "entropy": nan})
-    row.update({"eig_method": "topk", "topk": len(evals), "topk_converged": converged, "topk_error": resid,
-                "passes": passes})
+    row = _row_head(layer, N, M, rf)
+    row.update({"num_evals": total, "sv_max": float(np.sqrt(spectral)), "sv_min": nan, "rank_loss": nan,
+                "weak_rank_loss": nan, "lambda_max": spectral})
+    row.update(_fit_columns(fitcols, extra, status))
+    row.update(_norm_columns(fitcols["alpha"], top.fro2, spectral, nan))
+    row.update({"matrix_rank": nan, "entropy": nan, "eig_method": "topk",
+                "topk": len(evals), "topk_converged": converged, "topk_error": tail_err, "passes": passes})
     row["seconds"] = time.perf_counter() - t0
     return row, evals
 

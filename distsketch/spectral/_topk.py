@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._esd import singular_values_squared
+
 __all__ = ["TopSpectrum", "top_spectrum"]
 
 
@@ -57,8 +59,6 @@ def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
         r = min(k, m)
         over = min(max(10, r // 2), m - r)
         if (n_iter + 1) * (r + over) > m:  # a Krylov basis this wide costs more than the whole spectrum
-            from ._esd import singular_values_squared
-
             vals.append(singular_values_squared([W])[0][0])
             res.append(np.zeros(m))
             fro2 += float(np.sum(vals[-1]))

@@ -66,8 +66,9 @@ def _local_blas_threads(client):
     return max(1, (os.cpu_count() or 1) // max(1, sum(nthreads.values())))
 
 
-def _run_model(key, source, out, options, threads=None):
-    """Analyse one model and write its two files; never raises (errors are recorded)."""
+def run_model(key, source, out, options, threads=None):
+    """Analyse one model and write its two files under ``out``; never raises (a failure is
+    recorded in the summary row). Returns the summary row as a dict."""
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
@@ -155,12 +156,6 @@ def plan_zoo(sources, out, *, names=None, retry_failed=False, options=None):
     return todo, options
 
 
-def run_model(key, source, out, options, threads=None):
-    """Analyse one model and write its two files under ``out``; never raises (a failure is
-    recorded in the summary row). Returns the summary row as a dict."""
-    return _run_model(key, source, out, options, threads)
-
-
 def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, progress=True, **options):
     """Analyse many models, in parallel on Dask, writing results per model under ``out``.
 
@@ -202,7 +197,7 @@ def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, pr
     try:
         if client is None:
             for key, src in todo:
-                r = _run_model(key, src, out, options)
+                r = run_model(key, src, out, options)
                 if bar:
                     bar.update(1)
                     bar.set_postfix_str(f"{key}: {r['status']}")
@@ -212,7 +207,7 @@ def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, pr
             threads = _local_blas_threads(client)
             if threads is None:  # remote workers: their cores are unknown here; layers one at a time
                 options = {**options, "threads": options.get("threads", 1)}
-            futs = [client.submit(_run_model, key, src, out, options, threads, key=f"zoo-{key}-{uuid.uuid4().hex[:8]}",
+            futs = [client.submit(run_model, key, src, out, options, threads, key=f"zoo-{key}-{uuid.uuid4().hex[:8]}",
                                   pure=False) for key, src in todo]
             for fut in as_completed(futs):
                 try:
