@@ -137,6 +137,7 @@ class MPIRowData(RowData):
         check = self._count()
         with threadpool_limits(self.blas_threads):
             outs, total = self._local(None, dist, True, kernel, small, check, len(dist_out))
+        total = self._take_checksum(total, check, combine=lambda h: sum(self.comm.allgather(h)))
         self._checked = True
         reduced = self._allreduce(total)
         if self.progress and self.comm.rank == 0:
