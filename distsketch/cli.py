@@ -78,7 +78,7 @@ def _cmd_sketch(a) -> int:
     from ._inputs import as_matrix
     from .cluster import dask_client
 
-    A = as_matrix(a.input)  # fails fast on a bad path, before any cluster starts
+    A = as_matrix(a.input, allow_missing_chunks=a.allow_missing_chunks)  # fails fast, before any cluster starts
     with dask_client(a.scheduler, n_workers=a.workers):
         t = time.perf_counter()
         S, op = sketch(A, a.d, kind=a.kind, side=a.side, seed=a.seed, nnz=a.nnz, return_operator=True)
@@ -102,8 +102,9 @@ def _cmd_lstsq(a) -> int:
     from .cluster import dask_client
     from .solve import lstsq
 
-    A = as_matrix(a.A)  # fail fast on a bad path, before any cluster starts
-    b = as_matrix(a.b, "b", ndim=(1, 2))
+    # fail fast on a bad path or a store with missing chunks, before any cluster starts
+    A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)
+    b = as_matrix(a.b, "b", ndim=(1, 2), allow_missing_chunks=a.allow_missing_chunks)
     if b.shape[0] != A.shape[0]:
         from .errors import ShapeError
 
@@ -131,7 +132,7 @@ def _cmd_svd(a) -> int:
     from .cluster import dask_client
     from .lowrank import svd
 
-    A = as_matrix(a.A)  # fail fast, before any cluster starts
+    A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)  # fail fast, before any cluster starts
     if (a.rank is None) == (a.tol is None):
         from .errors import ParameterError
 
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--maxiter", type=int, default=None)
     ls.add_argument("--damp", type=float, default=0.0)
     ls.add_argument("--seed", type=int, default=None)
-    ls.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted solve")
+    ls.add_argument("--checkpoint", default=None,
+                    help="checkpoint file: resume an interrupted solve (refused if A changed since; keeps the seed)")
     ls.add_argument("--overwrite", action="store_true")
     ls.set_defaults(func=_cmd_lstsq)
 
@@ -283,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--plots", action="store_true", help="write alpha-by-layer plots under OUT/plots")
     z.set_defaults(func=_cmd_zoo)
 
+    for sp in (s, ls, sv):
+        sp.add_argument("--allow-missing-chunks", action="store_true",
+                        help="read chunks absent from a Zarr store as its fill value instead of refusing the store")
     for sp in (s, ls, sv, d, z):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")

@@ -89,16 +89,20 @@ class Problem:
         nz = self.s[self.s > 0]
         return float(nz[0] / nz[-1])
 
-    def dask(self, name: str = "A"):
-        """The array ``name`` of the store as a dask array chunked like the store."""
-        import dask.array as da
+    def dask(self, name: str = "A", *, allow_missing_chunks: bool = False):
+        """The array ``name`` of the store as a dask array chunked like the store (verified reads:
+        see :func:`distsketch.open_array`)."""
+        from ._inputs import open_array
 
-        return da.from_zarr(os.path.join(self.path, name))
+        return open_array(os.path.join(self.path, name), allow_missing_chunks=allow_missing_chunks)
 
-    def numpy(self, name: str = "A") -> np.ndarray:
-        import zarr
+    def numpy(self, name: str = "A", *, allow_missing_chunks: bool = False) -> np.ndarray:
+        """The array ``name`` read whole into memory (missing or undecodable chunks raise)."""
+        from ._inputs import open_zarr_array, read_rows
 
-        return zarr.open_array(os.path.join(self.path, name), mode="r")[...]
+        path = os.path.join(self.path, name)
+        z = open_zarr_array(path, allow_missing_chunks=allow_missing_chunks)
+        return read_rows(z, 0, z.shape[0], path)
 
 
 def open_problem(path) -> Problem:
