@@ -29,6 +29,12 @@ def _fill(dtype):
     return np.nan if np.dtype(dtype).kind in "fc" else None
 
 
+def _zstd():
+    from .problems import _zstd
+
+    return _zstd()
+
+
 def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
     """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place."""
     import dask.array as da
@@ -42,12 +48,13 @@ def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
             # zarr needs regular chunks: the largest chunk along each axis
             chunks = tuple(max(c) if c else 1 for c in arr.chunks)
             arr = arr.rechunk(chunks)
-            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, fill_value=_fill(arr.dtype))
+            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, fill_value=_fill(arr.dtype),
+                                 compressors=_zstd())
             da.store(arr, z, lock=False)
         else:
             arr = np.asarray(arr)
             grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
-                             fill_value=_fill(arr.dtype))[...] = arr
+                             fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
     grp.attrs.update(attrs)
     if os.path.exists(path):
         shutil.rmtree(path)

@@ -52,6 +52,7 @@ def body(comm, args):
     from distsketch._inputs import as_matrix
     from distsketch.backends.mpi import MPIRowData
     from distsketch.errors import ShapeError
+    from distsketch.problems import _zstd
     from distsketch.solve._checkpoint import MPICheckpoint
 
     check_out(comm, args.out, args.overwrite)
@@ -78,7 +79,7 @@ def body(comm, args):
     if comm.rank == 0:
         g = zarr.open_group(tmp, mode="w")
         g.create_array("x", shape=res.x.shape, dtype=res.x.dtype, chunks=res.x.shape,
-                       fill_value=np.nan)[...] = np.asarray(res.x)
+                       fill_value=np.nan, compressors=_zstd())[...] = np.asarray(res.x)
         g.attrs.update(meta)
     publish(comm, tmp, args.out)
     if comm.rank == 0:
