@@ -162,21 +162,18 @@ def _splitmix_ref(x: int) -> int:
     return (z ^ (z >> 31)) | 1
 
 
-def test_checksum_matches_a_pure_python_reference():
-    A = np.random.default_rng(3).standard_normal((7, 3))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_checksum_matches_a_pure_python_reference(dtype):
+    """sum_r a(r) (sum_j b(j) word_rj mod 2**32) mod 2**64 over the little-endian 32-bit words of each row."""
+    A = np.random.default_rng(3).standard_normal((7, 3)).astype(dtype)
     ref = 0
     for i in range(7):
-        for j in range(3):
-            word = int.from_bytes(A[i, j].tobytes(), "little")
-            ref += _splitmix_ref(i + 40) * _splitmix_ref(j + (1 << 62)) * word
+        raw = A[i].tobytes()
+        words = [int.from_bytes(raw[k:k + 4], "little") for k in range(0, len(raw), 4)]
+        row = sum((_splitmix_ref(j + (1 << 62)) & 0xFFFFFFFF) * w for j, w in enumerate(words)) % (1 << 32)
+        ref += _splitmix_ref(i + 40) * row
     assert int(block_checksum(A, 40)[0]) == ref % (1 << 64)
-    A32 = A.astype(np.float32)
-    ref = 0
-    for i in range(7):
-        row = sum((_splitmix_ref(j + (1 << 62)) & 0xFFFFFFFF) * int.from_bytes(A32[i, j].tobytes(), "little")
-                  for j in range(3)) % (1 << 32)
-        ref += _splitmix_ref(i) * row
-    assert int(block_checksum(A32, 0)[0]) == ref % (1 << 64)
+    assert int(block_checksum(np.asfortranarray(A), 40)[0]) == ref % (1 << 64)  # any memory layout
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
