@@ -312,3 +312,47 @@ def test_cli_refuses_changed_data_and_resumes_with_its_seed(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "the data is not the data checkpoint" in err and "its fingerprint is float64[3000x8]:" in err
     assert ck.read_bytes() == saved and not os.path.exists(tmp_path / "y.zarr")
+
+
+@pytest.mark.mpi
+def test_mpi_driver_resumes_with_its_seed_and_refuses_changed_data(tmp_path):
+    """drivers/lstsq.py under mpiexec -n 2 without --seed: killed after 3 passes, resumed to the x (bit for
+    bit) of an uninterrupted run with the seed it drew; after A is regenerated the resumed job is refused on every rank."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("mpi4py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+
+    def mpirun(*args):
+        cmd = [mpiexec, "-n", "2", sys.executable, os.path.join(root, "drivers", "lstsq.py"), *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+    p = _gen(tmp_path / "p.zarr")
+    A, b, ck = f"{p.path}/A", f"{p.path}/b", tmp_path / "ck"
+    common = ("--checkpoint", ck, "--method", "sketch_precondition")
+    killed = mpirun(A, b, "--out", tmp_path / "x.zarr", *common, "--stop-after-passes", 3)
+    assert killed.returncode != 0 and len(os.listdir(ck)) == 2
+    saved = {f: (ck / f).read_bytes() for f in os.listdir(ck)}
+    done = mpirun(A, b, "--out", tmp_path / "x.zarr", *common)
+    assert done.returncode == 0, done.stderr
+    meta = json.loads(done.stdout)
+    x = zarr.open_array(str(tmp_path / "x.zarr/x"), mode="r")[...]
+    whole = mpirun(A, b, "--out", tmp_path / "z.zarr", "--method", "sketch_precondition", "--seed", meta["seed"])
+    assert whole.returncode == 0, whole.stderr  # never interrupted, with the seed the first job drew
+    assert json.loads(whole.stdout)["passes"] == meta["passes"]
+    np.testing.assert_array_equal(x, zarr.open_array(str(tmp_path / "z.zarr/x"), mode="r")[...])
+    ref = np.linalg.lstsq(p.numpy("A"), p.numpy("b"), rcond=None)[0]  # LAPACK, cond(A) = 1e4
+    assert np.linalg.norm(x - ref) <= 1e-9 * np.linalg.norm(ref)
+
+    for f, raw in saved.items():  # the killed job's checkpoint, then A regenerated (b kept)
+        (ck / f).write_bytes(raw)
+    b_old = p.numpy("b")
+    _gen(tmp_path / "p.zarr", seed=1, overwrite=True)
+    zarr.open_array(b, mode="r+")[...] = b_old
+    refused = mpirun(A, b, "--out", tmp_path / "y.zarr", *common)
+    assert refused.returncode != 0 and not os.path.exists(tmp_path / "y.zarr")
+    assert "the data is not the data checkpoint" in refused.stderr
+    assert "its fingerprint is float64[3000x8]:" in refused.stderr
