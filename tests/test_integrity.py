@@ -284,6 +284,21 @@ def test_corrupt_checkpoint_file_names_it(tmp_path, monkeypatch, prob, damage):
     assert ck.exists()  # the user decides what to do with it
 
 
+def test_checkpoint_without_a_data_fingerprint_is_refused(tmp_path, monkeypatch, prob):
+    """A checkpoint that matches the call but records no fingerprint of A cannot be verified: refused."""
+    A, b = prob.numpy("A"), prob.numpy("b")
+    ck = tmp_path / "ck.npz"
+    restore = lsqr_interrupted(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        distsketch.lstsq(A, b, seed=2, checkpoint=ck, **OPTS)
+    restore()
+    with np.load(ck) as f:
+        state = {k: f[k] for k in f.files if k != "__data__"}
+    np.savez(ck, **state)
+    with pytest.raises(CheckpointError, match=r"checkpoint '.*ck\.npz' records no fingerprint of its data"):
+        distsketch.lstsq(A, b, seed=2, checkpoint=ck, **OPTS)
+
+
 @pytest.mark.cluster
 def test_cli_refuses_changed_data_and_resumes_with_its_seed(tmp_path, monkeypatch, capsys):
     """The command line (seed=None by default): a checkpoint of an interrupted run resumes with its seed
@@ -356,3 +371,9 @@ def test_mpi_driver_resumes_with_its_seed_and_refuses_changed_data(tmp_path):
     assert refused.returncode != 0 and not os.path.exists(tmp_path / "y.zarr")
     assert "the data is not the data checkpoint" in refused.stderr
     assert "its fingerprint is float64[3000x8]:" in refused.stderr
+
+    # one rank's checkpoint file damaged: every rank stops with the file's name (none waits forever)
+    (ck / "lstsq.rank1.npz").write_bytes(b"garbage")
+    broken = mpirun(A, b, "--out", tmp_path / "y.zarr", *common)
+    assert broken.returncode != 0 and not os.path.exists(tmp_path / "y.zarr")
+    assert "cannot read the checkpoint" in broken.stderr and "lstsq.rank1.npz" in broken.stderr
