@@ -22,7 +22,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import check_out, dumps, integrity_arguments, log, publish, run_guarded, shared_seed, tmp_path  # noqa: E402
+from _common import (check_out, dumps, integrity_arguments, log, publish, run_guarded,  # noqa: E402
+                     shared_seed, tmp_path)
 
 
 def parse(argv=None):

@@ -332,7 +332,8 @@ def test_cli_refuses_changed_data_and_resumes_with_its_seed(tmp_path, monkeypatc
 @pytest.mark.mpi
 def test_mpi_driver_resumes_with_its_seed_and_refuses_changed_data(tmp_path):
     """drivers/lstsq.py under mpiexec -n 2 without --seed: killed after 3 passes, resumed to the x (bit for
-    bit) of an uninterrupted run with the seed it drew; after A is regenerated the resumed job is refused on every rank."""
+    bit) of an uninterrupted run with the seed it drew;
+    after A is regenerated the resumed job is refused on every rank."""
     import json
     import subprocess
     import sys

@@ -72,13 +72,12 @@ def _vector_checksum(v) -> str:
         import dask.array as da
 
         v2 = v if v.ndim == 2 else v[:, None]
-        starts = np.concatenate([[0], np.cumsum(v2.chunks[0])[:-1]]).astype(int)
 
         def _ck(x, block_info=None):
             r0 = int(block_info[0]["array-location"][0][0])
             return block_checksum(np.ascontiguousarray(x), r0)[:, None]
 
-        parts = da.map_blocks(_ck, v2.rechunk({1: -1}), chunks=((1,) * len(starts), (1,)), dtype=np.uint64)
+        parts = da.map_blocks(_ck, v2.rechunk({1: -1}), chunks=((1,) * v2.numblocks[0], (1,)), dtype=np.uint64)
         h = int(np.sum(parts.compute(), dtype=np.uint64))
     else:
         v = np.asarray(v)

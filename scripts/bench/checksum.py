@@ -69,7 +69,6 @@ def main(argv=None):
             passes.left_sketch(d, op, extra=[bd], dtype=np.float64)
             return d
 
-        rows = []
         for label, make in (("numpy (in memory, 2 threads)", lambda: NumpyRowData(A, workers=2)),
                             ("dask from Zarr (threads)", lambda: DaskRowData(p.dask("A")))):
             with dask.config.set(scheduler="threads"):
@@ -83,7 +82,6 @@ def main(argv=None):
                 _protocol.block_checksum = real
             on, offt = np.median(ts["on"]), np.median(ts["off"])
             mon, moff = np.min(ts["on"]), np.min(ts["off"])
-            rows.append((label, offt, on))
             print(f"2. first pass, {label}: without checksum {offt:.3f} s, with {on:.3f} s (medians): "
                   f"{100 * (on - offt) / offt:+.1f}%; minima {moff:.3f} s, {mon:.3f} s: "
                   f"{100 * (mon - moff) / moff:+.1f}%")
