@@ -81,8 +81,9 @@ def open_zarr_array(path, *, allow_missing_chunks: bool = False):
         missing, total = missing_chunk_keys(arr)
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+            what = "shards" if getattr(arr, "shards", None) else "chunks"
             raise MissingChunkError(
-                f"the Zarr array at {spath!r} lacks {len(missing)} of its {total} chunks ({shown}); Zarr would "
+                f"the Zarr array at {spath!r} lacks {len(missing)} of its {total} {what} ({shown}); Zarr would "
                 f"read them as the fill value ({arr.fill_value}). Restore or rewrite the store, or, if the "
                 "missing chunks really mean the fill value (zeros), open it with "
                 "distsketch.open_array(path, allow_missing_chunks=True) (command line: --allow-missing-chunks)"

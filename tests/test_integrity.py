@@ -82,6 +82,23 @@ def test_many_missing_chunks_are_counted(tmp_path):
         distsketch.open_array(path)
 
 
+def test_sharded_store_missing_and_corrupt_shards(tmp_path):
+    """Sharded arrays store one object per shard: the listing and the error name shard keys."""
+    A = np.random.default_rng(0).standard_normal((400, 6))
+    z = zarr.create_array(str(tmp_path / "s.zarr"), shape=A.shape, chunks=(50, 6), shards=(100, 6), dtype="f8")
+    z[...] = A
+    path = str(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(distsketch.open_array(path).compute(), A)
+    key = os.path.join(path, "c", "2", "0")
+    raw = open(key, "rb").read()
+    open(key, "wb").write(raw[: len(raw) // 3])
+    with pytest.raises(CorruptChunkError, match=r"cannot decode chunk c/2/0 of the Zarr array at '.*s\.zarr'"):
+        distsketch.open_array(path).compute()
+    os.remove(key)
+    with pytest.raises(MissingChunkError, match=r"lacks 1 of its 4 shards \(c/2/0\)"):
+        distsketch.open_array(path)
+
+
 def test_missing_chunk_allowed_reads_the_fill_value(tmp_path, prob):
     """allow_missing_chunks=True: a foreign store's hole is zeros, and the answer is LAPACK's on that
     zero-filled matrix; a store distsketch wrote fills holes with NaN, reported by rows."""
