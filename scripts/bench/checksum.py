@@ -5,7 +5,9 @@
 Measures, in one process (ratios, medians over --reps; the machine may be loaded):
   1. a bare read of a Zarr store (every chunk decoded) vs the checksum of the same chunks;
   2. the first pass of lstsq (a sparse-sign sketch of [A, b]) with and without the checksum,
-     on numpy data (in memory) and on the Zarr store through dask (threads).
+     on numpy data (in memory) and on the Zarr store through dask (threads);
+  3. one thread, block by block, interleaved: the first-pass kernel alone vs the checksum alone
+     (the least noisy of the three on a loaded machine).
 """
 
 from __future__ import annotations
@@ -85,6 +87,26 @@ def main(argv=None):
             print(f"2. first pass, {label}: without checksum {offt:.3f} s, with {on:.3f} s (medians): "
                   f"{100 * (on - offt) / offt:+.1f}%; minima {moff:.3f} s, {mon:.3f} s: "
                   f"{100 * (mon - moff) / moff:+.1f}%")
+
+        # 3. one thread, per block: the kernel of the first pass vs the checksum of the same block
+        from threadpoolctl import threadpool_limits
+
+        bl = [A[r0:r0 + a.chunks] for r0 in starts]
+        bb = [b[r0:r0 + a.chunks, None] for r0 in starts]
+        tk, tc = [], []
+        with threadpool_limits(1):
+            for _ in range(a.reps):
+                t = time.perf_counter()
+                for B, bi, r0 in zip(bl, bb, starts):
+                    passes._k_left_sketch(B, r0, (bi,), (op,), np.dtype(np.float64))
+                tk.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                for B, r0 in zip(bl, starts):
+                    real(B, r0)
+                tc.append(time.perf_counter() - t)
+        k, c = np.median(tk), np.median(tc)
+        print(f"3. one thread, all blocks: sketch kernel {k:.3f} s, checksum {c:.3f} s ({gb / c:.2f} GB/s): "
+              f"+{100 * c / k:.1f}% of the kernel")
 
 
 if __name__ == "__main__":
