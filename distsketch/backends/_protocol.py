@@ -13,11 +13,12 @@ A *pass* maps a kernel over the row blocks ``A_i = A[r0:r1, :]`` of the matrix::
 
 Every call is one read of ``A`` and increments :attr:`RowData.passes`. The first
 pass also checks that ``A`` (and every distributed operand flagged for checking) is
-finite, and names the offending row range if not, and folds a checksum of every byte
-of every block into :attr:`RowData.fingerprint` (see :func:`block_checksum`): a
-checkpoint records it, and a resumed solve refuses data whose fingerprint differs. A backend implements the
-primitive and the handling of distributed operands; :mod:`distsketch.passes` builds
-every fused operation the algorithms need from it, once, for all backends.
+finite, and names the offending row range if not; and it folds a checksum of every
+byte of every block into :attr:`RowData.fingerprint` (see :func:`block_checksum`):
+a checkpoint records it, and a resumed solve refuses data whose fingerprint differs.
+A backend implements the primitive and the handling of distributed operands;
+:mod:`distsketch.passes` builds every fused operation the algorithms need from it,
+once, for all backends.
 """
 
 from __future__ import annotations
