@@ -5,9 +5,11 @@ row blocks, and the algorithms built on them.
 """
 
 from . import errors, operators, passes, random
+from ._inputs import open_array
 from .backends import as_rowdata
 from .errors import (ArrayNotFoundError, DistsketchError, InputTypeError, NonFiniteError,
                      ParameterError, ShapeError)
+from .errors import CheckpointError, CorruptChunkError, DataChangedError, MissingChunkError
 from .operators import make_operator
 from .sketch import sketch
 from .solve import ConvergenceWarning, IllConditionedWarning, LstsqResult, lstsq
@@ -29,6 +31,7 @@ __all__ = [
     "ConvergenceWarning",
     "make_operator",
     "as_rowdata",
+    "open_array",
     "errors",
     "operators",
     "passes",
@@ -39,4 +42,8 @@ __all__ = [
     "NonFiniteError",
     "ArrayNotFoundError",
     "InputTypeError",
+    "MissingChunkError",
+    "CorruptChunkError",
+    "DataChangedError",
+    "CheckpointError",
 ]

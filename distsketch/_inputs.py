@@ -1,6 +1,18 @@
 """Input coercion: numpy arrays, dask arrays, zarr arrays and Zarr paths/URLs.
 
-Everything here is cheap (metadata only): no chunk of data is read.
+Everything here is cheap (metadata and a listing of the store's keys): no chunk of data
+is read.
+
+Verified reads
+--------------
+Zarr reads a chunk that is absent from the store as the array's fill value, so a deleted
+or never-written chunk of ``A`` silently becomes zeros. Before the first read,
+:func:`open_zarr_array` lists the keys the store holds (one listing, no data) and refuses
+an array with missing chunks (:class:`~distsketch.errors.MissingChunkError`) unless the
+caller says they mean the fill value (``allow_missing_chunks=True``; Zarr skips writing
+chunks that equal the fill value, so some writers leave such holes on purpose). Reads go
+through a thin wrapper that turns a decoding failure (a truncated or altered chunk) into
+a :class:`~distsketch.errors.CorruptChunkError` naming the store and the chunk's key.
 """
 
 from __future__ import annotations
@@ -9,9 +21,10 @@ import os
 
 import numpy as np
 
-from .errors import ArrayNotFoundError, InputTypeError, ShapeError
+from .errors import ArrayNotFoundError, CorruptChunkError, InputTypeError, MissingChunkError, ShapeError
 
-__all__ = ["as_matrix", "is_lazy", "open_zarr_array", "float_dtype"]
+__all__ = ["as_matrix", "is_lazy", "open_array", "open_zarr_array", "float_dtype", "missing_chunk_keys",
+           "read_rows"]
 
 
 def float_dtype(dtype) -> np.dtype:
@@ -29,23 +42,184 @@ def float_dtype(dtype) -> np.dtype:
     )
 
 
-def open_zarr_array(path):
-    """Open a Zarr array read-only from a local path or an fsspec URL."""
+def open_zarr_array(path, *, allow_missing_chunks: bool = False):
+    """Open a Zarr array read-only from a local path or an fsspec URL, or check an open one.
+
+    Parameters
+    ----------
+    path : str, path or zarr.Array
+    allow_missing_chunks : bool
+        ``False`` (default): list the store's keys and raise if any chunk is absent.
+        ``True``: absent chunks read as the array's fill value (Zarr's own rule).
+
+    Raises
+    ------
+    ArrayNotFoundError
+        Nothing, or a group, at ``path``.
+    MissingChunkError
+        Chunks absent from the store (and ``allow_missing_chunks`` is false).
+    """
     import zarr
 
-    spath = os.fspath(path)
-    try:
-        arr = zarr.open_array(spath, mode="r")
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
-        raise ArrayNotFoundError(
-            f"no Zarr array at {spath!r} ({type(exc).__name__}: {exc}); expected the path of a Zarr array "
-            "(a group's member is addressed as 'store.zarr/name')"
-        ) from None
-    except Exception as exc:  # zarr raises several unrelated types for "not an array here"
-        if type(exc).__name__ in {"ContainsGroupError", "GroupNotFoundError", "NodeNotFoundError"}:
-            raise ArrayNotFoundError(f"no Zarr array at {spath!r}: {exc}") from None
-        raise
+    if isinstance(path, (str, os.PathLike)):
+        spath = os.fspath(path)
+        try:
+            arr = zarr.open_array(spath, mode="r")
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.ArrayNotFoundError,
+                zarr.errors.NodeTypeValidationError) as exc:
+            raise ArrayNotFoundError(
+                f"no Zarr array at {spath!r} ({type(exc).__name__}: {exc}); expected the path of a Zarr array "
+                "(a group's member is addressed as 'store.zarr/name')"
+            ) from None
+        except Exception as exc:  # zarr raises several unrelated types for "not an array here"
+            if type(exc).__name__ in {"ContainsGroupError", "GroupNotFoundError", "NodeNotFoundError"}:
+                raise ArrayNotFoundError(f"no Zarr array at {spath!r}: {exc}") from None
+            raise
+    else:
+        arr, spath = path, _describe(path)
+    if not allow_missing_chunks:
+        missing, total = missing_chunk_keys(arr)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+            what = "shards" if getattr(arr, "shards", None) else "chunks"
+            raise MissingChunkError(
+                f"the Zarr array at {spath!r} lacks {len(missing)} of its {total} {what} ({shown}); Zarr would "
+                f"read them as the fill value ({arr.fill_value}). Restore or rewrite the store, or, if the "
+                "missing chunks really mean the fill value (zeros), open it with "
+                "distsketch.open_array(path, allow_missing_chunks=True) (command line: --allow-missing-chunks)"
+            )
     return arr
+
+
+def _describe(z) -> str:
+    """The store URL and path of an open zarr array, for messages."""
+    try:
+        return str(z.store_path)
+    except Exception:  # pragma: no cover - zarr 2 arrays
+        return f"{getattr(z, 'store', '?')}/{getattr(z, 'path', '')}"
+
+
+def missing_chunk_keys(z) -> tuple[list[str], int]:
+    """The storage keys of ``z``'s chunks (or shards) absent from its store, and the number expected.
+
+    One listing of the store under the array's prefix; no chunk is read.
+    """
+    from zarr.core.sync import sync
+
+    sp = z.store_path
+
+    async def _list():
+        return [k async for k in sp.store.list_prefix(sp.path)]
+
+    prefix = f"{sp.path}/" if sp.path else ""
+    stored = {k[len(prefix):] if k.startswith(prefix) else k for k in sync(_list())}
+    expected = list(z._iter_shard_keys())
+    return [k for k in expected if k not in stored], len(expected)
+
+
+def _storage_grid(z) -> tuple[int, ...]:
+    return tuple(z.shards) if getattr(z, "shards", None) else tuple(z.chunks)
+
+
+def _keys_in(z, sel) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """(storage-grid coordinates, region) of every stored object a basic selection touches."""
+    import itertools
+
+    grid = _storage_grid(z)
+    ranges = []
+    for d, (size, ch) in enumerate(zip(z.shape, grid)):
+        s = sel[d] if d < len(sel) else slice(None)
+        start, stop, _ = s.indices(size) if isinstance(s, slice) else (int(s), int(s) + 1, 1)
+        ranges.append(range(start // ch, max(start, stop - 1) // ch + 1) if stop > start else range(0))
+    out = []
+    for coords in itertools.product(*ranges):
+        out.append((coords, tuple(slice(c * ch, min(n, (c + 1) * ch)) for c, ch, n in zip(coords, grid, z.shape))))
+    return out
+
+
+def _corrupt(z, sel, source, exc) -> CorruptChunkError:
+    """Find which stored object(s) of the selection fail to decode (error path only)."""
+    bad = []
+    for coords, region in _keys_in(z, sel):
+        try:
+            z[region]
+        except Exception:
+            bad.append(z.metadata.encode_chunk_key(coords))
+    keys = ", ".join(bad) if bad else "(could not isolate the chunk)"
+    return CorruptChunkError(
+        f"cannot decode chunk {keys} of the Zarr array at {source!r} ({type(exc).__name__}: {exc}); the stored "
+        "bytes are truncated or altered: restore the chunk from a copy or regenerate the store"
+    )
+
+
+class _VerifiedZarr:
+    """A zarr array whose reads name the store and chunk key when a chunk fails to decode.
+
+    Passed to ``dask.array.from_array`` in place of the zarr array: each task reads one
+    chunk through ``__getitem__``, exactly as ``da.from_zarr`` does, with no extra copy.
+    """
+
+    def __init__(self, z, source: str):
+        self.z = z
+        self.source = source
+        self.shape = z.shape
+        self.dtype = z.dtype
+        self.ndim = z.ndim
+        self.chunks = z.chunks
+
+    def __getitem__(self, sel):
+        try:
+            return self.z[sel]
+        except Exception as exc:
+            sel = sel if isinstance(sel, tuple) else (sel,)
+            if all(isinstance(s, (slice, int, np.integer)) for s in sel):
+                raise _corrupt(self.z, sel, self.source, exc) from exc
+            raise
+
+
+def read_rows(z, r0: int, r1: int, source: str | None = None) -> np.ndarray:
+    """``z[r0:r1]``, with a decoding failure reported as :class:`CorruptChunkError` naming the key."""
+    try:
+        return z[r0:r1]
+    except Exception as exc:
+        raise _corrupt(z, (slice(r0, r1),), source or _describe(z), exc) from exc
+
+
+def open_array(A, *, allow_missing_chunks: bool = False):
+    """Open a Zarr array (path, URL or ``zarr.Array``) as a dask array with verified reads.
+
+    Every function of distsketch that takes a path calls this with the default; call it
+    yourself to accept missing chunks::
+
+        distsketch.lstsq(distsketch.open_array("p.zarr/A", allow_missing_chunks=True), b)
+
+    Parameters
+    ----------
+    A : str, path or zarr.Array
+    allow_missing_chunks : bool
+        ``False`` (default) refuses a store that lacks chunks; ``True`` reads them as the
+        fill value, as Zarr does (zeros unless the writer chose another fill value; stores
+        written by distsketch use NaN, so their missing chunks are then reported as
+        non-finite data naming the rows).
+
+    Returns
+    -------
+    dask.array.Array
+        Chunked like the store; a chunk that fails to decode raises
+        :class:`~distsketch.errors.CorruptChunkError` naming the store and its key.
+
+    Raises
+    ------
+    ArrayNotFoundError, MissingChunkError
+    """
+    import dask.array as da
+    from dask.base import tokenize
+
+    z = open_zarr_array(A, allow_missing_chunks=allow_missing_chunks)
+    source = os.fspath(A) if isinstance(A, (str, os.PathLike)) else _describe(z)
+    name = "from-zarr-" + tokenize(_describe(z), z.metadata.to_dict() if hasattr(z.metadata, "to_dict") else None,
+                                   z.chunks)
+    return da.from_array(_VerifiedZarr(z, source), chunks=z.chunks, name=name, meta=np.empty((0,) * z.ndim, z.dtype))
 
 
 def is_lazy(A) -> bool:
@@ -54,19 +228,16 @@ def is_lazy(A) -> bool:
     return isinstance(A, da.Array)
 
 
-def as_matrix(A, name: str = "A", *, ndim=(2,)):
+def as_matrix(A, name: str = "A", *, ndim=(2,), allow_missing_chunks: bool = False):
     """Return ``A`` as a numpy array or a dask array of a floating dtype.
 
-    Paths and zarr arrays become dask arrays chunked like the store. Raises before any
-    data is read.
+    Paths and zarr arrays become dask arrays chunked like the store, with verified reads
+    (see :func:`open_array`). Raises before any data is read.
     """
     import dask.array as da
 
-    if isinstance(A, (str, os.PathLike)):
-        A = open_zarr_array(A)
-    mod = type(A).__module__
-    if mod.startswith("zarr"):
-        A = da.from_zarr(A)
+    if isinstance(A, (str, os.PathLike)) or type(A).__module__.startswith("zarr"):
+        A = open_array(A, allow_missing_chunks=allow_missing_chunks)
     if isinstance(A, da.Array):
         pass
     elif isinstance(A, np.ndarray) or hasattr(A, "__array__") or isinstance(A, (list, tuple)):

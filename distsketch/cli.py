@@ -24,6 +24,17 @@ import numpy as np
 __all__ = ["main"]
 
 
+def _fill(dtype):
+    """NaN for floating outputs: a chunk lost from the store then reads as NaN, never as zeros."""
+    return np.nan if np.dtype(dtype).kind in "fc" else None
+
+
+def _zstd():
+    from .problems import _zstd
+
+    return _zstd()
+
+
 def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
     """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place."""
     import dask.array as da
@@ -37,11 +48,13 @@ def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
             # zarr needs regular chunks: the largest chunk along each axis
             chunks = tuple(max(c) if c else 1 for c in arr.chunks)
             arr = arr.rechunk(chunks)
-            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks)
+            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, fill_value=_fill(arr.dtype),
+                                 compressors=_zstd())
             da.store(arr, z, lock=False)
         else:
             arr = np.asarray(arr)
-            grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,))[...] = arr
+            grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
+                             fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
     grp.attrs.update(attrs)
     if os.path.exists(path):
         shutil.rmtree(path)
@@ -72,7 +85,7 @@ def _cmd_sketch(a) -> int:
     from ._inputs import as_matrix
     from .cluster import dask_client
 
-    A = as_matrix(a.input)  # fails fast on a bad path, before any cluster starts
+    A = as_matrix(a.input, allow_missing_chunks=a.allow_missing_chunks)  # fails fast, before any cluster starts
     with dask_client(a.scheduler, n_workers=a.workers):
         t = time.perf_counter()
         S, op = sketch(A, a.d, kind=a.kind, side=a.side, seed=a.seed, nnz=a.nnz, return_operator=True)
@@ -96,8 +109,9 @@ def _cmd_lstsq(a) -> int:
     from .cluster import dask_client
     from .solve import lstsq
 
-    A = as_matrix(a.A)  # fail fast on a bad path, before any cluster starts
-    b = as_matrix(a.b, "b", ndim=(1, 2))
+    # fail fast on a bad path or a store with missing chunks, before any cluster starts
+    A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)
+    b = as_matrix(a.b, "b", ndim=(1, 2), allow_missing_chunks=a.allow_missing_chunks)
     if b.shape[0] != A.shape[0]:
         from .errors import ShapeError
 
@@ -125,7 +139,7 @@ def _cmd_svd(a) -> int:
     from .cluster import dask_client
     from .lowrank import svd
 
-    A = as_matrix(a.A)  # fail fast, before any cluster starts
+    A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)  # fail fast, before any cluster starts
     if (a.rank is None) == (a.tol is None):
         from .errors import ParameterError
 
@@ -245,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--maxiter", type=int, default=None)
     ls.add_argument("--damp", type=float, default=0.0)
     ls.add_argument("--seed", type=int, default=None)
-    ls.add_argument("--checkpoint", default=None, help="checkpoint file: resume an interrupted solve")
+    ls.add_argument("--checkpoint", default=None,
+                    help="checkpoint file: resume an interrupted solve (refused if A changed since; keeps the seed)")
     ls.add_argument("--overwrite", action="store_true")
     ls.set_defaults(func=_cmd_lstsq)
 
@@ -277,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--plots", action="store_true", help="write alpha-by-layer plots under OUT/plots")
     z.set_defaults(func=_cmd_zoo)
 
+    for sp in (s, ls, sv):
+        sp.add_argument("--allow-missing-chunks", action="store_true",
+                        help="read chunks absent from a Zarr store as its fill value instead of refusing the store")
     for sp in (s, ls, sv, d, z):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")

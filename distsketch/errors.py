@@ -16,6 +16,10 @@ __all__ = [
     "NonFiniteError",
     "ArrayNotFoundError",
     "InputTypeError",
+    "MissingChunkError",
+    "CorruptChunkError",
+    "DataChangedError",
+    "CheckpointError",
 ]
 
 
@@ -41,3 +45,19 @@ class ArrayNotFoundError(DistsketchError, FileNotFoundError):
 
 class InputTypeError(DistsketchError, TypeError):
     """An input is of a type or dtype distsketch cannot use."""
+
+
+class MissingChunkError(DistsketchError, FileNotFoundError):
+    """A Zarr store lacks chunks its array's shape implies (Zarr would read them as the fill value)."""
+
+
+class CorruptChunkError(DistsketchError, ValueError):
+    """A stored chunk cannot be decoded (truncated or altered bytes); the message names store and key."""
+
+
+class DataChangedError(DistsketchError, ValueError):
+    """The data read now is not the data a checkpoint was written for (their fingerprints differ)."""
+
+
+class CheckpointError(DistsketchError, ValueError):
+    """A checkpoint file exists but cannot be read (truncated or not a distsketch checkpoint)."""

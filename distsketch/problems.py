@@ -89,16 +89,20 @@ class Problem:
         nz = self.s[self.s > 0]
         return float(nz[0] / nz[-1])
 
-    def dask(self, name: str = "A"):
-        """The array ``name`` of the store as a dask array chunked like the store."""
-        import dask.array as da
+    def dask(self, name: str = "A", *, allow_missing_chunks: bool = False):
+        """The array ``name`` of the store as a dask array chunked like the store (verified reads:
+        see :func:`distsketch.open_array`)."""
+        from ._inputs import open_array
 
-        return da.from_zarr(os.path.join(self.path, name))
+        return open_array(os.path.join(self.path, name), allow_missing_chunks=allow_missing_chunks)
 
-    def numpy(self, name: str = "A") -> np.ndarray:
-        import zarr
+    def numpy(self, name: str = "A", *, allow_missing_chunks: bool = False) -> np.ndarray:
+        """The array ``name`` read whole into memory (missing or undecodable chunks raise)."""
+        from ._inputs import open_zarr_array, read_rows
 
-        return zarr.open_array(os.path.join(self.path, name), mode="r")[...]
+        path = os.path.join(self.path, name)
+        z = open_zarr_array(path, allow_missing_chunks=allow_missing_chunks)
+        return read_rows(z, 0, z.shape[0], path)
 
 
 def open_problem(path) -> Problem:
@@ -119,6 +123,14 @@ def _row_chunks(m: int, n: int, chunks, itemsize: int) -> tuple[int, int]:
         return (min(m, chunks), n)
     r, c = chunks
     return (min(m, int(r)), min(n, int(c)))
+
+
+def _zstd():
+    """zstd with its content checksum: a truncated or bit-flipped chunk fails to decode (and is named)
+    instead of reading as wrong numbers (without it, zstd passes most flips in incompressible data)."""
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=0, checksum=True)
 
 
 def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "geometric",
@@ -147,6 +159,14 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
     Returns
     -------
     Problem
+
+    Notes
+    -----
+    Every array is written with a NaN fill value: a chunk later deleted from the store is
+    refused when the store is opened (its key is missing) and, if read anyway with
+    ``allow_missing_chunks=True``, reads as NaN, which the first pass reports by rows.
+    Chunks are compressed by zstd with its content checksum, so a truncated or altered
+    chunk fails to decode (``CorruptChunkError`` naming it) instead of reading as other numbers.
     """
     import zarr
 
@@ -227,7 +247,8 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
     tmp = path + f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     grp = zarr.open_group(tmp, mode="w")
-    zA = grp.create_array("A", shape=(m, n), chunks=ch, dtype=dtype)
+    codec = _zstd()
+    zA = grp.create_array("A", shape=(m, n), chunks=ch, dtype=dtype, fill_value=np.nan, compressors=codec)
     Utg = Rinv.T @ Gtg
     for r0, r1 in blocks:  # pass 2: write A
         Ti = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ W, "T")
@@ -258,7 +279,8 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
                 bi += alpha * (gvec.columns(p0, p1)[0] - Ui @ Utg)
             return bi
 
-        zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype)
+        zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype, fill_value=np.nan,
+                              compressors=codec)
         for r0, r1 in blocks:  # pass 3: b = U y + alpha (g - U U.T g)
             zb[r0:r1] = panelwise(r0, r1, b_panel, "b").astype(dtype)
             bar.update()
@@ -269,18 +291,22 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
         # with x = U z, then A x = V (s * z); x is written block by block below.
         z = np.zeros(N)
         z[:r] = rng.standard_normal(r)
-        zx = grp.create_array("x", shape=(n,), chunks=(ch[1],), dtype=np.float64)
+        zx = grp.create_array("x", shape=(n,), chunks=(ch[1],), dtype=np.float64, fill_value=np.nan,
+                              compressors=codec)
         for r0, r1 in blocks:
             zx[r0:r1] = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ Rinv @ z, "x")
             bar.update()
         b = V @ (sv * z)
-        grp.create_array("b", shape=(m,), chunks=(m,), dtype=dtype)[...] = b.astype(dtype)
+        grp.create_array("b", shape=(m,), chunks=(m,), dtype=dtype, fill_value=np.nan,
+                         compressors=codec)[...] = b.astype(dtype)
         norm_r = 0.0
         xs = None
     bar.close()
     if xs is not None:
-        grp.create_array("x", shape=(n,), chunks=(n,), dtype=np.float64)[...] = xs
-    grp.create_array("s", shape=(N,), chunks=(N,), dtype=np.float64)[...] = sv
+        grp.create_array("x", shape=(n,), chunks=(n,), dtype=np.float64, fill_value=np.nan,
+                         compressors=codec)[...] = xs
+    grp.create_array("s", shape=(N,), chunks=(N,), dtype=np.float64, fill_value=np.nan,
+                     compressors=codec)[...] = sv
     attrs = {"m": m, "n": n, "dtype": str(dtype), "seed": seed, "cond": float(sv[0] / sv[r - 1]),
              "rank": r, "decay": decay if s is None else "given", "frac_in_range": frac_in_range,
              "norm_r": norm_r, "chunks": list(ch), "generator": "distsketch.problems.generate_problem"}

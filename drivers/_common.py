@@ -49,6 +49,12 @@ def shared_seed(comm, seed):
     return comm.bcast(resolve_seed(seed) if comm.rank == 0 else None, root=0)
 
 
+def integrity_arguments(p) -> None:
+    """The ``--allow-missing-chunks`` flag of the drivers that read Zarr arrays."""
+    p.add_argument("--allow-missing-chunks", action="store_true",
+                   help="read chunks absent from a Zarr store as its fill value instead of refusing the store")
+
+
 def check_out(comm, out: str, overwrite: bool) -> None:
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it")

@@ -9,7 +9,10 @@ distsketch.lstsq, unchanged, on the MPI backend. x is written (rank 0, atomicall
 Zarr group --out with the result's metadata in its attributes, and printed as JSON.
 With --checkpoint DIR, each rank saves its share of the iteration state there; a job
 killed (e.g. at its time limit) and started again with the same arguments resumes, and
-ends with the same x as an uninterrupted run.
+ends with the same x as an uninterrupted run. Without --seed the resumed job reuses the
+seed the first one drew; if A changed since the checkpoint was written (its fingerprint,
+a checksum of every byte, differs) the job stops with an error naming both fingerprints.
+A store lacking chunks is refused unless --allow-missing-chunks.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import check_out, dumps, log, publish, run_guarded, shared_seed, tmp_path  # noqa: E402
+from _common import (check_out, dumps, integrity_arguments, log, publish, run_guarded,  # noqa: E402
+                     shared_seed, tmp_path)
 
 
 def parse(argv=None):
@@ -34,6 +38,7 @@ def parse(argv=None):
     p.add_argument("--btol", type=float, default=1e-12)
     p.add_argument("--maxiter", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
+    integrity_arguments(p)
     p.add_argument("--stop-after-passes", type=int, default=None,
                    help="testing: kill this job (every rank, no clean-up) after that many passes, as a "
                         "scheduler's time limit would; the checkpoint is left for the next job")
@@ -48,19 +53,21 @@ def body(comm, args):
     from distsketch._inputs import as_matrix
     from distsketch.backends.mpi import MPIRowData
     from distsketch.errors import ShapeError
+    from distsketch.problems import _zstd
     from distsketch.solve._checkpoint import MPICheckpoint
 
     check_out(comm, args.out, args.overwrite)
-    seed = shared_seed(comm, args.seed)
-    log(comm, f"lstsq: opening {args.A} on {comm.size} rank(s)")
-    data = MPIRowData.from_zarr(args.A, comm, progress=True)
-    b = as_matrix(args.b, "b", ndim=(1, 2))
-    if b.shape[0] != data.shape[0]:
-        raise ShapeError(f"b must have m={data.shape[0]} entries to match A {data.shape}; got shape {b.shape}")
     ck = None
     if args.checkpoint:
         os.makedirs(args.checkpoint, exist_ok=True)
         ck = MPICheckpoint(os.path.join(args.checkpoint, "lstsq"), comm)
+    # without --seed, a checkpointed job resumes with the seed its first run drew
+    seed = shared_seed(comm, ck.saved_seed() if args.seed is None and ck is not None else args.seed)
+    log(comm, f"lstsq: opening {args.A} on {comm.size} rank(s)")
+    data = MPIRowData.from_zarr(args.A, comm, progress=True, allow_missing_chunks=args.allow_missing_chunks)
+    b = as_matrix(args.b, "b", ndim=(1, 2), allow_missing_chunks=args.allow_missing_chunks)
+    if b.shape[0] != data.shape[0]:
+        raise ShapeError(f"b must have m={data.shape[0]} entries to match A {data.shape}; got shape {b.shape}")
     log(comm, f"lstsq: A is {data.shape[0]:,} x {data.shape[1]:,}; rank 0 holds rows {data.local_rows}")
     if args.stop_after_passes is not None:
         _die_after(data, args.stop_after_passes)
@@ -72,7 +79,8 @@ def body(comm, args):
     tmp = tmp_path(args.out, comm)
     if comm.rank == 0:
         g = zarr.open_group(tmp, mode="w")
-        g.create_array("x", shape=res.x.shape, dtype=res.x.dtype, chunks=res.x.shape)[...] = np.asarray(res.x)
+        g.create_array("x", shape=res.x.shape, dtype=res.x.dtype, chunks=res.x.shape,
+                       fill_value=np.nan, compressors=_zstd())[...] = np.asarray(res.x)
         g.attrs.update(meta)
     publish(comm, tmp, args.out)
     if comm.rank == 0:

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import check_out, dumps, publish, run_guarded, shared_seed, tmp_path  # noqa: E402
+from _common import check_out, dumps, integrity_arguments, publish, run_guarded, shared_seed, tmp_path  # noqa: E402
 
 
 def parse(argv=None):
@@ -25,6 +25,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
+    integrity_arguments(p)
     return p.parse_args(argv)
 
 
@@ -37,7 +38,7 @@ def body(comm, args):
 
     check_out(comm, args.out, args.overwrite)
     seed = shared_seed(comm, args.seed)
-    data = MPIRowData.from_zarr(args.A, comm)
+    data = MPIRowData.from_zarr(args.A, comm, allow_missing_chunks=args.allow_missing_chunks)
     op = make_operator(args.kind, args.d, data.shape[0], seed=seed, nnz=args.nnz)  # validated before reading
     (SA,) = passes.left_sketch(data, op)
     tmp = tmp_path(args.out, comm)

@@ -15,7 +15,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import check_out, dumps, log, publish, run_guarded, shared_seed, tmp_path  # noqa: E402
+from _common import (check_out, dumps, integrity_arguments, log, publish, run_guarded,  # noqa: E402
+                     shared_seed, tmp_path)
 
 
 def parse(argv=None):
@@ -27,6 +28,7 @@ def parse(argv=None):
     p.add_argument("--n-power-iter", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
+    integrity_arguments(p)
     return p.parse_args(argv)
 
 
@@ -39,7 +41,7 @@ def body(comm, args):
 
     check_out(comm, args.out, args.overwrite)
     seed = shared_seed(comm, args.seed)
-    data = MPIRowData.from_zarr(args.A, comm, progress=True)
+    data = MPIRowData.from_zarr(args.A, comm, progress=True, allow_missing_chunks=args.allow_missing_chunks)
     log(comm, f"svd: A is {data.shape[0]:,} x {data.shape[1]:,} on {comm.size} rank(s)")
     res = distsketch.svd(data, args.rank, method=args.method, seed=seed,
                          n_power_iter="auto" if args.n_power_iter is None else args.n_power_iter)

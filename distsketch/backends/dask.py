@@ -107,9 +107,10 @@ class DaskRowData(RowData):
 
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
-        result = self._map_reduce(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        outs, value = self._map_reduce(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        value = self._take_checksum(value, check)
         self._checked = True
-        return result
+        return outs, value
 
     def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         return self._map_reduce(_run_dist_block, kernel, None, dist, small, dist_out, False)

@@ -74,16 +74,21 @@ class MPIRowData(RowData):
         self.block_rows = max(1024, (_BLOCK_BYTES // (n * A_local.dtype.itemsize)) // 1024 * 1024)
 
     @classmethod
-    def from_zarr(cls, path: str, comm, *, progress: bool = False) -> "MPIRowData":
-        """Open the Zarr array at ``path`` on every rank and read this rank's rows only."""
-        from .._inputs import float_dtype, open_zarr_array
+    def from_zarr(cls, path: str, comm, *, progress: bool = False,
+                  allow_missing_chunks: bool = False) -> "MPIRowData":
+        """Open the Zarr array at ``path`` on every rank and read this rank's rows only.
 
-        z = open_zarr_array(path)
+        A store lacking chunks is refused (``MissingChunkError``) unless
+        ``allow_missing_chunks``; an undecodable chunk raises ``CorruptChunkError`` naming it.
+        """
+        from .._inputs import float_dtype, open_zarr_array, read_rows
+
+        z = open_zarr_array(path, allow_missing_chunks=allow_missing_chunks)
         if z.ndim != 2:
             raise ShapeError(f"A must be 2-D; got an array with shape {z.shape} at {path!r}")
         m = z.shape[0]
         r0, r1 = row_range(m, comm.size, comm.rank, z.chunks[0])
-        A_local = np.asarray(z[r0:r1], dtype=float_dtype(z.dtype))
+        A_local = np.asarray(read_rows(z, r0, r1, path), dtype=float_dtype(z.dtype))
         return cls(A_local, r0, m, comm, source=path, progress=progress)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -137,6 +142,7 @@ class MPIRowData(RowData):
         check = self._count()
         with threadpool_limits(self.blas_threads):
             outs, total = self._local(None, dist, True, kernel, small, check, len(dist_out))
+        total = self._take_checksum(total, check, combine=lambda h: sum(self.comm.allgather(h)))
         self._checked = True
         reduced = self._allreduce(total)
         if self.progress and self.comm.rank == 0:

@@ -61,6 +61,7 @@ class NumpyRowData(RowData):
         total = results[0][1]
         for _, reds in results[1:]:  # fixed order: the same sums for any number of threads
             total = tuple(a + b for a, b in zip(total, reds))
+        total = self._take_checksum(total, check)
         self._checked = True
         outs = tuple(np.concatenate([res[0][k] for res in results]) for k in range(len(dist_out)))
         return outs, total

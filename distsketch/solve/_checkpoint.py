@@ -1,8 +1,17 @@
 """Atomic checkpoints for iterative solves: a ``.npz`` of the state, renamed into place.
 
-A checkpoint records a fingerprint of the call (shapes, dtypes, options, seed, a
-token of ``b``); resuming with different arguments is refused with a clear error
-rather than silently mixing two problems.
+A checkpoint records two fingerprints and the seed:
+
+* the call's (shapes, dtypes, options, seed, a checksum of every entry of ``b``):
+  resuming with different arguments is refused with a ``ParameterError``;
+* the data's (:attr:`distsketch.backends.RowData.fingerprint`, a checksum of every byte
+  of ``A`` computed in the first pass): a resumed solve recomputes it in its first pass,
+  before anything is saved or returned, and refuses other data with a ``DataChangedError``
+  naming both values;
+* the seed actually used, so a solve started with ``seed=None`` resumes with the same sketch.
+
+A file that cannot be read (truncated, not a checkpoint) raises ``CheckpointError``
+naming it.
 """
 
 from __future__ import annotations
@@ -13,36 +22,77 @@ import tempfile
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import CheckpointError, ParameterError
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "MPICheckpoint"]
+
+_META = ("__fingerprint__", "__data__", "__seed__")
 
 
 class Checkpoint:
     def __init__(self, path, fingerprint: dict):
         self.path = os.fspath(path)
         self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
+        #: the RowData whose fingerprint is saved (set by the solver)
+        self.data = None
+        #: the data fingerprint read from the file by :meth:`load`
+        self.saved_data = None
 
-    def load(self) -> dict | None:
+    def _read(self) -> dict | None:
+        """Every array of the file, or None if there is none; CheckpointError if it cannot be read."""
         if not os.path.exists(self.path):
             return None
-        with np.load(self.path, allow_pickle=False) as f:
-            state = {k: f[k] for k in f.files}
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                state = {k: f[k] for k in f.files}
+            str(state["__fingerprint__"])
+        except Exception as exc:  # BadZipFile, EOFError, ValueError, KeyError, OSError, zlib.error ...
+            raise CheckpointError(
+                f"cannot read the checkpoint {self.path!r} ({type(exc).__name__}: {exc}); it is truncated or not "
+                "a distsketch checkpoint: delete it to start the solve afresh"
+            ) from None
+        return state
+
+    def saved_seed(self) -> int | None:
+        """The seed the checkpointed solve used, or None without a (readable-seed) checkpoint."""
+        state = self._read()
+        if state is None or "__seed__" not in state:
+            return None
+        return int(state["__seed__"])
+
+    def load(self) -> dict | None:
+        state = self._read()
+        if state is None:
+            return None
         saved = str(state.pop("__fingerprint__"))
         if saved != self.fingerprint:
             raise ParameterError(
                 f"checkpoint {self.path!r} was written by a solve with different arguments "
                 f"({saved}); expected {self.fingerprint}. Remove it or pass another checkpoint path"
             )
+        self.saved_data = str(state.pop("__data__")) if "__data__" in state else None
+        state.pop("__seed__", None)
+        if self.saved_data is None:
+            raise CheckpointError(
+                f"the checkpoint {self.path!r} records no fingerprint of its data, so it cannot be verified "
+                "against the data read now; delete it to start the solve afresh"
+            )
         return state
 
     def save(self, **state) -> None:
+        fp = getattr(self.data, "fingerprint", None) or self.saved_data
+        meta = {"__fingerprint__": np.array(self.fingerprint)}
+        if fp is not None:
+            meta["__data__"] = np.array(fp)
+        seed = json.loads(self.fingerprint).get("seed")
+        if seed is not None:
+            meta["__seed__"] = np.array(str(seed))
         folder = os.path.dirname(os.path.abspath(self.path)) or "."
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, __fingerprint__=np.array(self.fingerprint), **state)
+                np.savez(f, **meta, **state)
             os.replace(tmp, self.path)
         except BaseException:
             if os.path.exists(tmp):
@@ -59,7 +109,8 @@ class MPICheckpoint(Checkpoint):
 
     Ranks save at the same points of a collective algorithm, but a job killed between two
     ranks' saves leaves files from different iterations: on load the ranks compare what
-    they hold and all start afresh unless the states match.
+    they hold and all start afresh unless the states match. An unreadable file on any
+    rank raises ``CheckpointError`` on every rank (no rank is left waiting).
     """
 
     def __init__(self, prefix, comm):
@@ -67,16 +118,36 @@ class MPICheckpoint(Checkpoint):
         self.prefix = str(prefix)
         self.path = f"{self.prefix}.rank{comm.rank}.npz"
         self.fingerprint = None
+        self.data = None
+        self.saved_data = None
 
     def bind(self, fingerprint: dict) -> "MPICheckpoint":
         self.fingerprint = json.dumps({**fingerprint, "ranks": self.comm.size}, sort_keys=True, default=str)
         return self
 
+    def _collective(self, fn):
+        """``fn()`` on every rank; a CheckpointError on any rank is raised on all of them."""
+        err, out = None, None
+        try:
+            out = fn()
+        except CheckpointError as exc:
+            err = str(exc)
+        errs = [e for e in self.comm.allgather(err) if e]
+        if errs:
+            raise CheckpointError(errs[0])
+        return out
+
+    def saved_seed(self):
+        """The seed of the checkpointed solve if every rank's file records the same one, else None."""
+        seeds = self.comm.allgather(self._collective(super().saved_seed))
+        return seeds[0] if all(s == seeds[0] for s in seeds) else None
+
     def load(self):
-        state = super().load()
+        state = self._collective(super().load)
         key = None
         if state is not None:
-            key = (str(state.get("stage")), int(state.get("passes_done", state.get("passes_sketch", -1))))
+            key = (str(state.get("stage")), int(state.get("passes_done", state.get("passes_sketch", -1))),
+                   self.saved_data)
         keys = self.comm.allgather(key)
         if state is not None and all(k == keys[0] for k in keys):
             return state

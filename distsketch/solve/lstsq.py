@@ -64,17 +64,33 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm):
     return ("cholqr", est) if t_chol <= t_lsqr else ("sketch_precondition", est)
 
 
+def _vector_checksum(v) -> str:
+    """A checksum of every entry of a numpy or dask vector (one read of it; see block_checksum)."""
+    from ..backends._protocol import block_checksum
+
+    if is_lazy(v):
+        import dask.array as da
+
+        v2 = v if v.ndim == 2 else v[:, None]
+
+        def _ck(x, block_info=None):
+            r0 = int(block_info[0]["array-location"][0][0])
+            return block_checksum(np.ascontiguousarray(x), r0)[:, None]
+
+        parts = da.map_blocks(_ck, v2.rechunk({1: -1}), chunks=((1,) * v2.numblocks[0], (1,)), dtype=np.uint64)
+        h = int(np.sum(parts.compute(), dtype=np.uint64))
+    else:
+        v = np.asarray(v)
+        h = int(block_checksum(np.ascontiguousarray(v if v.ndim == 2 else v[:, None]), 0)[0])
+    return f"{v.dtype}{list(v.shape)}:{h:016x}"
+
+
 def _fingerprint(A, b, c, **kw):
+    """The arguments of a checkpointed call. ``A`` enters by shape and dtype only: its content is
+    verified by the data fingerprint the first pass computes (RowData.fingerprint)."""
     from dask.base import tokenize
 
-    if isinstance(A, RowData):  # a backend: its source (a Zarr path) and shape identify it
-        tok = tokenize(getattr(A, "source", None), A.shape, str(A.dtype))
-    elif is_lazy(A):
-        tok = tokenize(A)
-    else:
-        tok = tokenize(A.shape, A.dtype, A[:: max(1, A.shape[0] // 64)])
-    b = b if not hasattr(b, "name") else b.name
-    return {"shape": list(A.shape), "dtype": str(A.dtype), "b": tokenize(b), "c": tokenize(c), "A": tok, **kw}
+    return {"shape": list(A.shape), "dtype": str(A.dtype), "b": _vector_checksum(b), "c": tokenize(c), **kw}
 
 
 def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-12, maxiter: int | None = None,
@@ -112,7 +128,11 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     checkpoint : str or path, optional
         A ``.npz`` file: iterative state is saved atomically every few iterations, and a
         call with the same arguments resumes from it and ends with the same ``x``. It is
-        removed when the solve finishes.
+        removed when the solve finishes. The file records the seed (a ``seed=None`` call
+        resumes with the seed the interrupted one drew) and a fingerprint of every byte of
+        ``A`` (:attr:`RowData.fingerprint`, computed in the first pass): the resumed solve
+        recomputes it in its first pass and refuses changed data before saving or
+        returning anything. Not used by ``method="sketch_solve"`` (one pass: nothing to resume).
     sketch_kind, sketch_size : str, int
         The sketching operator (default ``sparse_sign``, ``d = 4n``).
     conlim : float
@@ -129,6 +149,13 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     ParameterError
         Unknown method; negative tolerances, ``damp`` or ``maxiter``; a ``c`` or ``damp``
         with ``m < n``; a checkpoint written for other arguments.
+    DataChangedError
+        A checkpoint written for other data (the fingerprints of ``A`` differ).
+    CheckpointError
+        A checkpoint file that cannot be read.
+    MissingChunkError, CorruptChunkError
+        ``A`` or ``b`` given as a Zarr path whose store lacks chunks or holds undecodable
+        ones (see :func:`distsketch.open_array` to accept missing chunks).
     NonFiniteError
         NaN or Inf in ``A`` or ``b``, found in the first pass, naming the chunk.
 
@@ -208,6 +235,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         raise ParameterError("sketch_precondition solves m >= n problems; use method='cholqr' or 'auto' for m < n")
     if c is not None and method == "sketch_precondition":
         raise ParameterError("the c-term is solved by method='cholqr' (or 'auto')")
+    seed_given = seed
     seed = resolve_seed(seed)
     out_dtype = dtype_in
     if data_in is not None and minnorm:
@@ -238,13 +266,20 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     maxit = maxiter if maxiter is not None else (20 if method == "cholqr" else 200)
     ckpt = None
     state = None
-    if checkpoint is not None:
+    if checkpoint is not None and meth != "sketch_solve":
+        if seed_given is None:  # resume with the seed the checkpointed solve drew
+            path = checkpoint if hasattr(checkpoint, "saved_seed") else Checkpoint(checkpoint, {})
+            saved_seed = path.saved_seed()
+            seed = saved_seed if saved_seed is not None else seed
         fp = _fingerprint(A if data_in is None else data_in, bm, c, method=method, atol=atol, btol=btol, maxiter=maxit,
                                                    damp=damp, seed=seed, sketch=(sketch_kind, d),
                                                    x0=None if x0 is None else x0.tolist())
         # a path, or a checkpoint object (the MPI drivers pass one that keeps a file per rank)
         ckpt = checkpoint.bind(fp) if hasattr(checkpoint, "bind") else Checkpoint(checkpoint, fp)
+        ckpt.data = data
         state = ckpt.load()
+        if state is not None:  # the next pass re-reads every byte of A and must find the same fingerprint
+            data.expect_fingerprint(ckpt.saved_data, f"checkpoint {ckpt.path!r}")
 
     def finish(x, y, meth, reason, istop, itn, normr, normar, fac, history):
         x = _cast(x, out_dtype)
@@ -270,7 +305,6 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if state is not None:
         SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
         data.passes = int(state["passes_sketch"])
-        data._checked = True
     else:
         sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
         SA, Sb = sk[0], (sk[1] if bd is not None else None)
