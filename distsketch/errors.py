@@ -9,6 +9,8 @@ Messages follow one pattern: what was required, what was received, how to fix it
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = [
     "DistsketchError",
     "ShapeError",
@@ -16,6 +18,7 @@ __all__ = [
     "NonFiniteError",
     "ArrayNotFoundError",
     "InputTypeError",
+    "GramFactorError",
 ]
 
 
@@ -41,3 +44,12 @@ class ArrayNotFoundError(DistsketchError, FileNotFoundError):
 
 class InputTypeError(DistsketchError, TypeError):
     """An input is of a type or dtype distsketch cannot use."""
+
+
+class GramFactorError(DistsketchError, np.linalg.LinAlgError):
+    """The Cholesky factor of the preconditioned Gram matrix ``(A N).T (A N)`` does not exist.
+
+    ``N`` comes from the sketch; the failure means the sketch did not embed the column
+    space of ``A`` (too few rows, or row sampling of coherent data). Also a
+    ``numpy.linalg.LinAlgError`` (itself a ``ValueError``).
+    """

@@ -10,14 +10,14 @@ import numpy as np
 from .. import passes
 from .._inputs import as_matrix, is_lazy
 from ..backends import RowData, as_rowdata
-from ..errors import ParameterError, ShapeError
+from ..errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
 from ._cholqr import GramFactorError, cholqr_minnorm, cholqr_solve
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
-from ._result import MESSAGES, LstsqResult
+from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
 
@@ -191,7 +191,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     bm = bm[:, 0] if bm.ndim == 2 else bm
     minnorm = m < n
     if c is not None:
-        c = np.asarray(c, dtype=np.float64).ravel()
+        c = _small_vector(c, "c")
         if minnorm:
             raise ParameterError("c (the saddle-point problem) needs m >= n; for m < n pass A.T and b=0, c=b")
         if c.shape != (n,):
@@ -201,9 +201,29 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if minnorm and damp:
         raise ParameterError("damp with m < n is not supported; solve the ridge problem for A.T or pass m >= n")
     if x0 is not None:
-        x0 = np.asarray(x0, dtype=np.float64).ravel()
+        x0 = _small_vector(x0, "x0")
         if x0.shape != (n,) or minnorm:
             raise ShapeError(f"x0 must have n={n} entries (and m >= n); got shape {x0.shape}")
+        if not np.all(np.isfinite(x0)):
+            raise NonFiniteError(f"x0 holds {int(np.sum(~np.isfinite(x0)))} NaN or Inf value(s) (first at index "
+                                 f"{int(np.flatnonzero(~np.isfinite(x0))[0])}); pass a finite starting point or "
+                                 "x0=None (the sketch-and-solve start)")
+    if method == "sketch_solve" and c is not None:
+        raise ParameterError("sketch_solve does not solve the saddle-point problem (c given): its y = b - A x "
+                             "would need a pass of its own; use method='cholqr' or 'auto'")
+    if method == "sketch_solve" and minnorm:
+        raise ParameterError(f"sketch_solve solves m >= n problems; A is {m} x {n} (wide): use method='cholqr' "
+                             "or 'auto' for the minimum-norm solution")
+    T_n_req = m if minnorm else n  # columns of the tall factor the sketch must embed
+    if sketch_size is not None:
+        if not (isinstance(sketch_size, (int, np.integer)) and not isinstance(sketch_size, bool)):
+            raise ParameterError(f"sketch_size must be an integer; got {sketch_size!r}")
+        if sketch_size < T_n_req:
+            raise ParameterError(
+                f"sketch_size={sketch_size} is smaller than {'m' if minnorm else 'n'}={T_n_req}: a sketch needs at "
+                f"least as many rows as the {'rows' if minnorm else 'columns'} of A to embed its "
+                f"{'row' if minnorm else 'column'} space; use sketch_size >= {T_n_req} (default "
+                f"{4 * T_n_req}, {2 * T_n_req} for cholqr) or omit it")
     if minnorm and method == "sketch_precondition":
         raise ParameterError("sketch_precondition solves m >= n problems; use method='cholqr' or 'auto' for m < n")
     if c is not None and method == "sketch_precondition":
@@ -226,7 +246,9 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         meth, reason = method, "requested"
     # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
     # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
-    d = sketch_size or (2 if meth == "cholqr" else 4) * T_n
+    d = sketch_size or max((2 if meth == "cholqr" else 4) * T_n, 8)
+    if sketch_size is None and sketch_kind in ("uniform", "srct"):
+        d = min(d, T_m)  # these draw d distinct rows of m (d >= T_n still holds: T_m >= T_n)
     if minnorm:
         bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
         bd = None
@@ -252,12 +274,17 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
             warnings.warn(f"lstsq ({meth}) reached maxiter={maxit} before its stopping test held "
                           f"(normr={normr:.3g}, normar={normar:.3g}); x is the best iterate. Raise maxiter "
                           "or loosen atol/btol", ConvergenceWarning, stacklevel=3)
+        if istop == STALLED:
+            warnings.warn(f"lstsq ({meth}) did not converge: the refinement stopped improving with the true "
+                          f"||A.T r|| = {normar:.3g} far above rounding (sketch {sketch_kind!r}, d={d}); x is "
+                          "the best iterate. Use a mixing sketch_kind ('sparse_sign', 'gaussian', 'srct') or a "
+                          "larger sketch_size", ConvergenceWarning, stacklevel=3)
         if ckpt is not None:
             ckpt.remove()
         return LstsqResult(x=x, y=y, method=meth, reason=reason, istop=int(istop), message=MESSAGES[istop],
                            iterations=int(itn), passes=data.passes, normr=float(normr), normar=float(normar),
                            anorm=fac.anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
-                           history=tuple(history))
+                           history=tuple(history), verified=istop != NOT_VERIFIED)
 
     # b = 0 (and no c): x = 0 exactly, as scipy's lsqr
     if not minnorm and c is None and bnorm == 0.0:
@@ -266,7 +293,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         return finish(np.zeros(n), None, method, "b = 0: x = 0 is the exact solution", 0, 0, 0.0, 0.0, _F, [])
 
     # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
-    op = make_operator(sketch_kind, d, T_m, seed=seed)
+    op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
     if state is not None:
         SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
         data.passes = int(state["passes_sketch"])
@@ -280,7 +307,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         warnings.warn(
             f"cond(A) is estimated at {fac.cond:.3g}, beyond 1/eps = {1 / eps:.3g} for {out_dtype}: A is "
             f"numerically rank-deficient (rank {fac.rank} of {T_n} kept), and the solution returned is the "
-            "minimum-norm one over that rank. Silence with warnings.simplefilter('ignore', "
+            "minimum-norm one over that rank (or the sketch did not embed A: the refinement then reports "
+            "istop 9). Silence with warnings.simplefilter('ignore', "
             "distsketch.IllConditionedWarning)", IllConditionedWarning, stacklevel=2)
     if method == "auto" and not minnorm and c is None:
         reason += f"; cond estimate {fac.cond:.3g}"
@@ -302,8 +330,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         data.passes = int(state["passes_done"])
     stage = str(state["stage"]) if state is not None else None
 
-    if meth == "sketch_solve":
-        return finish(fac.x_sketch, None, meth, reason, 4 if fac.rho == 0 else 2, 0, fac.rho, float("nan"), fac,
+    if meth == "sketch_solve":  # nothing is verified: normr is the sketched ||S (A x - b)||
+        return finish(fac.x_sketch, None, meth, reason, NOT_VERIFIED, 0, fac.rho, float("nan"), fac,
                       [{"normr_sketched": fac.rho}])
     if meth == "cholqr" and minnorm:
         y, istop, itn, normr, hist = cholqr_minnorm(
@@ -330,6 +358,18 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         data, bd, fac.precond, start, damp=damp, atol=atol, btol=btol, conlim=conlim, maxiter=maxit, bnorm=bnorm,
         anorm_A=fac.anorm, checkpoint=inner, state=lstate)
     return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
+
+
+def _small_vector(v, name):
+    """A length-n option (``c``, ``x0``) as a float64 vector; complex or ragged input is refused."""
+    try:
+        arr = np.asarray(v)
+    except ValueError as exc:
+        raise ShapeError(f"{name} must be a vector of numbers; got a ragged sequence ({exc})") from None
+    if arr.dtype.kind not in "iufb":
+        raise InputTypeError(f"{name} must hold real numbers; got dtype {arr.dtype}. Pass the real part explicitly "
+                             "if that is what you mean")
+    return arr.astype(np.float64).ravel()
 
 
 def _cast(x, dtype):
