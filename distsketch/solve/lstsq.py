@@ -18,6 +18,7 @@ from ._cholqr import GramFactorError, cholqr_minnorm, cholqr_solve
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
 from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
+from ._scale import scale_rhs, scale_sketch, scale_vector
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
 
@@ -249,14 +250,19 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     d = sketch_size or max((2 if meth == "cholqr" else 4) * T_n, 8)
     if sketch_size is None and sketch_kind in ("uniform", "srct"):
         d = min(d, T_m)  # these draw d distinct rows of m (d >= T_n still holds: T_m >= T_n)
+    # sA, sb: exact power-of-two scales of A and b, 1 unless their norms near over/underflow (_scale.py)
+    sA = sb = 1.0
     if minnorm:
         bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
         bd = None
+        cT, sb = scale_vector(cT)
         bnorm = float(np.linalg.norm(cT))
     else:
         bT, cT = bm, c
         bd = data.distribute(bm)
-        bnorm = data.norm(bd)
+        with np.errstate(over="ignore", under="ignore"):  # a norm that overflows is scaled next
+            bnorm = data.norm(bd)
+        bd, bnorm, sb = scale_rhs(data, bd, bnorm)
     maxit = maxiter if maxiter is not None else (20 if method == "cholqr" else 200)
     ckpt = None
     state = None
@@ -269,6 +275,12 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         state = ckpt.load()
 
     def finish(x, y, meth, reason, istop, itn, normr, normar, fac, history):
+        anorm = fac.anorm
+        if sA != 1.0 or sb != 1.0:  # back from the scaled problem: x = (sA / sb) x'
+            x = x * sA / sb
+            y = None if y is None else y / sb
+            normr, normar, anorm = normr / sb, normar / sA / sb, anorm / sA
+            reason += f"; A and b scaled by 2^{round(math.log2(sA))} and 2^{round(math.log2(sb))} internally (exact)"
         x = _cast(x, out_dtype)
         if istop == 7:
             warnings.warn(f"lstsq ({meth}) reached maxiter={maxit} before its stopping test held "
@@ -283,7 +295,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
             ckpt.remove()
         return LstsqResult(x=x, y=y, method=meth, reason=reason, istop=int(istop), message=MESSAGES[istop],
                            iterations=int(itn), passes=data.passes, normr=float(normr), normar=float(normar),
-                           anorm=fac.anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
+                           anorm=anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
                            history=tuple(history), verified=istop != NOT_VERIFIED)
 
     # b = 0 (and no c): x = 0 exactly, as scipy's lsqr
@@ -294,13 +306,28 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
     # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
     op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
+    def sketch_pass(data):
+        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
+        return sk[0], (sk[1] if bd is not None else None)
+
     if state is not None:
         SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
         data.passes = int(state["passes_sketch"])
         data._checked = True
+        sA = float(state["scale_A"]) if "scale_A" in state else 1.0
+        if sA != 1.0:
+            from ..backends._scaled import ScaledRowData
+
+            data = ScaledRowData(data, sA)
     else:
-        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
-        SA, Sb = sk[0], (sk[1] if bd is not None else None)
+        SA, Sb = sketch_pass(data)
+        data, SA, Sb, sA = scale_sketch(data, SA, Sb, sketch_pass)
+    # the scaled problem's options (see _scale.py): damp' = sA damp, c' = sA sb c, x0' = (sb / sA) x0
+    damp = damp * sA
+    if c is not None:
+        cT = c * sA * sb
+    if x0 is not None:
+        x0 = x0 * sb / sA
     fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=damp)
     eps = np.finfo(np.float64 if out_dtype == np.float64 else np.float32).eps
     if fac.cond > 1 / eps or fac.rank < T_n:
@@ -313,13 +340,14 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if method == "auto" and not minnorm and c is None:
         reason += f"; cond estimate {fac.cond:.3g}"
     if ckpt is not None and state is None:
-        save = {"SA": SA, "passes_sketch": np.array(data.passes)}
+        save = {"SA": SA, "passes_sketch": np.array(data.passes), "scale_A": np.array(sA)}
         if Sb is not None:
             save["Sb"] = Sb
         ckpt.save(stage=np.array("sketch"), **save)
         sketch_state = save
     else:
-        sketch_state = {k: state[k] for k in ("SA", "Sb", "passes_sketch") if k in state} if state else None
+        sketch_state = ({k: state[k] for k in ("SA", "Sb", "passes_sketch", "scale_A") if k in state} if state
+                        else None)
 
     class _Ckpt:  # keeps the sketch in every later checkpoint, so a resume skips pass 1
         def save(self, **kw):
