@@ -252,7 +252,9 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
         ``l = rank + n_oversamples`` columns per block.
     n_power_iter : int or "auto"
         Power (``rsvd``) or Krylov (``block_krylov``) iterations; ``auto`` reads the decay
-        of the first sketch (0 for fast decay, up to 6).
+        of the first sketch (0 for fast decay, up to 6). The Krylov basis is capped at
+        ``min(m, n)`` columns (it then spans the range of ``A``): iterations beyond that
+        are not run, and ``n_power_iter`` in the result says how many were.
     power_iteration_normalizer : {"auto", "QR", "LU", "none"}
         How the small ``n x l`` factor is normalised between iterations (``auto`` = QR).
         The tall factor is always orthonormalised on the backend (shifted CholeskyQR3).
@@ -261,7 +263,16 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     Returns
     -------
     SVDResult
-        ``U`` stays a dask array for lazy input (``Vt`` for a wide one).
+        ``U`` stays a dask array for lazy input (``Vt`` for a wide one). For ``A = 0``:
+        ``s = 0`` and ``U``, ``Vt`` the first columns/rows of the identity (any orthonormal
+        pair is an SVD of the zero matrix; ``tol`` mode returns rank 1).
+
+    Notes
+    -----
+    Data near overflow or underflow (``||A||_F^2`` outside ``[1e-280, 1e280]``, entries
+    of ``1e200`` or ``1e-300``) is detected after the first pass and the computation rerun
+    on ``2^-e A`` (an exact scaling; ``e`` from one pass), so such data costs two passes
+    more; ``s``, ``error_estimate`` and ``norm_fro`` are scaled back.
 
     Raises
     ------
@@ -510,7 +521,8 @@ def nystrom(A, rank, *, n_oversamples=10, seed=None) -> NystromResult:
     ``B = (Y + nu Omega) C^{-1} = Q R`` (on the backend); ``R = U_R S V.T``; then
     ``A ~ (Q U_R) diag(max(S^2 - nu, 0)) (Q U_R).T`` (Tropp, Yurtsever, Udell, Cevher,
     SIMAX 2017, Alg. 3; RandLAPACK REVD2). Symmetry is checked cheaply on three
-    ``128 x 128`` block pairs before any pass.
+    ``128 x 128`` block pairs before any pass. ``A = 0`` gives ``lam = 0`` (``U`` the first
+    columns of the identity); data near over/underflow is scaled as in :func:`svd`.
     """
     A = as_matrix(A)
     _check_symmetric(A)

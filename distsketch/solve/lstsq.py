@@ -94,7 +94,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     b : array_like of length m (numpy or dask)
     method : {"auto", "sketch_solve", "sketch_precondition", "cholqr"}
         ``sketch_solve``: one pass, ``||A x - b|| <= (1 + eps)/(1 - eps) min ||A z - b||``
-        with ``eps`` reported in ``eps_sketch``. ``sketch_precondition``: LSQR on ``A N``
+        with ``eps`` reported in ``eps_sketch`` when the sketch embeds ``A``; nothing is
+        verified, so it reports istop 8 and ``converged`` False (m >= n, no ``c``). ``sketch_precondition``: LSQR on ``A N``
         with the fused one-read step, warm-started from the sketch-and-solve solution and
         refined. ``cholqr``: randomized Cholesky QR and refinement, 3-4 passes in all.
         ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
@@ -115,7 +116,9 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         call with the same arguments resumes from it and ends with the same ``x``. It is
         removed when the solve finishes.
     sketch_kind, sketch_size : str, int
-        The sketching operator (default ``sparse_sign``, ``d = 4n``).
+        The sketching operator (default ``sparse_sign``; ``d = max(4n, 8)``, ``max(2n, 8)``
+        for ``cholqr``, at most ``m`` for ``uniform``/``srct``; ``n`` is ``m`` for wide
+        ``A``). ``sketch_size`` must be at least ``n``.
     conlim : float
         LSQR's limit on the condition estimate of the preconditioned operator.
 
@@ -126,19 +129,26 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     Raises
     ------
     ShapeError
-        ``b`` (or ``c``, ``x0``) of the wrong length; empty ``A``.
+        ``b`` (or ``c``, ``x0``) of the wrong length or ragged; empty ``A``.
     ParameterError
         Unknown method; negative tolerances, ``damp`` or ``maxiter``; a ``c`` or ``damp``
-        with ``m < n``; a checkpoint written for other arguments.
+        with ``m < n``; ``sketch_size`` below ``n`` (``m`` for wide ``A``); ``sketch_solve``
+        with ``c`` or wide ``A``; a checkpoint written for other arguments.
+    InputTypeError
+        Complex, string or masked input (with masked entries), a scipy sparse matrix.
     NonFiniteError
-        NaN or Inf in ``A`` or ``b``, found in the first pass, naming the chunk.
+        NaN or Inf in ``A`` or ``b`` (found in the first pass, naming the chunk) or ``x0``.
+    GramFactorError
+        With ``c``: the Gram matrix of ``A N`` is not positive definite (the sketch did not
+        embed ``A``); without ``c`` the solve falls back to LSQR.
 
     Warns
     -----
     IllConditionedWarning
         The sketch estimates ``cond(A) > 1/eps``.
     ConvergenceWarning
-        ``maxiter`` reached (``istop = 7``); ``x`` is the best iterate.
+        ``maxiter`` reached (``istop = 7``), or the refinement stalled above the rounding
+        level (``istop = 9``: the sketch did not embed ``A``); ``x`` is the best iterate.
 
     Notes
     -----
@@ -149,7 +159,15 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
     The final tests, on the returned ``x`` with ``||A||`` estimated by ``||S A||_F``:
     ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (istop 1) or
-    ``||A.T r - damp^2 x - c|| <= atol ||A|| ||r||`` (istop 2).
+    ``||A.T r - damp^2 x - c|| <= atol ||A|| ||r||`` (istop 2), or, when the refinement stops
+    improving, ``||A.T r - damp^2 x - c|| <= 10 sqrt(n) eps ||A|| (||r|| + ||A|| ||x||)``
+    (istop 5, the rounding level; istop 4 for the minimum-norm problem). All are
+    evaluated on the true residual of the returned ``x``; a stall above the rounding level
+    is istop 9 and ``converged`` is False. ``sketch_solve`` checks nothing (istop 8).
+
+    Scaling: ``A`` and ``b`` whose norms are outside ``[1e-100, 1e100]`` are multiplied by
+    powers of two (exact) and the answer scaled back, so ``A * 1e-300`` gives ``x * 1e300``
+    (no extra pass, unless the sketch itself overflows: then two).
 
     References
     ----------
