@@ -416,3 +416,13 @@ def test_mpi_rank_without_rows(tmp_path):
                        timeout=180)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "rows per rank [0, 150, 150]" in p.stdout, p.stdout
+
+
+def test_non_finite_sketch_is_a_non_finite_error():
+    """A sketch that is not finite (overflow in S A of finite data) is a NonFiniteError, not FloatingPointError."""
+    from distsketch.solve._precond import build_precond
+
+    SA = np.ones((8, 3))
+    SA[2, 1] = np.inf
+    with pytest.raises(NonFiniteError, match=r"the sketch S A is not finite although A was"):
+        build_precond(SA, None)
