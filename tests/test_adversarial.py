@@ -40,6 +40,10 @@ ADUP = np.hstack([A[:, :6], A[:, :6]])  # duplicated columns: rank 6 of 12
 SPSD = RNG.standard_normal((80, 5))
 PSD5 = SPSD @ SPSD.T  # 80 x 80 PSD of rank 5
 ADEC = RNG.standard_normal((300, 25)) * np.logspace(0, -3, 25)  # decaying spectrum for svd rows
+# wide and cond 1e14 (~ 1/(m eps)): the sketch keeps rank 39 of 40, so A x = b cannot be met to rounding
+AW14 = (np.linalg.qr(RNG.standard_normal((40, 40)))[0] * np.logspace(0, -14, 40)) @ \
+    np.linalg.qr(RNG.standard_normal((1500, 40)))[0].T
+BW14 = AW14 @ RNG.standard_normal(1500)
 
 
 def gelsd(A_, b_, cond=None):
@@ -81,6 +85,20 @@ def not_converged(istop, wrong_ref=None):
             assert any(issubclass(x.category, ds.ConvergenceWarning) for x in w)
         if wrong_ref is not None:  # it is indeed wrong: the status is what saves the user
             assert rel(res.x, wrong_ref) > 1e-6
+    return check
+
+
+def honest_minnorm(A_, b_):
+    """Converged only if ||b - A x|| is at LAPACK's rounding level; otherwise istop 9 with a warning."""
+    def check(res, w):
+        x_l = np.linalg.lstsq(A_, b_, rcond=1e-16)[0]
+        lapack_level = np.linalg.norm(b_ - A_ @ x_l) / (np.linalg.norm(A_, 2) * np.linalg.norm(x_l))
+        ours = np.linalg.norm(b_ - A_ @ res.x) / (np.linalg.norm(A_, 2) * np.linalg.norm(res.x))
+        if res.converged:
+            assert ours <= 100 * max(lapack_level, np.finfo(float).eps), (ours, lapack_level)
+        else:
+            assert res.istop == 9 and any(issubclass(x.category, ds.ConvergenceWarning) for x in w)
+            assert "||A x - b||" in str([str(x.message) for x in w])
     return check
 
 
@@ -158,6 +176,9 @@ CASES = [
     pytest.param(lstsq(AHEAVY, BHEAVY, method="cholqr"), solves(gelsd(AHEAVY, BHEAVY), 1e-8), id="heavy-rows-sparse"),
     # control: uniform sampling of incoherent (Gaussian) data is fine and certified
     pytest.param(lstsq(A, B, sketch_kind="uniform"), solves(gelsd(A, B)), id="uniform-incoherent"),
+    # wide, cond 1e14: main said istop 4 "small enough for this machine" with ||b - A x|| 1e7 x rounding
+    pytest.param(lstsq(AW14, BW14), honest_minnorm(AW14, BW14), id="wide-cond1e14"),
+    pytest.param(lstsq(AW14, BW14, atol=0.0, btol=0.0), honest_minnorm(AW14, BW14), id="wide-cond1e14-tol0"),
     # sketch_solve tests nothing: main said istop 2 "good enough, given atol", converged
     pytest.param(lstsq(A, B, method="sketch_solve"), sketch_solve_bound(A, B), id="sketch_solve-unverified"),
     # ---- item 4: small and odd shapes ------------------------------------------------------------

@@ -21,9 +21,10 @@ MESSAGES = (
     "The iteration limit has been reached",
     "Not verified: sketch-and-solve bound only (no pass computed the true residual); use method='cholqr' or "
     "'sketch_precondition' for a verified solution",
-    "The refinement stopped improving before a stopping test held on the true residual: the sketch did not "
-    "embed A; use a mixing sketch (sketch_kind='sparse_sign', 'gaussian' or 'srct'; uniform sampling fails on "
-    "coherent data) or a larger sketch_size",
+    "The refinement stopped improving above the rounding level of the true residual: the sketch did not "
+    "embed A (use a mixing sketch, sketch_kind='sparse_sign', 'gaussian' or 'srct': uniform sampling fails on "
+    "coherent data; or a larger sketch_size), or A is numerically rank-deficient (see rank) and b is not in its "
+    "numerical range",
 )
 
 #: istop codes whose test was evaluated on the true residual of the returned x

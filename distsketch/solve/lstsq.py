@@ -305,10 +305,12 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
                           f"(normr={normr:.3g}, normar={normar:.3g}); x is the best iterate. Raise maxiter "
                           "or loosen atol/btol", ConvergenceWarning, stacklevel=3)
         if istop == STALLED:
+            what = f"||A x - b|| = {normr:.3g}" if minnorm else f"||A.T r|| = {normar:.3g}"
             warnings.warn(f"lstsq ({meth}) did not converge: the refinement stopped improving with the true "
-                          f"||A.T r|| = {normar:.3g} far above rounding (sketch {sketch_kind!r}, d={d}); x is "
-                          "the best iterate. Use a mixing sketch_kind ('sparse_sign', 'gaussian', 'srct') or a "
-                          "larger sketch_size", ConvergenceWarning, stacklevel=3)
+                          f"{what} above the rounding level (sketch {sketch_kind!r}, d={d}, rank {fac.rank} of "
+                          f"{T_n} kept); x is the best iterate. Use a mixing sketch_kind ('sparse_sign', "
+                          "'gaussian', 'srct') or a larger sketch_size; if rank < n, A is numerically "
+                          "rank-deficient and b is not in its numerical range", ConvergenceWarning, stacklevel=3)
         if ckpt is not None:
             ckpt.remove()
         return LstsqResult(x=x, y=y, method=meth, reason=reason, istop=int(istop), message=MESSAGES[istop],
