@@ -302,6 +302,21 @@ CASES = [
                  id="atol-negative"),
     pytest.param(lstsq(A, B, btol=float("nan")), Raises(ParameterError, r"btol must be a finite number >= 0"),
                  id="btol-nan"),
+    # damp 1e300: main raised a raw OverflowError (damp^2)
+    pytest.param(lstsq(A, B, damp=1e300), Raises(ParameterError, r"damp=1e\+300 is so large relative to A .*damp\^2 "
+                 r"overflows float64"), id="damp-1e300"),
+    # but a large damp on data of the same scale is fine (scaled together)
+    pytest.param(lstsq(A * 1e200, B, damp=3e200), solves(np.linalg.solve(A.T @ A + 9 * np.eye(12), A.T @ B) * 1e-200),
+                 id="ridge-A*1e200-damp3e200"),
+    # a rank-1 tall matrix (all columns equal): the minimum-norm solution as pinv
+    pytest.param(lstsq(np.ones((50, 3)), np.arange(50.0)), solves(np.linalg.pinv(np.ones((50, 3))) @ np.arange(50.0),
+                                                                   1e-10), id="rank1-tall"),
+    # 0 x = 1: x = 0 is the least-squares solution, and A.T r = 0 holds exactly
+    pytest.param(lstsq([[0.0]], [1.0]), solves(np.zeros(1)), id="1x1-zero"),
+    # float32 data at 1e30 (scaled internally), answer in float32
+    pytest.param(lstsq((A * 1e30).astype(np.float32), B), lambda res, w: (
+        np.testing.assert_equal(res.x.dtype, np.float32), solves(gelsd(A, B) * 1e-30, 1e-5)(res, w)),
+        id="float32-A*1e30"),
     pytest.param(lstsq(A, B, method="qr"), Raises(ParameterError, r"unknown method 'qr'"), id="method-unknown"),
     pytest.param(lstsq(A, B[:-1]), Raises(ShapeError, r"b must have m=600 entries.*got shape \(599,\)"),
                  id="b-wrong-length"),

@@ -343,6 +343,10 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         SA, Sb = sketch_pass(data)
         data, SA, Sb, sA = scale_sketch(data, SA, Sb, sketch_pass)
     # the scaled problem's options (see _scale.py): damp' = sA damp, c' = sA sb c, x0' = (sb / sA) x0
+    if damp * sA > 1e150:  # damp'^2 would overflow: relative to ||A||, damp is beyond float64
+        raise ParameterError(
+            f"damp={damp:.3g} is so large relative to A (||S A||_F ~ {np.linalg.norm(SA) / sA:.3g}) that damp^2 "
+            "overflows float64; the ridge solution is x = 0 to working precision: pass a smaller damp")
     damp = damp * sA
     if c is not None:
         cT = c * sA * sb
