@@ -68,7 +68,8 @@ def body(comm, args):
                            maxiter=args.maxiter, checkpoint=ck)
     meta = {"method": res.method, "reason": res.reason, "istop": res.istop, "message": res.message,
             "iterations": res.iterations, "passes": res.passes, "normr": res.normr, "normar": res.normar,
-            "cond_estimate": res.cond, "rank": res.rank, "seed": res.seed, "ranks": comm.size}
+            "cond_estimate": res.cond, "rank": res.rank, "seed": res.seed, "verified": res.verified,
+            "ranks": comm.size}
     tmp = tmp_path(args.out, comm)
     if comm.rank == 0:
         g = zarr.open_group(tmp, mode="w")

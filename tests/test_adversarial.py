@@ -423,7 +423,7 @@ def test_cli_exit_status_for_sketch_solve_is_zero_when_requested(tmp_path):
 
     p = run("sketch_solve", "x1.zarr")
     assert p.returncode == 0, p.stderr
-    assert '"istop": 8' in p.stdout
+    assert '"istop": 8' in p.stdout and '"verified": false' in p.stdout
 
 
 @pytest.mark.mpi
@@ -462,3 +462,30 @@ def test_non_finite_sketch_is_a_non_finite_error():
     SA[2, 1] = np.inf
     with pytest.raises(NonFiniteError, match=r"the sketch S A is not finite although A was"):
         build_precond(SA, None)
+
+
+@pytest.mark.parametrize("method", ["sketch_precondition", "cholqr"])
+def test_checkpoint_resume_of_scaled_data(tmp_path, monkeypatch, method):
+    """A * 1e-300 is solved scaled; the scale is kept in the checkpoint, so a resumed run ends with the same x."""
+    from distsketch import passes as P
+
+    As = A * 1e-300
+    full = ds.lstsq(As, B, method=method, atol=1e-15, btol=1e-15, seed=4)
+    assert full.converged and rel(full.x, gelsd(A, B) * 1e300) <= 1e-10
+    ck = tmp_path / "ck.npz"
+    real, calls = P.lsqr_step, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == (7 if method == "sketch_precondition" else 1):
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(P, "lsqr_step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ds.lstsq(As, B, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
+    assert ck.exists()
+    monkeypatch.setattr(P, "lsqr_step", real)
+    resumed = ds.lstsq(As, B, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
+    np.testing.assert_array_equal(resumed.x, full.x)
+    assert resumed.passes == full.passes and resumed.converged
