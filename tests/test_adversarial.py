@@ -228,7 +228,8 @@ CASES = [
                  lambda res, w: (np.testing.assert_array_equal(res.lam, 0),
                                  np.testing.assert_allclose(res.U.T @ res.U, np.eye(4))), id="nystrom-zero"),
     pytest.param(lambda: ds.qb(np.zeros((90, 14)), rank=4, seed=0),
-                 lambda res, w: (np.testing.assert_array_equal(res.B, 0), np.testing.assert_equal(res.error_estimate, 0)),
+                 lambda res, w: (np.testing.assert_array_equal(res.B, 0),
+                                 np.testing.assert_equal(res.error_estimate, 0)),
                  id="qb-zero"),
     # lstsq of A = 0: x = 0 is the minimum-norm solution and A.T r = 0 holds exactly
     pytest.param(lstsq(np.zeros((100, 4)), np.ones(100)), solves(np.zeros(4)), id="lstsq-zero-A"),

@@ -95,10 +95,10 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     method : {"auto", "sketch_solve", "sketch_precondition", "cholqr"}
         ``sketch_solve``: one pass, ``||A x - b|| <= (1 + eps)/(1 - eps) min ||A z - b||``
         with ``eps`` reported in ``eps_sketch`` when the sketch embeds ``A``; nothing is
-        verified, so it reports istop 8 and ``converged`` False (m >= n, no ``c``). ``sketch_precondition``: LSQR on ``A N``
-        with the fused one-read step, warm-started from the sketch-and-solve solution and
-        refined. ``cholqr``: randomized Cholesky QR and refinement, 3-4 passes in all.
-        ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
+        verified, so it reports istop 8 and ``converged`` False (m >= n, no ``c``).
+        ``sketch_precondition``: LSQR on ``A N`` with the fused one-read step, warm-started
+        from the sketch-and-solve solution and refined. ``cholqr``: randomized Cholesky QR
+        and refinement, 3-4 passes in all. ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
     atol, btol : float
         Stopping tolerances (scipy lsqr's meaning; see the Notes).
     maxiter : int, optional
@@ -133,7 +133,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     ParameterError
         Unknown method; negative tolerances, ``damp`` or ``maxiter``; a ``c`` or ``damp``
         with ``m < n``; ``sketch_size`` below ``n`` (``m`` for wide ``A``); ``sketch_solve``
-        with ``c`` or wide ``A``; a checkpoint written for other arguments.
+        with ``c`` or wide ``A``; a checkpoint written for other arguments; a ``damp`` whose
+        square overflows relative to ``||A||`` (raised after the sketch, which gives the scale).
     InputTypeError
         Complex, string or masked input (with masked entries), a scipy sparse matrix.
     NonFiniteError
@@ -326,6 +327,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
     # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
     op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
+
     def sketch_pass(data):
         sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
         return sk[0], (sk[1] if bd is not None else None)
