@@ -239,6 +239,9 @@ CASES = [
         svals(sv(ADEC) * f, 4, 0.05 if m == "single_pass" else 1e-6)(res, w),
         np.testing.assert_allclose(res.s / f, ds.svd(ADEC, 4, method=m, seed=0).s, rtol=1e-13)),
         id=f"svd-scale{f:g}-{m}") for f in (1e200, 1e-300) for m in ("rsvd", "block_krylov", "single_pass")],
+    # entries near the float64 limit whose singular values are beyond it: an error, not s = inf
+    pytest.param(svd(A * 1e307, 3), Raises(NonFiniteError, r"the singular values of A \(up to .* x 2\^1020\) exceed "
+                 r"the float64 range"), id="svd-s-beyond-float64"),
     pytest.param(svd(ADEC * 1e250, tol=0.2), lambda res, w: (
         np.testing.assert_allclose(res.s / 1e250, sv(ADEC)[:res.rank], rtol=1e-10)), id="svd-tol-scale1e250"),
     # rank-5 PSD scaled: the rank-5 Nystrom approximation is exact, so lam are its eigenvalues

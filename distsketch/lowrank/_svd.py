@@ -37,7 +37,7 @@ from .. import passes
 from .._inputs import as_matrix, is_lazy
 from ..backends import as_rowdata
 from ..backends._scaled import ScaledRowData, max_exponent, pow2_scale
-from ..errors import ParameterError, ShapeError
+from ..errors import NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._orth import apply_right, orthonormalize
@@ -320,6 +320,11 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     if scale == 1.0:
         return res
     e = -round(math.log2(scale))
+    with np.errstate(over="ignore"):
+        big = not np.all(np.isfinite(res.s / scale))
+    if big:
+        raise NonFiniteError(f"the singular values of A (up to {res.s[0]:.6g} x 2^{e}) exceed the float64 range "
+                             "although its entries do not; scale A down (A / 2**k) and the singular values up")
     return dataclasses.replace(res, s=res.s / scale, error_estimate=res.error_estimate / scale,
                                norm_fro=res.norm_fro / scale, passes=data.passes,
                                reason=res.reason + f"; A scaled by 2^{-e} internally (entries up to ~2^{e} "
