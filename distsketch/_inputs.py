@@ -240,8 +240,22 @@ def as_matrix(A, name: str = "A", *, ndim=(2,), allow_missing_chunks: bool = Fal
         A = open_array(A, allow_missing_chunks=allow_missing_chunks)
     if isinstance(A, da.Array):
         pass
+    elif isinstance(A, np.ma.MaskedArray):
+        nmask = int(np.ma.count_masked(A))
+        if nmask:
+            raise InputTypeError(
+                f"{name} is a masked array with {nmask} masked entr{'y' if nmask == 1 else 'ies'}; distsketch needs "
+                f"every entry: fill them ({name}.filled(value)) or drop the rows that hold them")
+        A = np.asarray(A.data)  # nothing masked: the data itself
+    elif type(A).__module__.startswith("scipy.sparse"):
+        raise InputTypeError(f"{name} is a scipy sparse matrix ({type(A).__name__}); distsketch works on dense "
+                             f"arrays: pass {name}.toarray() (or a dask array) instead")
     elif isinstance(A, np.ndarray) or hasattr(A, "__array__") or isinstance(A, (list, tuple)):
-        A = np.asarray(A)
+        try:
+            A = np.asarray(A)
+        except ValueError as exc:  # ragged nested lists
+            raise ShapeError(f"{name} is a ragged sequence (rows of different lengths): {exc}; pass a rectangular "
+                             "array") from None
     else:
         raise InputTypeError(
             f"{name} must be a numpy array, a dask array, a zarr array or the path of a Zarr array; "
@@ -250,7 +264,14 @@ def as_matrix(A, name: str = "A", *, ndim=(2,), allow_missing_chunks: bool = Fal
     if A.ndim not in ndim:
         want = " or ".join(f"{k}-D" for k in ndim)
         raise ShapeError(f"{name} must be {want}; got an array with shape {A.shape}")
-    dt = float_dtype(A.dtype)
+    try:
+        dt = float_dtype(A.dtype)
+    except InputTypeError:
+        hint = ("complex data is not supported: pass the real part (A.real) if the imaginary part is zero, or "
+                "solve real and imaginary parts as a real problem twice the size" if A.dtype.kind == "c"
+                else "convert it to numbers first (A.astype(float))")
+        raise InputTypeError(f"{name} has dtype {A.dtype}; distsketch needs real floating-point, integer or boolean "
+                             f"data: {hint}") from None
     if A.dtype != dt:
         A = A.astype(dt)
     return A

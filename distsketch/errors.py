@@ -9,6 +9,8 @@ Messages follow one pattern: what was required, what was received, how to fix it
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = [
     "DistsketchError",
     "ShapeError",
@@ -20,6 +22,7 @@ __all__ = [
     "CorruptChunkError",
     "DataChangedError",
     "CheckpointError",
+    "GramFactorError",
 ]
 
 
@@ -61,3 +64,12 @@ class DataChangedError(DistsketchError, ValueError):
 
 class CheckpointError(DistsketchError, ValueError):
     """A checkpoint file exists but cannot be read (truncated or not a distsketch checkpoint)."""
+
+
+class GramFactorError(DistsketchError, np.linalg.LinAlgError):
+    """The Cholesky factor of the preconditioned Gram matrix ``(A N).T (A N)`` does not exist.
+
+    ``N`` comes from the sketch; the failure means the sketch did not embed the column
+    space of ``A`` (too few rows, or row sampling of coherent data). Also a
+    ``numpy.linalg.LinAlgError`` (itself a ``ValueError``).
+    """

@@ -27,6 +27,7 @@ Error estimates of ``rsvd``, ``block_krylov`` and ``qb`` use ``||A||_F^2 - sum s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -35,7 +36,8 @@ import scipy.linalg
 from .. import passes
 from .._inputs import as_matrix, is_lazy
 from ..backends import as_rowdata
-from ..errors import ParameterError, ShapeError
+from ..backends._scaled import ScaledRowData, max_exponent, pow2_scale
+from ..errors import NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._orth import apply_right, orthonormalize
@@ -94,6 +96,60 @@ def _svd_of_qb(data, Q, BT, k):
     return U, s[:k], Vt[:k], s
 
 
+class _Rescale(Exception):
+    """The first pass over- or underflowed: rerun on ``2^-e A`` (exact) and un-scale the result."""
+
+
+class _Zero(Exception):
+    """``A X = 0`` and ``||A||_F = 0`` for a Gaussian ``X``: ``A`` is the zero matrix."""
+
+    def __init__(self, Y):
+        self.Y = Y
+
+
+# ||A||_F^2 outside this range is too close to overflow or underflow for the Gram-type products
+_SAFE_FRO2 = (1e-280, 1e280)
+
+
+def _check_first(data, fro2, Y, *small):
+    """After the first pass: raise :class:`_Zero` for ``A = 0``, :class:`_Rescale` when out of range."""
+    finite = math.isfinite(fro2) and all(np.all(np.isfinite(x)) for x in small)
+    if finite and _SAFE_FRO2[0] <= fro2 <= _SAFE_FRO2[1]:
+        return
+    if fro2 == 0 and max_exponent(data, Y) is None:  # no read of A: Y = A X is distributed
+        raise _Zero(Y)
+    if not isinstance(data, ScaledRowData):
+        raise _Rescale()
+
+
+def _k_eye(r0, dist, k):
+    rows = dist[0].shape[0]
+    out = np.zeros((rows, k))
+    idx = np.arange(r0, r0 + rows)
+    hit = idx < k
+    out[np.flatnonzero(hit), idx[hit]] = 1.0
+    return (out,), ()
+
+
+def _eye_columns(data, Y, k):
+    """The first ``k`` columns of the ``m x m`` identity, distributed like ``Y``."""
+    (E,), _ = data.dist_pass(_k_eye, dist=(Y,), small=(int(k),), dist_out=((int(k), np.float64),))
+    return E
+
+
+def _rescaled(run, data):
+    """``run(data)``, or ``run`` on ``2^-e A`` (one more pass, for ``e``) if the first pass went out of range.
+
+    Returns ``(result, scale)``; the caller divides singular values and norms by ``scale``.
+    """
+    try:
+        return run(data), 1.0
+    except _Rescale:
+        e = max_exponent(data)
+        scale = pow2_scale(e, data.dtype)
+        return run(ScaledRowData(data, scale)), scale
+
+
 def _estimate(fro2, s_kept):
     return float(math.sqrt(max(fro2 - float(np.sum(s_kept**2)), 0.0)))
 
@@ -144,13 +200,25 @@ def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
     X = _gaussian_block(n, l, seed, 0)
     # pass 1: Y = A X, W = A.T Y, ||A||_F^2
     Y, W, fro2 = passes.matmul_rmatmul(data, X, frobenius=True)
+    _check_first(data, fro2, Y, W)
     note = ""
     if q == "auto":
         q, note = _auto_power_iter(np.linalg.svd(W, compute_uv=False), k, l, n, krylov)
     blocks = [Y]
+    # a Krylov basis of A lies in range(A): more than min(m, n) columns add nothing but memory,
+    # so it is capped there (the last block trimmed); at the cap it spans range(A) and the SVD is exact
+    cap, width = min(m, n), Y.shape[1]
     for i in range(q):
+        if krylov and width >= cap:
+            note = (note + "; " if note else "") + (f"Krylov basis capped at min(m, n) = {cap} columns after {i} "
+                                                     f"of {q} iteration(s)")
+            q = i
+            break
         Z = _normalize(W, normalizer)
-        if i == q - 1:
+        if krylov and width + Z.shape[1] > cap:
+            Z = Z[:, : cap - width]
+        width += Z.shape[1]
+        if i == q - 1 or (krylov and width >= cap):
             Y = passes.matmul(data, Z)  # the last step needs no A.T image
         else:
             Y, W = passes.matmul_rmatmul(data, Z)
@@ -184,7 +252,9 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
         ``l = rank + n_oversamples`` columns per block.
     n_power_iter : int or "auto"
         Power (``rsvd``) or Krylov (``block_krylov``) iterations; ``auto`` reads the decay
-        of the first sketch (0 for fast decay, up to 6).
+        of the first sketch (0 for fast decay, up to 6). The Krylov basis is capped at
+        ``min(m, n)`` columns (it then spans the range of ``A``): iterations beyond that
+        are not run, and ``n_power_iter`` in the result says how many were.
     power_iteration_normalizer : {"auto", "QR", "LU", "none"}
         How the small ``n x l`` factor is normalised between iterations (``auto`` = QR).
         The tall factor is always orthonormalised on the backend (shifted CholeskyQR3).
@@ -193,7 +263,16 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     Returns
     -------
     SVDResult
-        ``U`` stays a dask array for lazy input (``Vt`` for a wide one).
+        ``U`` stays a dask array for lazy input (``Vt`` for a wide one). For ``A = 0``:
+        ``s = 0`` and ``U``, ``Vt`` the first columns/rows of the identity (any orthonormal
+        pair is an SVD of the zero matrix; ``tol`` mode returns rank 1).
+
+    Notes
+    -----
+    Data near overflow or underflow (``||A||_F^2`` outside ``[1e-280, 1e280]``, entries
+    of ``1e200`` or ``1e-300``) is detected after the first pass and the computation rerun
+    on ``2^-e A`` (an exact scaling; ``e`` from one pass), so such data costs two passes
+    more; ``s``, ``error_estimate`` and ``norm_fro`` are scaled back.
 
     Raises
     ------
@@ -226,10 +305,36 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     seed = resolve_seed(seed)
     normalizer = "QR" if power_iteration_normalizer == "auto" else power_iteration_normalizer
 
+    if tol is not None and method not in ("auto", "rsvd"):
+        raise ParameterError(f"tol mode runs the blocked QB (method 'auto' or 'rsvd'); got {method!r}")
+    try:
+        res, scale = _rescaled(lambda d: _svd_run(d, wide, A, rank, tol, method, n_oversamples, n_power_iter,
+                                                  normalizer, seed), data)
+    except _Zero as z:
+        k = int(rank) if rank is not None else 1
+        U = _eye_columns(data, z.Y, k)
+        Vt = np.eye(n)[:k]
+        return _finish(data, wide, A, U, np.zeros(k), Vt, 0.0, method if method != "auto" else "rsvd",
+                       "A is zero: s = 0 and U, Vt are the first columns of the identity (any orthonormal pair "
+                       "is an SVD of 0)", 0, seed, 0.0)
+    if scale == 1.0:
+        return res
+    e = -round(math.log2(scale))
+    with np.errstate(over="ignore"):
+        big = not np.all(np.isfinite(res.s / scale))
+    if big:
+        raise NonFiniteError(f"the singular values of A (up to {res.s[0]:.6g} x 2^{e}) exceed the float64 range "
+                             "although its entries do not; scale A down (A / 2**k) and the singular values up")
+    return dataclasses.replace(res, s=res.s / scale, error_estimate=res.error_estimate / scale,
+                               norm_fro=res.norm_fro / scale, passes=data.passes,
+                               reason=res.reason + f"; A scaled by 2^{-e} internally (entries up to ~2^{e} "
+                                                   "over- or underflow its Gram products): 2 extra passes")
+
+
+def _svd_run(data, wide, A, rank, tol, method, n_oversamples, n_power_iter, normalizer, seed):
+    m, n = data.shape
     if tol is not None:
-        if method not in ("auto", "rsvd"):
-            raise ParameterError(f"tol mode runs the blocked QB (method 'auto' or 'rsvd'); got {method!r}")
-        res = qb(data, tol=tol, seed=seed)
+        res = _qb_run(data, None, tol, 32, min(m, n), seed)  # scaled units: svd() un-scales
         U, s, Vt, sall = _svd_of_qb(data, res.Q, res.B.T, res.B.shape[0])
         # smallest k whose estimated error meets tol
         tail = res.norm_fro**2 - np.cumsum(sall**2)
@@ -282,6 +387,7 @@ def _single_pass(data, wide, A, k, l, seed):
     psi = make_operator("gaussian", l2, m, seed=seed, stream=1)
     theta = make_operator("gaussian", s_test, m, seed=seed, stream=2)
     Y, (W, TA), fro2 = passes.sketch_both_sides(data, omega, (psi, theta))
+    _check_first(data, fro2, Y, W, TA)
     Q, _ = orthonormalize(data, Y)
     _, (PQ, TQ) = data.dist_pass(_k_left_apply, dist=(Q,), small=((psi, theta),))
     X = np.linalg.lstsq(PQ, W, rcond=None)[0]  # X = (Psi Q)^+ Psi A
@@ -331,9 +437,24 @@ def qb(A, *, rank=None, tol=None, block_size=None, seed=None, max_rank=None) -> 
     b = int(block_size or (max(10, target // 4) if rank is not None else 32))
     if b < 1:
         raise ParameterError(f"block_size must be a positive integer; got {block_size!r}")
+    try:
+        res, scale = _rescaled(lambda d: _qb_run(d, rank, tol, b, target, seed), data)
+    except _Zero as z:  # A = 0: Q B = 0 exactly, with Q the first columns of the identity
+        k = min(b, target)
+        return QBResult(Q=_eye_columns(data, z.Y, k), B=np.zeros((k, n)), passes=data.passes, error_estimate=0.0,
+                        norm_fro=0.0, history=({"block": 0, "columns": k, "error_estimate": 0.0},), seed=seed)
+    if scale != 1.0:
+        res = dataclasses.replace(res, B=res.B / scale, error_estimate=res.error_estimate / scale,
+                                  norm_fro=res.norm_fro / scale, passes=data.passes)
+    return res
+
+
+def _qb_run(data, rank, tol, b, target, seed):
+    m, n = data.shape
     Qs, Bs, history = [], [], []
     Y, fro2 = passes.right_sketch(data, make_operator("gaussian", min(b, target), n, seed=seed, stream=0),
                                   frobenius=True)
+    _check_first(data, fro2, Y)
     E = fro2
     floor = 100 * np.finfo(np.float64).eps * fro2
     i = 0
@@ -405,7 +526,8 @@ def nystrom(A, rank, *, n_oversamples=10, seed=None) -> NystromResult:
     ``B = (Y + nu Omega) C^{-1} = Q R`` (on the backend); ``R = U_R S V.T``; then
     ``A ~ (Q U_R) diag(max(S^2 - nu, 0)) (Q U_R).T`` (Tropp, Yurtsever, Udell, Cevher,
     SIMAX 2017, Alg. 3; RandLAPACK REVD2). Symmetry is checked cheaply on three
-    ``128 x 128`` block pairs before any pass.
+    ``128 x 128`` block pairs before any pass. ``A = 0`` gives ``lam = 0`` (``U`` the first
+    columns of the identity); data near over/underflow is scaled as in :func:`svd`.
     """
     A = as_matrix(A)
     _check_symmetric(A)
@@ -414,10 +536,25 @@ def nystrom(A, rank, *, n_oversamples=10, seed=None) -> NystromResult:
         raise ParameterError(f"rank must be an integer in [1, n={n}]; got {rank!r}")
     seed = resolve_seed(seed)
     data = as_rowdata(A)
+    try:
+        res, scale = _rescaled(lambda d: _nystrom_run(d, A, rank, n_oversamples, seed), data)
+    except _Zero as z:  # A = 0: lam = 0, U the first columns of the identity
+        U = _eye_columns(data, z.Y, int(rank))
+        return NystromResult(U=U if is_lazy(A) else np.asarray(U), lam=np.zeros(int(rank)), passes=data.passes,
+                             shift=0.0, seed=seed)
+    if scale != 1.0:
+        res = dataclasses.replace(res, lam=res.lam / scale, shift=res.shift / scale, passes=data.passes)
+    return res
+
+
+def _nystrom_run(data, A, rank, n_oversamples, seed):
+    n = data.shape[0]
     l = min(n, int(rank) + int(n_oversamples))
     om = make_operator("gaussian", l, n, seed=seed, stream=0)  # Omega = om.T (n x l)
     Y = passes.right_sketch(data, om)
-    nu = float(np.finfo(np.float64).eps * math.sqrt(data.dist_pass(_k_sumsq, dist=(Y,))[1][0][0]))
+    ysq = float(data.dist_pass(_k_sumsq, dist=(Y,))[1][0][0])
+    _check_first(data, ysq, Y)
+    nu = float(np.finfo(np.float64).eps * math.sqrt(ysq))
     (Ynu,), _ = data.dist_pass(_k_shift, dist=(Y,), small=(om, nu), dist_out=((l, np.float64),))
     _, (M,) = data.dist_pass(_k_left_apply, dist=(Ynu,), small=((om,),))  # Omega.T Y_nu
     M = (M + M.T) / 2

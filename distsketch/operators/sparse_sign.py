@@ -67,6 +67,8 @@ class SparseSign(SketchOperator):
 
     def _csc(self, j0: int, j1: int, dtype) -> sp.csc_matrix:
         """``S[:, j0:j1]`` as a CSC matrix with exactly ``nnz`` entries a column."""
+        if j1 <= j0:  # an empty row block (a zero-row chunk, an MPI rank without rows)
+            return sp.csc_matrix((self.d, 0), dtype=dtype)
         parts_r, parts_v = [], []
         for p, lo, hi, _ in self._panels(j0, j1):
             rows, vals = self._panel_pattern(p)

@@ -22,7 +22,9 @@ so each step contracts the error by ``O(eps cond(A))``). Stop when
               minimum-norm problem, where g = c - A.T y is the constraint residual)
     istop 1:  ||r|| <= btol ||b|| + atol ||A|| ||x||   (consistent systems)
     istop 2:  ||g|| <= atol ||A|| ||r||
-    istop 5:  ||g|| stopped falling (rounding level reached)
+    istop 5:  ||g|| stopped falling and ||g|| <= rounding_level (10 sqrt(n) eps ||A|| (||r|| + ||A|| ||x||)
+              + ||c||): the rounding level is reached, checked on the true residual
+    istop 9:  ||g|| stopped falling above that level: the sketch did not embed A (not converged)
 """
 
 from __future__ import annotations
@@ -31,12 +33,10 @@ import numpy as np
 import scipy.linalg
 
 from .. import passes
+from ..errors import GramFactorError
+from ._result import STALLED, rounding_level
 
 __all__ = ["cholqr_solve", "GramFactorError"]
-
-
-class GramFactorError(np.linalg.LinAlgError):
-    """Cholesky of the preconditioned Gram matrix failed (the sketch did not embed)."""
 
 
 def gram_factor(data, b, P, damp):
@@ -50,7 +50,10 @@ def gram_factor(data, b, P, damp):
     try:
         L = scipy.linalg.cholesky(G, lower=False)
     except np.linalg.LinAlgError as exc:
-        raise GramFactorError(str(exc)) from None
+        raise GramFactorError(
+            f"the Gram matrix of A N (N from the sketch, rank {P.rank}) is not positive definite ({exc}): the "
+            "sketch did not embed the column space of A; use a larger sketch_size or a mixing sketch_kind "
+            "('sparse_sign', 'gaussian', 'srct': uniform sampling fails on coherent data)") from None
     h = res[1][:, 0] if b is not None else np.zeros(P.rank)
     return L, h
 
@@ -86,16 +89,16 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         if best is None or normg < best[3]:
             best = (x, r, normr, normg)
         if b is not None and normr <= btol * bnorm + atol * anrm * xnorm:
-            istop = 1
+            istop, best = 1, (x, r, normr, normg)  # the test held on this x: return it
             break
         if b is None and normg <= btol * np.linalg.norm(cvec) + atol * anrm * np.sqrt(rr):
-            istop = 1
+            istop, best = 1, (x, r, normr, normg)
             break
         if normg <= atol * anrm * normr:
-            istop = 2
+            istop, best = 2, (x, r, normr, normg)
             break
         if len(history) >= 2 and normg > 0.5 * history[-2]["normar"]:
-            istop = 5  # stagnation: rounding level reached; best iterate returned
+            istop = 5  # stagnation: rounding level reached (checked below on the best iterate), or a failed sketch
             break
         if steps >= maxiter:
             istop = 7
@@ -106,6 +109,8 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         if checkpoint is not None:
             checkpoint.save(stage=np.array("cholqr"), R2=R2, x=x, steps=np.array(steps))
     x, r, normr, normg = best
+    if istop == 5 and normg > rounding_level(anrm, normr, float(np.linalg.norm(x)), n, float(np.linalg.norm(cvec))):
+        istop = STALLED  # the true ||A.T r - damp^2 x - c|| of the returned x is above the rounding level
     return x, r, istop, steps, normr, normg, history
 
 
@@ -143,13 +148,17 @@ def cholqr_minnorm(data, c, P, *, atol, btol, maxiter, anorm_A, checkpoint=None,
         if checkpoint is not None:
             checkpoint.save(stage=np.array("minnorm"), R2=R2, y=data.gather(y), s=s, steps=np.array(steps + 1))
         if normg <= btol * cnorm + atol * anrm * ynorm:
-            istop = 1
+            istop, best = 1, (y, normg)  # the test held on this y: return it
             break
         if len(history) >= 2 and normg > 0.5 * history[-2]["normr"]:
-            istop = 4  # ||A x - b|| stopped falling: small enough for this machine
+            istop = 4  # ||A x - b|| stopped falling: small enough for this machine if at the rounding level
             break
         if steps >= maxiter:
             istop = 7
             break
         steps += 1
+    ynorm = data.norm(best[0])
+    # ||c - T.T y|| that rounding alone explains: eps (||T|| ||y|| + ||c||), as rounding_level
+    if istop == 4 and best[1] > rounding_level(anrm, 0.0, 0.0, len(c), anrm * ynorm + cnorm):
+        istop = STALLED
     return best[0], istop, steps, best[1], history

@@ -16,6 +16,10 @@ When they hold, a verification pass computes the true ``r = b - A x`` and ``A.T 
 the returned ``x``; if the same tests on ``A`` (with ``||A||_F`` from the sketch) fail,
 LSQR restarts from ``x`` on that residual (iterative refinement: Epperly, Meier,
 Nakatsukasa, arXiv 2406.03468; Xu et al.), which makes the answer backward stable.
+When the refinement stops improving, istop 5 ("good enough for this machine") is
+reported only if the true ``||A.T r||`` is at the rounding level
+(:func:`~distsketch.solve._result.rounding_level`); otherwise istop 9 (the sketch did not
+embed ``A``: not converged).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import passes
+from ._result import STALLED, rounding_level
 
 __all__ = ["lsqr_precond"]
 
@@ -176,8 +181,12 @@ def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, an
         prev = [h for h in history if h.get("verified")]
         stagnated = len(prev) >= 2 and normar > 0.5 * prev[-2]["normar"]
         if istop in (3, 6, 7) or ok1 or ok2 or stagnated or st.restarts >= 3:
-            if istop not in (3, 6, 7):
-                istop = 1 if ok1 else 2 if ok2 else 5  # 5: refinement stagnated at rounding level
+            if ok1 or ok2:  # the test held on the true residual of this x: return it
+                return x, w, 1 if ok1 else 2, st.itn, normr, normar, history
             x, w, normr, normar = best  # the verified iterate with the smallest ||A.T r||
+            if istop not in (3, 6, 7):
+                istop = 5
+            if istop == 5 and normar > rounding_level(anrm, normr, float(np.linalg.norm(x)), len(x)):
+                istop = STALLED  # stagnated above the rounding level: "good enough for this machine" is false
             return x, w, istop, st.itn, normr, normar, history
         st = _start(data, b, P, x, damp, w, ATw, ww, itn=st.itn, restarts=st.restarts + 1)

@@ -20,6 +20,8 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
+from ..errors import NonFiniteError
+
 __all__ = ["Precond", "build_precond"]
 
 
@@ -80,7 +82,8 @@ def build_precond(SA: np.ndarray, Sb: np.ndarray | None, *, damp: float = 0.0) -
     Raug = scipy.linalg.qr(M, mode="r", check_finite=False)[0][: n + 1]
     R, q, rho = Raug[:n, :n], Raug[:n, n], abs(Raug[n, n])
     if not np.all(np.isfinite(R)):
-        raise FloatingPointError("the sketch of A is not finite")
+        raise NonFiniteError("the sketch S A is not finite although A was (its entries overflow float64 when "
+                             "summed); scale A down before solving")
     diag = np.abs(np.diag(R))
     if diag.min() == 0:
         rcond = 0.0

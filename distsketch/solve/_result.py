@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LstsqResult", "MESSAGES"]
+__all__ = ["LstsqResult", "MESSAGES", "CONVERGED", "NOT_VERIFIED", "STALLED", "rounding_level"]
 
-# scipy.sparse.linalg.lsqr's istop codes and wording
+# scipy.sparse.linalg.lsqr's istop codes and wording (0-7), and two of distsketch's own (8, 9)
 MESSAGES = (
     "The exact solution is x = 0",
     "Ax - b is small enough, given atol, btol",
@@ -19,7 +19,32 @@ MESSAGES = (
     "The least-squares solution is good enough for this machine",
     "Cond(Abar) seems to be too large for this machine",
     "The iteration limit has been reached",
+    "Not verified: sketch-and-solve bound only (no pass computed the true residual); use method='cholqr' or "
+    "'sketch_precondition' for a verified solution",
+    "The refinement stopped improving above the rounding level of the true residual: the sketch did not "
+    "embed A (use a mixing sketch, sketch_kind='sparse_sign', 'gaussian' or 'srct': uniform sampling fails on "
+    "coherent data; or a larger sketch_size), or A is numerically rank-deficient (see rank) and b is not in its "
+    "numerical range",
 )
+
+#: istop codes whose test was evaluated on the true residual of the returned x
+CONVERGED = (0, 1, 2, 4, 5)
+NOT_VERIFIED = 8
+STALLED = 9
+
+
+def rounding_level(anrm: float, normr: float, xnorm: float, n: int, extra: float = 0.0) -> float:
+    """The size of ``||A.T r||`` (or of ``||r||`` for a consistent system) that rounding alone explains.
+
+    A backward-stable solution is the exact one of ``A + dA`` with ``||dA|| ~ eps ||A||``, so
+    its computed ``A.T r`` is about ``eps ||A|| (||r|| + ||A|| ||x||)``; the factor
+    ``10 sqrt(n)`` covers the sums of ``n`` terms (measured ratios stay below 0.3 for
+    n = 30 and cond(A) up to 1e15). ``extra`` adds the size of other terms (``eps ||c||``).
+    A "good enough for this machine" stop (istop 4 or 5) is reported only when the true
+    quantity is below this level.
+    """
+    eps = np.finfo(np.float64).eps
+    return float(10 * np.sqrt(max(n, 1)) * eps * (anrm * (normr + anrm * xnorm) + extra))
 
 
 @dataclass(frozen=True)
@@ -38,7 +63,12 @@ class LstsqResult:
     reason : str
         Why that method (the cost model's estimates for ``method="auto"``).
     istop : int
-        scipy lsqr's stopping code (0-7); ``message`` is its wording.
+        scipy lsqr's stopping code (0-7), or 8 (``sketch_solve``: not verified, the
+        sketch-and-solve bound only) or 9 (the refinement stalled before a test held on
+        the true residual: the sketch did not embed ``A``); ``message`` is its wording.
+        Codes 0, 1, 2, 4 and 5 are reported only after the test was evaluated on the true
+        residual of the returned ``x`` (``converged``); 4 and 5 mean the true residual
+        reached the rounding level (:func:`rounding_level`).
     message : str
     iterations : int
         LSQR iterations, or refinement steps of ``cholqr``.
@@ -46,7 +76,9 @@ class LstsqResult:
         Reads of ``A``, counted by the backend (not estimated).
     normr : float
         ``||b - A x||`` (``sqrt(||b - A x||^2 + damp^2 ||x||^2)`` for ridge), computed in
-        the last pass from the returned ``x``; for ``sketch_solve``, the sketched estimate;
+        the last pass from the returned ``x``; for ``sketch_solve`` (``verified`` False),
+        the sketched estimate ``||S (A x - b)||``, within a factor ``1 +- eps_sketch`` of
+        the true one when the sketch embeds ``A`` (no pass checks it);
         for minimum-norm problems ``||A x - b||`` with ``A x`` accumulated by the refinement
         (right to rounding, ``eps ||A|| ||x||``).
     normar : float
@@ -64,6 +96,9 @@ class LstsqResult:
     seed : int
     history : tuple of dict
         Per pass after the sketch: residual norms, for inspection.
+    verified : bool
+        Whether ``normr`` and ``normar`` were computed from the returned ``x`` and the true
+        ``A`` (False only for ``sketch_solve``).
     """
 
     x: Any
@@ -82,7 +117,9 @@ class LstsqResult:
     eps_sketch: float
     seed: int
     history: tuple = field(default=(), repr=False)
+    verified: bool = True
 
     @property
     def converged(self) -> bool:
-        return self.istop in (0, 1, 2, 4, 5)
+        """True only when a stopping test held on the true residual of the returned ``x``."""
+        return self.verified and self.istop in CONVERGED

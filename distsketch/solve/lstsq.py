@@ -10,14 +10,15 @@ import numpy as np
 from .. import passes
 from .._inputs import as_matrix, is_lazy
 from ..backends import RowData, as_rowdata
-from ..errors import ParameterError, ShapeError
+from ..errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
 from ._cholqr import GramFactorError, cholqr_minnorm, cholqr_solve
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
-from ._result import MESSAGES, LstsqResult
+from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
+from ._scale import scale_rhs, scale_sketch, scale_vector
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
 
@@ -109,10 +110,11 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     b : array_like of length m (numpy or dask)
     method : {"auto", "sketch_solve", "sketch_precondition", "cholqr"}
         ``sketch_solve``: one pass, ``||A x - b|| <= (1 + eps)/(1 - eps) min ||A z - b||``
-        with ``eps`` reported in ``eps_sketch``. ``sketch_precondition``: LSQR on ``A N``
-        with the fused one-read step, warm-started from the sketch-and-solve solution and
-        refined. ``cholqr``: randomized Cholesky QR and refinement, 3-4 passes in all.
-        ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
+        with ``eps`` reported in ``eps_sketch`` when the sketch embeds ``A``; nothing is
+        verified, so it reports istop 8 and ``converged`` False (m >= n, no ``c``).
+        ``sketch_precondition``: LSQR on ``A N`` with the fused one-read step, warm-started
+        from the sketch-and-solve solution and refined. ``cholqr``: randomized Cholesky QR
+        and refinement, 3-4 passes in all. ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
     atol, btol : float
         Stopping tolerances (scipy lsqr's meaning; see the Notes).
     maxiter : int, optional
@@ -134,7 +136,9 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         recomputes it in its first pass and refuses changed data before saving or
         returning anything. Not used by ``method="sketch_solve"`` (one pass: nothing to resume).
     sketch_kind, sketch_size : str, int
-        The sketching operator (default ``sparse_sign``, ``d = 4n``).
+        The sketching operator (default ``sparse_sign``; ``d = max(4n, 8)``, ``max(2n, 8)``
+        for ``cholqr``, at most ``m`` for ``uniform``/``srct``; ``n`` is ``m`` for wide
+        ``A``). ``sketch_size`` must be at least ``n``.
     conlim : float
         LSQR's limit on the condition estimate of the preconditioned operator.
 
@@ -145,10 +149,12 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     Raises
     ------
     ShapeError
-        ``b`` (or ``c``, ``x0``) of the wrong length; empty ``A``.
+        ``b`` (or ``c``, ``x0``) of the wrong length or ragged; empty ``A``.
     ParameterError
         Unknown method; negative tolerances, ``damp`` or ``maxiter``; a ``c`` or ``damp``
-        with ``m < n``; a checkpoint written for other arguments.
+        with ``m < n``; ``sketch_size`` below ``n`` (``m`` for wide ``A``); ``sketch_solve``
+        with ``c`` or wide ``A``; a checkpoint written for other arguments; a ``damp`` whose
+        square overflows relative to ``||A||`` (raised after the sketch, which gives the scale).
     DataChangedError
         A checkpoint written for other data (the fingerprints of ``A`` differ).
     CheckpointError
@@ -156,15 +162,21 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     MissingChunkError, CorruptChunkError
         ``A`` or ``b`` given as a Zarr path whose store lacks chunks or holds undecodable
         ones (see :func:`distsketch.open_array` to accept missing chunks).
+    InputTypeError
+        Complex, string or masked input (with masked entries), a scipy sparse matrix.
     NonFiniteError
-        NaN or Inf in ``A`` or ``b``, found in the first pass, naming the chunk.
+        NaN or Inf in ``A`` or ``b`` (found in the first pass, naming the chunk) or ``x0``.
+    GramFactorError
+        With ``c``: the Gram matrix of ``A N`` is not positive definite (the sketch did not
+        embed ``A``); without ``c`` the solve falls back to LSQR.
 
     Warns
     -----
     IllConditionedWarning
         The sketch estimates ``cond(A) > 1/eps``.
     ConvergenceWarning
-        ``maxiter`` reached (``istop = 7``); ``x`` is the best iterate.
+        ``maxiter`` reached (``istop = 7``), or the refinement stalled above the rounding
+        level (``istop = 9``: the sketch did not embed ``A``); ``x`` is the best iterate.
 
     Notes
     -----
@@ -175,7 +187,15 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
     The final tests, on the returned ``x`` with ``||A||`` estimated by ``||S A||_F``:
     ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (istop 1) or
-    ``||A.T r - damp^2 x - c|| <= atol ||A|| ||r||`` (istop 2).
+    ``||A.T r - damp^2 x - c|| <= atol ||A|| ||r||`` (istop 2), or, when the refinement stops
+    improving, ``||A.T r - damp^2 x - c|| <= 10 sqrt(n) eps ||A|| (||r|| + ||A|| ||x||)``
+    (istop 5, the rounding level; istop 4 for the minimum-norm problem). All are
+    evaluated on the true residual of the returned ``x``; a stall above the rounding level
+    is istop 9 and ``converged`` is False. ``sketch_solve`` checks nothing (istop 8).
+
+    Scaling: ``A`` and ``b`` whose norms are outside ``[1e-100, 1e100]`` are multiplied by
+    powers of two (exact) and the answer scaled back, so ``A * 1e-300`` gives ``x * 1e300``
+    (no extra pass, unless the sketch itself overflows: then two).
 
     References
     ----------
@@ -218,7 +238,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     bm = bm[:, 0] if bm.ndim == 2 else bm
     minnorm = m < n
     if c is not None:
-        c = np.asarray(c, dtype=np.float64).ravel()
+        c = _small_vector(c, "c")
         if minnorm:
             raise ParameterError("c (the saddle-point problem) needs m >= n; for m < n pass A.T and b=0, c=b")
         if c.shape != (n,):
@@ -228,9 +248,29 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if minnorm and damp:
         raise ParameterError("damp with m < n is not supported; solve the ridge problem for A.T or pass m >= n")
     if x0 is not None:
-        x0 = np.asarray(x0, dtype=np.float64).ravel()
+        x0 = _small_vector(x0, "x0")
         if x0.shape != (n,) or minnorm:
             raise ShapeError(f"x0 must have n={n} entries (and m >= n); got shape {x0.shape}")
+        if not np.all(np.isfinite(x0)):
+            raise NonFiniteError(f"x0 holds {int(np.sum(~np.isfinite(x0)))} NaN or Inf value(s) (first at index "
+                                 f"{int(np.flatnonzero(~np.isfinite(x0))[0])}); pass a finite starting point or "
+                                 "x0=None (the sketch-and-solve start)")
+    if method == "sketch_solve" and c is not None:
+        raise ParameterError("sketch_solve does not solve the saddle-point problem (c given): its y = b - A x "
+                             "would need a pass of its own; use method='cholqr' or 'auto'")
+    if method == "sketch_solve" and minnorm:
+        raise ParameterError(f"sketch_solve solves m >= n problems; A is {m} x {n} (wide): use method='cholqr' "
+                             "or 'auto' for the minimum-norm solution")
+    T_n_req = m if minnorm else n  # columns of the tall factor the sketch must embed
+    if sketch_size is not None:
+        if not (isinstance(sketch_size, (int, np.integer)) and not isinstance(sketch_size, bool)):
+            raise ParameterError(f"sketch_size must be an integer; got {sketch_size!r}")
+        if sketch_size < T_n_req:
+            raise ParameterError(
+                f"sketch_size={sketch_size} is smaller than {'m' if minnorm else 'n'}={T_n_req}: a sketch needs at "
+                f"least as many rows as the {'rows' if minnorm else 'columns'} of A to embed its "
+                f"{'row' if minnorm else 'column'} space; use sketch_size >= {T_n_req} (default "
+                f"{4 * T_n_req}, {2 * T_n_req} for cholqr) or omit it")
     if minnorm and method == "sketch_precondition":
         raise ParameterError("sketch_precondition solves m >= n problems; use method='cholqr' or 'auto' for m < n")
     if c is not None and method == "sketch_precondition":
@@ -254,15 +294,22 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         meth, reason = method, "requested"
     # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
     # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
-    d = sketch_size or (2 if meth == "cholqr" else 4) * T_n
+    d = sketch_size or max((2 if meth == "cholqr" else 4) * T_n, 8)
+    if sketch_size is None and sketch_kind in ("uniform", "srct"):
+        d = min(d, T_m)  # these draw d distinct rows of m (d >= T_n still holds: T_m >= T_n)
+    # sA, sb: exact power-of-two scales of A and b, 1 unless their norms near over/underflow (_scale.py)
+    sA = sb = 1.0
     if minnorm:
         bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
         bd = None
+        cT, sb = scale_vector(cT)
         bnorm = float(np.linalg.norm(cT))
     else:
         bT, cT = bm, c
         bd = data.distribute(bm)
-        bnorm = data.norm(bd)
+        with np.errstate(over="ignore", under="ignore"):  # a norm that overflows is scaled next
+            bnorm = data.norm(bd)
+        bd, bnorm, sb = scale_rhs(data, bd, bnorm)
     maxit = maxiter if maxiter is not None else (20 if method == "cholqr" else 200)
     ckpt = None
     state = None
@@ -282,17 +329,30 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
             data.expect_fingerprint(ckpt.saved_data, f"checkpoint {ckpt.path!r}")
 
     def finish(x, y, meth, reason, istop, itn, normr, normar, fac, history):
+        anorm = fac.anorm
+        if sA != 1.0 or sb != 1.0:  # back from the scaled problem: x = (sA / sb) x'
+            x = x * sA / sb
+            y = None if y is None else y / sb
+            normr, normar, anorm = normr / sb, normar / sA / sb, anorm / sA
+            reason += f"; A and b scaled by 2^{round(math.log2(sA))} and 2^{round(math.log2(sb))} internally (exact)"
         x = _cast(x, out_dtype)
         if istop == 7:
             warnings.warn(f"lstsq ({meth}) reached maxiter={maxit} before its stopping test held "
                           f"(normr={normr:.3g}, normar={normar:.3g}); x is the best iterate. Raise maxiter "
                           "or loosen atol/btol", ConvergenceWarning, stacklevel=3)
+        if istop == STALLED:
+            what = f"||A x - b|| = {normr:.3g}" if minnorm else f"||A.T r|| = {normar:.3g}"
+            warnings.warn(f"lstsq ({meth}) did not converge: the refinement stopped improving with the true "
+                          f"{what} above the rounding level (sketch {sketch_kind!r}, d={d}, rank {fac.rank} of "
+                          f"{T_n} kept); x is the best iterate. Use a mixing sketch_kind ('sparse_sign', "
+                          "'gaussian', 'srct') or a larger sketch_size; if rank < n, A is numerically "
+                          "rank-deficient and b is not in its numerical range", ConvergenceWarning, stacklevel=3)
         if ckpt is not None:
             ckpt.remove()
         return LstsqResult(x=x, y=y, method=meth, reason=reason, istop=int(istop), message=MESSAGES[istop],
                            iterations=int(itn), passes=data.passes, normr=float(normr), normar=float(normar),
-                           anorm=fac.anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
-                           history=tuple(history))
+                           anorm=anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
+                           history=tuple(history), verified=istop != NOT_VERIFIED)
 
     # b = 0 (and no c): x = 0 exactly, as scipy's lsqr
     if not minnorm and c is None and bnorm == 0.0:
@@ -301,31 +361,53 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         return finish(np.zeros(n), None, method, "b = 0: x = 0 is the exact solution", 0, 0, 0.0, 0.0, _F, [])
 
     # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
-    op = make_operator(sketch_kind, d, T_m, seed=seed)
+    op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
+
+    def sketch_pass(data):
+        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
+        return sk[0], (sk[1] if bd is not None else None)
+
     if state is not None:
         SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
         data.passes = int(state["passes_sketch"])
+        sA = float(state["scale_A"]) if "scale_A" in state else 1.0
+        if sA != 1.0:
+            from ..backends._scaled import ScaledRowData
+
+            data = ScaledRowData(data, sA)
     else:
-        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
-        SA, Sb = sk[0], (sk[1] if bd is not None else None)
+        SA, Sb = sketch_pass(data)
+        data, SA, Sb, sA = scale_sketch(data, SA, Sb, sketch_pass)
+    # the scaled problem's options (see _scale.py): damp' = sA damp, c' = sA sb c, x0' = (sb / sA) x0
+    if damp * sA > 1e150:  # damp'^2 would overflow: relative to ||A||, damp is beyond float64
+        raise ParameterError(
+            f"damp={damp:.3g} is so large relative to A (||S A||_F ~ {np.linalg.norm(SA) / sA:.3g}) that damp^2 "
+            "overflows float64; the ridge solution is x = 0 to working precision: pass a smaller damp")
+    damp = damp * sA
+    if c is not None:
+        cT = c * sA * sb
+    if x0 is not None:
+        x0 = x0 * sb / sA
     fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=damp)
     eps = np.finfo(np.float64 if out_dtype == np.float64 else np.float32).eps
     if fac.cond > 1 / eps or fac.rank < T_n:
         warnings.warn(
             f"cond(A) is estimated at {fac.cond:.3g}, beyond 1/eps = {1 / eps:.3g} for {out_dtype}: A is "
             f"numerically rank-deficient (rank {fac.rank} of {T_n} kept), and the solution returned is the "
-            "minimum-norm one over that rank. Silence with warnings.simplefilter('ignore', "
+            "minimum-norm one over that rank (or the sketch did not embed A: the refinement then reports "
+            "istop 9). Silence with warnings.simplefilter('ignore', "
             "distsketch.IllConditionedWarning)", IllConditionedWarning, stacklevel=2)
     if method == "auto" and not minnorm and c is None:
         reason += f"; cond estimate {fac.cond:.3g}"
     if ckpt is not None and state is None:
-        save = {"SA": SA, "passes_sketch": np.array(data.passes)}
+        save = {"SA": SA, "passes_sketch": np.array(data.passes), "scale_A": np.array(sA)}
         if Sb is not None:
             save["Sb"] = Sb
         ckpt.save(stage=np.array("sketch"), **save)
         sketch_state = save
     else:
-        sketch_state = {k: state[k] for k in ("SA", "Sb", "passes_sketch") if k in state} if state else None
+        sketch_state = ({k: state[k] for k in ("SA", "Sb", "passes_sketch", "scale_A") if k in state} if state
+                        else None)
 
     class _Ckpt:  # keeps the sketch in every later checkpoint, so a resume skips pass 1
         def save(self, **kw):
@@ -336,8 +418,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         data.passes = int(state["passes_done"])
     stage = str(state["stage"]) if state is not None else None
 
-    if meth == "sketch_solve":
-        return finish(fac.x_sketch, None, meth, reason, 4 if fac.rho == 0 else 2, 0, fac.rho, float("nan"), fac,
+    if meth == "sketch_solve":  # nothing is verified: normr is the sketched ||S (A x - b)||
+        return finish(fac.x_sketch, None, meth, reason, NOT_VERIFIED, 0, fac.rho, float("nan"), fac,
                       [{"normr_sketched": fac.rho}])
     if meth == "cholqr" and minnorm:
         y, istop, itn, normr, hist = cholqr_minnorm(
@@ -364,6 +446,18 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         data, bd, fac.precond, start, damp=damp, atol=atol, btol=btol, conlim=conlim, maxiter=maxit, bnorm=bnorm,
         anorm_A=fac.anorm, checkpoint=inner, state=lstate)
     return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
+
+
+def _small_vector(v, name):
+    """A length-n option (``c``, ``x0``) as a float64 vector; complex or ragged input is refused."""
+    try:
+        arr = np.asarray(v)
+    except ValueError as exc:
+        raise ShapeError(f"{name} must be a vector of numbers; got a ragged sequence ({exc})") from None
+    if arr.dtype.kind not in "iufb":
+        raise InputTypeError(f"{name} must hold real numbers; got dtype {arr.dtype}. Pass the real part explicitly "
+                             "if that is what you mean")
+    return arr.astype(np.float64).ravel()
 
 
 def _cast(x, dtype):
