@@ -235,3 +235,40 @@ def sketch_both_sides(data: RowData, omega: SketchOperator, psis):
     """``(A @ Omega, [Psi_j @ A ...], ||A||_F^2)`` in one read: the single-pass sketches."""
     (Y,), red = data.row_pass(_k_single_pass, small=(omega, tuple(psis)), dist_out=((omega.d, data.dtype),))
     return Y, list(red[:-1]), float(red[-1][0])
+
+
+# -- the fused sketch + Gram read of the normal-equation least-squares path (lsq) -----------
+def _k_sketch_gram(Ai, r0, dist, op):
+    """``S_i A_i``, ``S_i b_i``, the upper triangle of ``A_i.T A_i`` (SYRK, half a GEMM's flops)
+    and ``A_i.T b_i``, all in float64, from one read of the block."""
+    import scipy.linalg.blas as blas
+
+    Ai = np.asarray(Ai, dtype=np.float64)
+    bs = tuple(_2d(np.asarray(x, dtype=np.float64)) for x in dist)
+    out = [op.apply(Ai, r0)]
+    out.extend(op.apply(x, r0) for x in bs)
+    # Ai.T is Fortran-ordered when Ai is C-ordered: dsyrk reads it without a copy
+    At = Ai.T if Ai.flags.c_contiguous else np.asfortranarray(Ai).T
+    out.append(blas.dsyrk(1.0, At, trans=0, lower=0))
+    out.extend(Ai.T @ x for x in bs)
+    return (), tuple(out)
+
+
+_k_sketch_gram.propagates_nonfinite = True
+
+
+def sketch_gram(data: RowData, op: SketchOperator, extra=()) -> tuple:
+    """``(S A, [S b ...], A.T A, [A.T b ...])`` in one read of ``A`` and the ``b``'s, in float64.
+
+    The Gram matrix is formed with SYRK block by block (``m n^2`` flops, half of a GEMM),
+    summed as upper triangles and symmetrised here. Used by the normal-equation
+    least-squares path (``lstsq(method="normal_cholqr")``), which preconditions
+    ``A.T A`` with the ``R`` of ``S A`` instead of reading ``A`` again for the Gram of
+    ``A R^{-1}``.
+    """
+    k = len(extra)
+    _, red = data.row_pass(_k_sketch_gram, dist=tuple(extra), small=(op,))
+    SA, Sb, G, Atb = red[0], list(red[1:1 + k]), red[1 + k], list(red[2 + k:])
+    G = np.triu(G)
+    G = G + np.triu(G, 1).T
+    return SA, Sb, G, Atb
