@@ -14,14 +14,14 @@ from ..errors import ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
-from ._cholqr import GramFactorError, cholqr_minnorm, cholqr_solve
+from ._cholqr import NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, normal_factor
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
 from ._result import MESSAGES, LstsqResult
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
 
-METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr")
+METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr")
 
 
 class IllConditionedWarning(UserWarning):
@@ -224,9 +224,11 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
                                      c_given=c is not None, minnorm=minnorm)
     else:
         meth, reason = method, "requested"
+    if meth == "normal_cholqr" and (minnorm or c is not None):
+        meth, reason = "cholqr", reason + "; normal_cholqr solves m >= n problems without c: ran cholqr"
     # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
     # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
-    d = sketch_size or (2 if meth == "cholqr" else 4) * T_n
+    d = sketch_size or (2 if meth in ("cholqr", "normal_cholqr") else 4) * T_n
     if minnorm:
         bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
         bd = None
@@ -235,7 +237,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         bT, cT = bm, c
         bd = data.distribute(bm)
         bnorm = data.norm(bd)
-    maxit = maxiter if maxiter is not None else (20 if method == "cholqr" else 200)
+    maxit = maxiter if maxiter is not None else (20 if meth in ("cholqr", "normal_cholqr") else 200)
     ckpt = None
     state = None
     if checkpoint is not None:
@@ -269,11 +271,17 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     op = make_operator(sketch_kind, d, T_m, seed=seed)
     if state is not None:
         SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
+        gram_A = (state["G_A"], state["h_A"]) if "G_A" in state else None
         data.passes = int(state["passes_sketch"])
         data._checked = True
     else:
-        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
-        SA, Sb = sk[0], (sk[1] if bd is not None else None)
+        gram_A = None
+        if meth == "normal_cholqr":  # one read: S A, S b, A.T A, A.T b
+            SA, Sbs, G_A, hs = passes.sketch_gram(data, op, extra=[bd])
+            Sb, gram_A = Sbs[0], (G_A, hs[0][:, 0])
+        else:
+            sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
+            SA, Sb = sk[0], (sk[1] if bd is not None else None)
     fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=damp)
     eps = np.finfo(np.float64 if out_dtype == np.float64 else np.float32).eps
     if fac.cond > 1 / eps or fac.rank < T_n:
@@ -288,10 +296,13 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         save = {"SA": SA, "passes_sketch": np.array(data.passes)}
         if Sb is not None:
             save["Sb"] = Sb
+        if gram_A is not None:
+            save["G_A"], save["h_A"] = gram_A
         ckpt.save(stage=np.array("sketch"), **save)
         sketch_state = save
     else:
-        sketch_state = {k: state[k] for k in ("SA", "Sb", "passes_sketch") if k in state} if state else None
+        sketch_state = {k: state[k] for k in ("SA", "Sb", "G_A", "h_A", "passes_sketch")
+                        if k in state} if state else None
 
     class _Ckpt:  # keeps the sketch in every later checkpoint, so a resume skips pass 1
         def save(self, **kw):
@@ -305,6 +316,28 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if meth == "sketch_solve":
         return finish(fac.x_sketch, None, meth, reason, 4 if fac.rho == 0 else 2, 0, fac.rho, float("nan"), fac,
                       [{"normr_sketched": fac.rho}])
+    factor = None
+    if meth == "normal_cholqr":
+        # the Gram of A is usable when the sketch says cond(A) <= NORMAL_COND_LIMIT; otherwise
+        # (or if its Cholesky fails) cholqr forms the Gram of A R^-1 in a read of its own
+        if stage == "cholqr":
+            factor = ()  # resuming the refinement: the checkpoint holds R2 and x
+        elif gram_A is None:
+            meth, reason = "cholqr", reason + "; the checkpoint holds no Gram of A: ran cholqr"
+        elif fac.precond.R is None or fac.cond > NORMAL_COND_LIMIT:
+            meth, reason = "cholqr", (reason + f"; cond estimate {fac.cond:.3g} > {NORMAL_COND_LIMIT:.0e}: the Gram "
+                                      "of A is too inaccurate, ran cholqr (one more read)")
+        else:
+            try:
+                factor = normal_factor(gram_A[0], gram_A[1], fac.precond.R, damp)
+            except GramFactorError as exc:
+                meth, reason = "cholqr", reason + f"; Cholesky of the preconditioned A.T A failed ({exc}): ran cholqr"
+    if meth == "normal_cholqr":
+        x, r, istop, itn, normr, normar, hist = cholqr_solve(
+            data, bd, cT, fac.precond, damp=damp, atol=atol, btol=btol, maxiter=maxit, bnorm=bnorm,
+            anorm_A=fac.anorm, x0=x0, checkpoint=inner, state=state if stage == "cholqr" else None,
+            factor=factor or None, min_steps=1)
+        return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
     if meth == "cholqr" and minnorm:
         y, istop, itn, normr, hist = cholqr_minnorm(
             data, cT, fac.precond, atol=atol, btol=btol, maxiter=maxit, anorm_A=fac.anorm, checkpoint=inner,
