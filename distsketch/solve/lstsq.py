@@ -19,7 +19,8 @@ from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
 from ._result import MESSAGES, LstsqResult
 
-__all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
+__all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "choose_method", "method_costs",
+           "machine_rates"]
 
 METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr")
 
@@ -38,30 +39,123 @@ def _sketch_eps(n: int, d: int) -> float:
     return float(min(0.99, math.sqrt((n + 1) / d) + 3 / math.sqrt(d)))
 
 
-def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm):
-    """The cost model behind ``method="auto"``: estimated seconds of each full-accuracy method.
+#: assumed out-of-core read rate of the whole cluster, bytes/s (reading and decompressing Zarr
+#: chunks; the benchmark measures the real one): used only to weigh reads against flops
+OOC_READ_BYTES_PER_S = 5e8
+_RATES: dict = {}
 
-    A pass costs ``m n itemsize / B`` (B = 0.5 GB/s out of core, for reading and
-    decompressing chunks; 10 GB/s in memory) plus its flops at 2e10 flop/s. Sketch and
-    factorisation are common to both. ``sketch_precondition``: about
-    ``log(atol) / log(0.5)`` LSQR iterations (the convergence rate for a d = 4n
-    embedding) plus two, each ``4 m n`` flops. ``cholqr``: the Gram pass of ``A N``
-    (``2 m n^2`` flops) plus two refinement passes (``4 m n``).
+
+def machine_rates() -> dict:
+    """Rates the cost model uses, measured once per process (~0.05 s) on this machine.
+
+    ``gemm_1t``: flop/s of a 256 x 256 GEMM on one BLAS thread. ``sparse_1t``: flop/s
+    (``2 nnz`` per entry of ``A``) of the sparse-sign sketch of a 2048 x 128 block on one
+    thread, through the operator itself. ``read_bw``: bytes/s of a matrix-vector product
+    of a 64 MiB matrix (larger than the caches) with all threads: one in-memory read of
+    ``A``. Medians of three; a loaded machine measures lower rates, and the choice follows.
+    """
+    if _RATES:
+        return dict(_RATES)
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    def best(f, k=3):
+        ts = []
+        for _ in range(k):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return sorted(ts)[k // 2]
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((256, 256))
+    blk = rng.standard_normal((2048, 128))
+    op = make_operator("sparse_sign", 512, 2048, seed=0)
+    with threadpool_limits(1):
+        a @ a
+        gemm = 2 * 256**3 / best(lambda: a @ a)
+        op.apply(blk, 0)
+        sparse = 2 * 8 * blk.size / best(lambda: op.apply(blk, 0))
+    big = np.empty((8192, 1024))
+    big.fill(1.0)
+    v = np.ones(1024)
+    big @ v
+    bw = big.nbytes / best(lambda: big @ v)
+    _RATES.update(gemm_1t=float(gemm), sparse_1t=float(sparse), read_bw=float(bw))
+    return dict(_RATES)
+
+
+def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dict:
+    """Modelled seconds of each full-accuracy method, and the terms behind them.
+
+    With ``p`` threads (one BLAS thread each, as the passes run), ``F = p gemm_1t``, a read
+    of ``A`` ``t_r = m n itemsize / B`` (``B`` the measured in-memory bandwidth, or
+    :data:`OOC_READ_BYTES_PER_S` out of core), the sparse sketch ``16 m n / (p sparse_1t)``
+    and the QR of a ``d x n`` sketch ``(2 d n^2 - 2 n^3 / 3) / (F / 2)``. A pass costs the
+    larger of its read and its arithmetic (they overlap):
+
+    * ``normal_cholqr``: ``max(t_r, m n^2 / F + sketch(2n))`` (S A, A.T A, A.T b in one
+      read) + QR(2n) + ``7/3 n^3 / F`` + 2 refinement reads (``4 m n`` flops each);
+    * ``cholqr``: ``max(t_r, sketch(2n))`` + QR(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
+      ``A R^-1``) + 1 refinement read;
+    * ``sketch_precondition``: ``max(t_r, sketch(4n))`` + QR(4n) + ``k + 2`` reads of
+      ``4 m n`` flops, ``k = log(atol) / log(1/2)`` LSQR iterations (``cond(A N) <= 3``
+      for ``d = 4n``).
+    """
+    import os
+
+    rates = rates or machine_rates()
+    p = threads or os.cpu_count() or 1
+    F = p * rates["gemm_1t"]
+    B = OOC_READ_BYTES_PER_S if lazy else rates["read_bw"]
+    t_r = m * n * itemsize / B
+
+    def sketch(d):
+        return 16.0 * m * n / (p * rates["sparse_1t"])
+
+    def qr(d):
+        return max(2.0 * d * n * n - 2.0 * n**3 / 3, 0.0) / (F / 2)
+
+    def step():
+        return max(t_r, 4.0 * m * n / F)
+
+    iters = math.ceil(math.log(max(atol, 1e-16)) / math.log(0.5))
+    costs = {
+        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + qr(2 * n) + 7 * n**3 / (3 * F) + 2 * step(),
+        "cholqr": max(t_r, sketch(2 * n)) + qr(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
+        "sketch_precondition": max(t_r, sketch(4 * n)) + qr(4 * n) + (iters + 2) * step(),
+    }
+    terms = {"threads": p, "gemm_GFLOPs": F / 1e9, "read_s": t_r, "read_GBs": B / 1e9, "lsqr_iterations": iters,
+             "sketch_2n_s": sketch(2 * n), "qr_2n_s": qr(2 * n), "qr_4n_s": qr(4 * n),
+             "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F}
+    return {"seconds": costs, "terms": terms, "passes": {"normal_cholqr": 3, "cholqr": 3,
+                                                         "sketch_precondition": iters + 3}}
+
+
+def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None, rates=None):
+    """The cost model behind ``method="auto"``: the cheapest of :func:`method_costs`.
+
+    Returns ``(method, reason)``; the reason quotes the model's numbers (measured rates,
+    read time, each method's modelled seconds and reads) so a user can see why.
     """
     if minnorm:
         return "cholqr", "minimum-norm (m < n) problems are solved by cholqr on A.T"
     if c_given:
         return "cholqr", "the saddle-point problem (c given) is solved by cholqr"
-    B = 1e10 if not lazy else 5e8
-    F = 2e10
-    read = m * n * itemsize / B
-    iters = math.ceil(math.log(max(atol, 1e-16)) / math.log(0.5)) + 2
-    t_lsqr = iters * (read + 4 * m * n / F)
-    t_chol = (read + 2 * m * n * n / F) + 2 * (read + 4 * m * n / F)
+    mc = method_costs(m, n, lazy=lazy, itemsize=itemsize, atol=atol, threads=threads, rates=rates)
+    c, t, ps = mc["seconds"], mc["terms"], mc["passes"]
+    best = min(c, key=c.get)
     where = "out of core" if lazy else "in memory"
-    est = (f"{where}: cholqr ~{t_chol:.3g} s in ~3 passes after the sketch, sketch_precondition ~{t_lsqr:.3g} s "
-           f"in ~{iters} passes")
-    return ("cholqr", est) if t_chol <= t_lsqr else ("sketch_precondition", est)
+    rd = "assumed" if lazy else "measured"
+    est = (f"{where}, cost model (GEMM {t['gemm_GFLOPs']:.3g} GFLOP/s measured on {t['threads']} threads, one read "
+           f"of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}): "
+           + ", ".join(f"{k} ~{v:.3g} s in {ps[k]} reads" for k, v in sorted(c.items(), key=lambda kv: kv[1]))
+           + f" [SYRK of A {t['syrk_s']:.3g} s, Gram of A R^-1 {t['gram_AN_s']:.3g} s, QR of the 2n/4n sketch "
+           f"{t['qr_2n_s']:.3g}/{t['qr_4n_s']:.3g} s, {t['lsqr_iterations']} LSQR iterations]")
+    if best == "normal_cholqr":
+        est += "; normal_cholqr falls back to cholqr (one more read) if the sketch estimates cond(A) > 1e7"
+    return best, est
 
 
 def _fingerprint(A, b, c, **kw):
@@ -221,7 +315,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     T_m, T_n = data.shape
     if method == "auto":
         meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=dtype_in.itemsize, atol=atol,
-                                     c_given=c is not None, minnorm=minnorm)
+                                     c_given=c is not None, minnorm=minnorm, threads=getattr(data, "workers", None))
     else:
         meth, reason = method, "requested"
     if meth == "normal_cholqr" and (minnorm or c is not None):
