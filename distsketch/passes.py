@@ -272,3 +272,44 @@ def sketch_gram(data: RowData, op: SketchOperator, extra=()) -> tuple:
     G = np.triu(G)
     G = G + np.triu(G, 1).T
     return SA, Sb, G, Atb
+
+
+# -- the LSQR step with cache-sized row tiles (lsq) --------------------------------------------
+#: bytes of A per tile of :func:`lsqr_step_tiled`: small enough that the tile read by ``A_t v``
+#: is still in cache for ``A_t.T w_t``, large enough for BLAS-2 at full speed
+TILE_BYTES = 2 * 2**20
+
+
+def _k_lsqr_step_tiled(Ai, r0, dist, v, alpha_c):
+    # invariant, per tile t: w_t = A_t v - alpha_c u_t, and A.T w accumulates A_t.T w_t while
+    # A_t is still in cache: one read of the block from memory instead of two
+    rows = max(16, TILE_BYTES // max(1, Ai.shape[1] * Ai.itemsize))
+    dt = np.result_type(Ai.dtype, v.dtype)
+    w = np.empty((Ai.shape[0], v.shape[1]), dtype=dt)
+    z = np.zeros((Ai.shape[1], v.shape[1]), dtype=dt)
+    ww = 0.0
+    u = _2d(dist[0]) if alpha_c != 0.0 else None
+    for s in range(0, Ai.shape[0], rows):
+        At = Ai[s:s + rows]
+        wt = At @ v
+        if u is not None:
+            wt -= alpha_c * u[s:s + rows]
+        w[s:s + rows] = wt
+        z += At.T @ wt
+        ww += float(np.vdot(wt, wt))
+    return (w,), (z, np.array([ww]))
+
+
+_k_lsqr_step_tiled.propagates_nonfinite = True
+
+
+def lsqr_step_tiled(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0.0):
+    """:func:`lsqr_step` computed tile by tile (``TILE_BYTES`` of rows): the same
+    ``(w, A.T w, ||w||^2)`` up to rounding, with each block read from memory once."""
+    v = _small(v, data)
+    dist = () if u_raw is None else (u_raw,)
+    (w,), (ATw, ww) = data.row_pass(
+        _k_lsqr_step_tiled, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
+        dist_out=((v.shape[1], v.dtype),),
+    )
+    return w, ATw, float(ww[0])

@@ -192,6 +192,53 @@ def test_cost_model_follows_the_rates():
     assert meth == "normal_cholqr" and "falls back to cholqr" in reason and "assumed" in reason
 
 
+# --- the passes of the least-squares paths, against dense products ---------------------------------
+@pytest.mark.parametrize("layout", ["numpy", (1300, None), (999, 7)], ids=layout_id)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sketch_gram_and_tiled_step_against_dense(layout, dtype):
+    from distsketch import passes
+    from distsketch.backends import as_rowdata
+    from distsketch.operators import make_operator
+
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((4000, 19)).astype(dtype)
+    b, u = rng.standard_normal(4000), rng.standard_normal(4000)
+    A64 = A.astype(np.float64)
+    Ain, bin_ = as_layout(A, b, layout)
+    data = as_rowdata(Ain)
+    op = make_operator("sparse_sign", 40, 4000, seed=2)
+    SA, (Sb,), G, (h,) = passes.sketch_gram(data, op, extra=[data.distribute(bin_)])
+    # the sketch is the same operator as left_sketch's; the Gram is symmetric and equals A.T A
+    SA_ref, Sb_ref = passes.left_sketch(as_rowdata(A), op, extra=[b], dtype=np.float64)
+    np.testing.assert_allclose(SA, SA_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Sb, Sb_ref, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(G, G.T)
+    np.testing.assert_allclose(G, A64.T @ A64, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(h[:, 0], A64.T @ b, rtol=1e-12, atol=1e-10)
+    assert data.passes == 1
+    v = rng.standard_normal(19)
+    w, ATw, ww = passes.lsqr_step_tiled(data, v, data.distribute(u), 0.7)
+    w_ref = A64 @ v - 0.7 * u
+    np.testing.assert_allclose(np.asarray(data.gather(w))[:, 0], w_ref, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(ATw[:, 0], A64.T @ w_ref, rtol=1e-11, atol=1e-9)
+    assert ww == pytest.approx(w_ref @ w_ref, rel=1e-12) and data.passes == 2
+
+
+def test_tiled_step_spans_many_tiles(monkeypatch):
+    """Tiles of 16 rows (the minimum) inside 4096-row blocks: the sums over tiles are the dense ones."""
+    from distsketch import passes
+    from distsketch.backends import NumpyRowData
+
+    monkeypatch.setattr(passes, "TILE_BYTES", 1)
+    rng = np.random.default_rng(12)
+    A, v, u = rng.standard_normal((10_000, 5)), rng.standard_normal(5), rng.standard_normal(10_000)
+    w, ATw, ww = passes.lsqr_step_tiled(NumpyRowData(A, block_rows=4096), v, u, -1.5)
+    w_ref = A @ v + 1.5 * u
+    np.testing.assert_allclose(w[:, 0], w_ref, rtol=1e-13)
+    np.testing.assert_allclose(ATw[:, 0], A.T @ w_ref, rtol=1e-12)
+    assert ww == pytest.approx(w_ref @ w_ref, rel=1e-13)
+
+
 # --- normal_cholqr: the Gram of A from the sketch's read ------------------------------------------
 @pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
 @pytest.mark.parametrize("cond", [1e2, 1e4, 1e5, 1e6])
@@ -330,7 +377,7 @@ def test_checkpoint_interrupt_and_resume(problems, tmp_path, monkeypatch):
     for method in ("sketch_precondition", "cholqr", "normal_cholqr"):
         full = distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4)
         ck = tmp_path / f"{method}.npz"
-        real = P.lsqr_step
+        real = P.lsqr_step_tiled
         calls = {"n": 0}
 
         def flaky(*a, **k):
@@ -339,21 +386,21 @@ def test_checkpoint_interrupt_and_resume(problems, tmp_path, monkeypatch):
                 raise KeyboardInterrupt("killed")
             return real(*a, **k)
 
-        monkeypatch.setattr(P, "lsqr_step", flaky)
+        monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
         with pytest.raises(KeyboardInterrupt):
             distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
         assert ck.exists()
-        monkeypatch.setattr(P, "lsqr_step", real)
+        monkeypatch.setattr(P, "lsqr_step_tiled", real)
         resumed = distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
         np.testing.assert_array_equal(resumed.x, full.x)
         assert resumed.passes == full.passes and resumed.iterations == full.iterations
         assert not ck.exists()
         # a checkpoint of another problem is refused
         with pytest.raises(KeyboardInterrupt):
-            monkeypatch.setattr(P, "lsqr_step", flaky)
+            monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
             calls["n"] = 0
             distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
-        monkeypatch.setattr(P, "lsqr_step", real)
+        monkeypatch.setattr(P, "lsqr_step_tiled", real)
         with pytest.raises(ParameterError, match="written by a solve with different arguments"):
             distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=5, checkpoint=ck)
         ck.unlink()

@@ -112,7 +112,7 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
     best = None  # (x, r, normr, normg) of the iterate with the smallest ||g||
     while True:
         # one pass: r = b - A x and A.T r
-        r, ATr, rr = passes.lsqr_step(data, -x, b, -1.0 if b is not None else 0.0)
+        r, ATr, rr = passes.lsqr_step_tiled(data, -x, b, -1.0 if b is not None else 0.0)
         g = ATr[:, 0] - damp**2 * x - cvec
         normr = float(np.sqrt(rr + damp**2 * (x @ x)))
         normg = float(np.linalg.norm(g))
