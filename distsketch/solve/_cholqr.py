@@ -23,6 +23,15 @@ so each step contracts the error by ``O(eps cond(A))``). Stop when
     istop 1:  ||r|| <= btol ||b|| + atol ||A|| ||x||   (consistent systems)
     istop 2:  ||g|| <= atol ||A|| ||r||
     istop 5:  ||g|| stopped falling (rounding level reached)
+
+The normal-equation variant (``lstsq(method="normal_cholqr")``, :func:`normal_factor`)
+skips the Gram pass of ``A N``: the sketch's read also forms ``A.T A`` and ``A.T b``
+(:func:`distsketch.passes.sketch_gram`), and ``R2`` is the Cholesky factor of
+``R^{-T} A.T A R^{-1}``. Its rounding is ``eps cond(A)^2`` relative, so it is used only
+while the sketch estimates ``cond(A) <= NORMAL_COND_LIMIT`` (1e7); the same refinement
+(at least one step, ``min_steps=1``) then brings ``x`` to the accuracy of the QR-based
+solution (Bjorck, "Numerical methods for least squares problems", SIAM 1996, on the
+corrected semi-normal equations).
 """
 
 from __future__ import annotations

@@ -185,12 +185,18 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     ----------
     A : numpy array, dask array, zarr array, Zarr path, or a :class:`~distsketch.backends.RowData`
     b : array_like of length m (numpy or dask)
-    method : {"auto", "sketch_solve", "sketch_precondition", "cholqr"}
+    method : {"auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr"}
         ``sketch_solve``: one pass, ``||A x - b|| <= (1 + eps)/(1 - eps) min ||A z - b||``
         with ``eps`` reported in ``eps_sketch``. ``sketch_precondition``: LSQR on ``A N``
         with the fused one-read step, warm-started from the sketch-and-solve solution and
         refined. ``cholqr``: randomized Cholesky QR and refinement, 3-4 passes in all.
-        ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
+        ``normal_cholqr``: the Gram matrix ``A.T A`` formed in the sketch's own read and
+        preconditioned by the sketch's ``R`` (Cholesky of ``R^-T A.T A R^-1``), one
+        corrected semi-normal step: 3 passes; used while the sketch estimates
+        ``cond(A) <= 1e7``, else ``cholqr`` runs (``method`` and ``reason`` say so). For
+        ``m < n`` or a ``c`` term it runs ``cholqr``.
+        ``auto``: a cost model of passes, flops and bytes with measured rates (see
+        :func:`choose_method`); ``reason`` quotes it.
     atol, btol : float
         Stopping tolerances (scipy lsqr's meaning; see the Notes).
     maxiter : int, optional
@@ -237,8 +243,19 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     -----
     Passes (reads of ``A``): ``sketch_solve`` 1; ``cholqr`` 1 (sketch) + 1 (Gram of
     ``A N``) + one per refinement step, each computing ``r = b - A x`` and ``A.T r``
-    together; ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration
-    + one verification. Every count is reported in ``passes``.
+    together; ``normal_cholqr`` 1 (sketch and Gram of ``A``) + one per refinement step
+    (at least one step, then the verifying read: 3 in all at full accuracy);
+    ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration + one
+    verification. Every count is reported in ``passes``.
+
+    Flops: ``normal_cholqr`` ``m n^2`` (SYRK) + ``16 m n`` (sparse sketch) in its first
+    read, ``cholqr`` ``3 m n^2`` in its Gram read (``A_i R^-1`` and its Gram), LSQR
+    ``4 m n`` per iteration. Why ``normal_cholqr`` stays accurate: ``A.T A`` is formed
+    with an error ``~ eps ||A||^2``, so the preconditioned Gram ``R^-T A.T A R^-1`` is
+    known to ``~ eps cond(A)^2`` and each corrected semi-normal step (the residual and
+    ``A.T r`` recomputed from ``A`` itself) contracts the error by about that factor;
+    the first ``x`` already meets the residual tests but has a forward error
+    ``~ eps cond(A)^2``, hence the step that is always taken.
 
     The final tests, on the returned ``x`` with ``||A||`` estimated by ``||S A||_F``:
     ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (istop 1) or
