@@ -433,13 +433,14 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if meth == "normal_cholqr":
         # the Gram of A is usable when the sketch says cond(A) <= NORMAL_COND_LIMIT; otherwise
         # (or if its Cholesky fails) cholqr forms the Gram of A R^-1 in a read of its own
-        if stage == "cholqr":
-            factor = ()  # resuming the refinement: the checkpoint holds R2 and x
-        elif gram_A is None:
+        # (the same decision on a resume: the checkpoint keeps S A and the Gram of A)
+        if gram_A is None:
             meth, reason = "cholqr", reason + "; the checkpoint holds no Gram of A: ran cholqr"
         elif fac.precond.R is None or fac.cond > NORMAL_COND_LIMIT:
             meth, reason = "cholqr", (reason + f"; cond estimate {fac.cond:.3g} > {NORMAL_COND_LIMIT:.0e}: the Gram "
                                       "of A is too inaccurate, ran cholqr (one more read)")
+        elif stage == "cholqr":
+            factor = ()  # resuming the refinement: the checkpoint holds R2 and x
         else:
             try:
                 factor = normal_factor(gram_A[0], gram_A[1], fac.precond.R, damp)
