@@ -454,3 +454,34 @@ def test_nonfinite_named(Ab, where, layout):
 def test_zero_rhs_gives_zero(Ab):
     res = distsketch.lstsq(Ab[0], np.zeros(3000))
     assert res.istop == 0 and np.all(res.x == 0) and res.passes == 0
+
+
+def test_normal_cholqr_fallback_resumes_as_cholqr(problems, tmp_path, monkeypatch):
+    """A checkpoint written after the fallback (cond 1e12) resumes into cholqr's refinement: same x.
+
+    Interrupted at the first refinement read: cholqr's checkpoint does not keep the history its
+    stagnation test (istop 5) looks at, so a resume after later reads may stop elsewhere."""
+    from distsketch import passes as P
+
+    p = problems(6000, 30, 1e12, 0.5, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    kw = dict(method="normal_cholqr", atol=1e-15, btol=1e-15, seed=4)
+    full = distsketch.lstsq(A, b, **kw)
+    ck = tmp_path / "fb.npz"
+    real = P.lsqr_step_tiled
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        distsketch.lstsq(A, b, checkpoint=ck, **kw)
+    monkeypatch.setattr(P, "lsqr_step_tiled", real)
+    resumed = distsketch.lstsq(A, b, checkpoint=ck, **kw)
+    assert full.method == resumed.method == "cholqr" and "> 1e+07" in resumed.reason
+    np.testing.assert_array_equal(resumed.x, full.x)
+    assert resumed.passes == full.passes and resumed.iterations == full.iterations
