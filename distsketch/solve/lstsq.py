@@ -14,7 +14,8 @@ from ..errors import ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
-from ._cholqr import NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, normal_factor
+from ._cholqr import (NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, cond2_estimate,
+                      normal_factor)
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
 from ._result import MESSAGES, LstsqResult
@@ -436,12 +437,15 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         # (the same decision on a resume: the checkpoint keeps S A and the Gram of A)
         if gram_A is None:
             meth, reason = "cholqr", reason + "; the checkpoint holds no Gram of A: ran cholqr"
-        elif fac.precond.R is None or fac.cond > NORMAL_COND_LIMIT:
-            meth, reason = "cholqr", (reason + f"; cond estimate {fac.cond:.3g} > {NORMAL_COND_LIMIT:.0e}: the Gram "
+        elif fac.precond.R is None or (cond2 := cond2_estimate(fac.precond.R)) > NORMAL_COND_LIMIT:
+            c2 = f"{cond2:.3g}" if fac.precond.R is not None else "inf (rank-deficient)"
+            meth, reason = "cholqr", (reason + f"; 2-norm cond estimate {c2} > {NORMAL_COND_LIMIT:.0e}: the Gram "
                                       "of A is too inaccurate, ran cholqr (one more read)")
         elif stage == "cholqr":
             factor = ()  # resuming the refinement: the checkpoint holds R2 and x
+            reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
         else:
+            reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
             try:
                 factor = normal_factor(gram_A[0], gram_A[1], fac.precond.R, damp)
             except GramFactorError as exc:
