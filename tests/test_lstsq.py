@@ -165,7 +165,8 @@ def test_auto_records_choice_and_reason(problems):
     res = distsketch.lstsq(A, b, seed=0)
     assert res.method in ("normal_cholqr", "cholqr", "sketch_precondition")
     assert "in memory" in res.reason and "cholqr ~" in res.reason and "sketch_precondition ~" in res.reason
-    assert "GEMM" in res.reason and "measured" in res.reason
+    # 6000 x 30 is under 1e10 flops: nominal rates, no measurement
+    assert "GEMM" in res.reason and "nominal" in res.reason
     lazy = distsketch.lstsq(p.dask("A"), p.dask("b"), seed=0)
     assert lazy.method in ("normal_cholqr", "cholqr") and "out of core" in lazy.reason
     # both full accuracy: they agree to the forward-error level of this cond 1e6 problem
@@ -186,7 +187,7 @@ def test_cost_model_follows_the_rates():
     slow_flops = dict(fast_flops, gemm_1t=1e9)
     meth, reason = choose_method(m, n, lazy=False, itemsize=8, atol=1e-12, c_given=False, minnorm=False, threads=2,
                                  rates=slow_flops)
-    assert meth == "sketch_precondition" and "GEMM 2 GFLOP/s" in reason
+    assert meth == "sketch_precondition" and "GEMM 2 GFLOP/s measured" in reason
     meth, reason = choose_method(m, n, lazy=True, itemsize=8, atol=1e-12, c_given=False, minnorm=False, threads=2,
                                  rates=fast_flops)
     assert meth == "normal_cholqr" and "falls back to cholqr" in reason and "assumed" in reason

@@ -44,10 +44,14 @@ def _sketch_eps(n: int, d: int) -> float:
 #: chunks; the benchmark measures the real one): used only to weigh reads against flops
 OOC_READ_BYTES_PER_S = 5e8
 _RATES: dict = {}
+#: rates of this project's 2-core reference machine (quiet), used instead of a measurement for
+#: problems of under 1e10 flops (m n^2), where any method takes well under a second
+NOMINAL_RATES = {"gemm_1t": 5e10, "sparse_1t": 1.5e9, "read_bw": 2e10}
 
 
 def machine_rates() -> dict:
-    """Rates the cost model uses, measured once per process (~0.05 s) on this machine.
+    """Rates the cost model uses, measured once per process (~0.05 s) on this machine
+    (for problems of at least 1e10 flops; smaller ones use :data:`NOMINAL_RATES`).
 
     ``gemm_1t``: flop/s of a 256 x 256 GEMM on one BLAS thread. ``sparse_1t``: flop/s
     (``2 nnz`` per entry of ``A``) of the sparse-sign sketch of a 2048 x 128 block on one
@@ -106,7 +110,8 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     """
     import os
 
-    rates = rates or machine_rates()
+    nominal = rates is None and m * n * n < 1e10
+    rates = rates or (dict(NOMINAL_RATES) if nominal else machine_rates())
     p = threads or os.cpu_count() or 1
     F = p * rates["gemm_1t"]
     B = OOC_READ_BYTES_PER_S if lazy else rates["read_bw"]
@@ -129,7 +134,8 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     }
     terms = {"threads": p, "gemm_GFLOPs": F / 1e9, "read_s": t_r, "read_GBs": B / 1e9, "lsqr_iterations": iters,
              "sketch_2n_s": sketch(2 * n), "qr_2n_s": qr(2 * n), "qr_4n_s": qr(4 * n),
-             "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F}
+             "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F,
+             "rates": "nominal" if nominal else "measured"}
     return {"seconds": costs, "terms": terms, "passes": {"normal_cholqr": 3, "cholqr": 3,
                                                          "sketch_precondition": iters + 3}}
 
@@ -148,9 +154,9 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None,
     c, t, ps = mc["seconds"], mc["terms"], mc["passes"]
     best = min(c, key=c.get)
     where = "out of core" if lazy else "in memory"
-    rd = "assumed" if lazy else "measured"
-    est = (f"{where}, cost model (GEMM {t['gemm_GFLOPs']:.3g} GFLOP/s measured on {t['threads']} threads, one read "
-           f"of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}): "
+    rd = "assumed" if lazy else t["rates"]
+    est = (f"{where}, cost model (GEMM {t['gemm_GFLOPs']:.3g} GFLOP/s {t['rates']} on {t['threads']} threads, one "
+           f"read of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}): "
            + ", ".join(f"{k} ~{v:.3g} s in {ps[k]} reads" for k, v in sorted(c.items(), key=lambda kv: kv[1]))
            + f" [SYRK of A {t['syrk_s']:.3g} s, Gram of A R^-1 {t['gram_AN_s']:.3g} s, QR of the 2n/4n sketch "
            f"{t['qr_2n_s']:.3g}/{t['qr_4n_s']:.3g} s, {t['lsqr_iterations']} LSQR iterations]")
