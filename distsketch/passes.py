@@ -235,3 +235,81 @@ def sketch_both_sides(data: RowData, omega: SketchOperator, psis):
     """``(A @ Omega, [Psi_j @ A ...], ||A||_F^2)`` in one read: the single-pass sketches."""
     (Y,), red = data.row_pass(_k_single_pass, small=(omega, tuple(psis)), dist_out=((omega.d, data.dtype),))
     return Y, list(red[:-1]), float(red[-1][0])
+
+
+# -- the fused sketch + Gram read of the normal-equation least-squares path (lsq) -----------
+def _k_sketch_gram(Ai, r0, dist, op):
+    """``S_i A_i``, ``S_i b_i``, the upper triangle of ``A_i.T A_i`` (SYRK, half a GEMM's flops)
+    and ``A_i.T b_i``, all in float64, from one read of the block."""
+    import scipy.linalg.blas as blas
+
+    Ai = np.asarray(Ai, dtype=np.float64)
+    bs = tuple(_2d(np.asarray(x, dtype=np.float64)) for x in dist)
+    out = [op.apply(Ai, r0)]
+    out.extend(op.apply(x, r0) for x in bs)
+    # Ai.T is Fortran-ordered when Ai is C-ordered: dsyrk reads it without a copy
+    At = Ai.T if Ai.flags.c_contiguous else np.asfortranarray(Ai).T
+    out.append(blas.dsyrk(1.0, At, trans=0, lower=0))
+    out.extend(Ai.T @ x for x in bs)
+    return (), tuple(out)
+
+
+_k_sketch_gram.propagates_nonfinite = True
+
+
+def sketch_gram(data: RowData, op: SketchOperator, extra=()) -> tuple:
+    """``(S A, [S b ...], A.T A, [A.T b ...])`` in one read of ``A`` and the ``b``'s, in float64.
+
+    The Gram matrix is formed with SYRK block by block (``m n^2`` flops, half of a GEMM),
+    summed as upper triangles and symmetrised here. Used by the normal-equation
+    least-squares path (``lstsq(method="normal_cholqr")``), which preconditions
+    ``A.T A`` with the ``R`` of ``S A`` instead of reading ``A`` again for the Gram of
+    ``A R^{-1}``.
+    """
+    k = len(extra)
+    _, red = data.row_pass(_k_sketch_gram, dist=tuple(extra), small=(op,))
+    SA, Sb, G, Atb = red[0], list(red[1:1 + k]), red[1 + k], list(red[2 + k:])
+    G = np.triu(G)
+    G = G + np.triu(G, 1).T
+    return SA, Sb, G, Atb
+
+
+# -- the LSQR step with cache-sized row tiles (lsq) --------------------------------------------
+#: bytes of A per tile of :func:`lsqr_step_tiled`: small enough that the tile read by ``A_t v``
+#: is still in cache for ``A_t.T w_t``, large enough for BLAS-2 at full speed
+TILE_BYTES = 2 * 2**20
+
+
+def _k_lsqr_step_tiled(Ai, r0, dist, v, alpha_c):
+    # invariant, per tile t: w_t = A_t v - alpha_c u_t, and A.T w accumulates A_t.T w_t while
+    # A_t is still in cache: one read of the block from memory instead of two
+    rows = max(16, TILE_BYTES // max(1, Ai.shape[1] * Ai.itemsize))
+    dt = np.result_type(Ai.dtype, v.dtype)
+    w = np.empty((Ai.shape[0], v.shape[1]), dtype=dt)
+    z = np.zeros((Ai.shape[1], v.shape[1]), dtype=dt)
+    ww = 0.0
+    u = _2d(dist[0]) if alpha_c != 0.0 else None
+    for s in range(0, Ai.shape[0], rows):
+        At = Ai[s:s + rows]
+        wt = At @ v
+        if u is not None:
+            wt -= alpha_c * u[s:s + rows]
+        w[s:s + rows] = wt
+        z += At.T @ wt
+        ww += float(np.vdot(wt, wt))
+    return (w,), (z, np.array([ww]))
+
+
+_k_lsqr_step_tiled.propagates_nonfinite = True
+
+
+def lsqr_step_tiled(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0.0):
+    """:func:`lsqr_step` computed tile by tile (``TILE_BYTES`` of rows): the same
+    ``(w, A.T w, ||w||^2)`` up to rounding, with each block read from memory once."""
+    v = _small(v, data)
+    dist = () if u_raw is None else (u_raw,)
+    (w,), (ATw, ww) = data.row_pass(
+        _k_lsqr_step_tiled, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
+        dist_out=((v.shape[1], v.dtype),),
+    )
+    return w, ATw, float(ww[0])

@@ -163,12 +163,166 @@ def test_auto_records_choice_and_reason(problems):
     p = problems(6000, 30, 1e6, 0.9, None, "float64")
     A, b = p.numpy("A"), p.numpy("b")
     res = distsketch.lstsq(A, b, seed=0)
-    assert res.method in ("cholqr", "sketch_precondition")
+    assert res.method in ("normal_cholqr", "cholqr", "sketch_precondition")
     assert "in memory" in res.reason and "cholqr ~" in res.reason and "sketch_precondition ~" in res.reason
+    # 6000 x 30 is under 1e10 flops: nominal rates, no measurement
+    assert "GEMM" in res.reason and "nominal" in res.reason
     lazy = distsketch.lstsq(p.dask("A"), p.dask("b"), seed=0)
-    assert lazy.method == "cholqr" and "out of core" in lazy.reason
+    assert lazy.method in ("normal_cholqr", "cholqr") and "out of core" in lazy.reason
     # both full accuracy: they agree to the forward-error level of this cond 1e6 problem
     assert np.linalg.norm(lazy.x - res.x) <= 1e-6 * np.linalg.norm(res.x)
+
+
+def test_cost_model_follows_the_rates():
+    """The choice follows the rates it is given: cheap reads favour LSQR, slow reads the 3-read methods."""
+    from distsketch.solve.lstsq import choose_method, method_costs
+
+    fast_flops = {"gemm_1t": 5e10, "sparse_1t": 2e9, "read_bw": 2e10}
+    m, n = 100_000, 2_000
+    c = method_costs(m, n, lazy=False, itemsize=8, atol=1e-12, threads=2, rates=fast_flops)
+    # SYRK m n^2 over 2 x 50 GFLOP/s; one read 1.6 GB at 20 GB/s
+    assert c["terms"]["syrk_s"] == pytest.approx(m * n * n / 1e11)
+    assert c["terms"]["read_s"] == pytest.approx(m * n * 8 / 2e10)
+    assert c["passes"]["normal_cholqr"] == 3 and c["passes"]["sketch_precondition"] > 30
+    slow_flops = dict(fast_flops, gemm_1t=1e9)
+    meth, reason = choose_method(m, n, lazy=False, itemsize=8, atol=1e-12, c_given=False, minnorm=False, threads=2,
+                                 rates=slow_flops)
+    assert meth == "sketch_precondition" and "GEMM 2 GFLOP/s measured" in reason
+    meth, reason = choose_method(m, n, lazy=True, itemsize=8, atol=1e-12, c_given=False, minnorm=False, threads=2,
+                                 rates=fast_flops)
+    assert meth == "normal_cholqr" and "falls back to cholqr" in reason and "assumed" in reason
+
+
+# --- the passes of the least-squares paths, against dense products ---------------------------------
+@pytest.mark.parametrize("layout", ["numpy", (1300, None), (999, 7)], ids=layout_id)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sketch_gram_and_tiled_step_against_dense(layout, dtype):
+    from distsketch import passes
+    from distsketch.backends import as_rowdata
+    from distsketch.operators import make_operator
+
+    rng = np.random.default_rng(11)
+    A = rng.standard_normal((4000, 19)).astype(dtype)
+    b, u = rng.standard_normal(4000), rng.standard_normal(4000)
+    A64 = A.astype(np.float64)
+    Ain, bin_ = as_layout(A, b, layout)
+    data = as_rowdata(Ain)
+    op = make_operator("sparse_sign", 40, 4000, seed=2)
+    SA, (Sb,), G, (h,) = passes.sketch_gram(data, op, extra=[data.distribute(bin_)])
+    # the sketch is the same operator as left_sketch's; the Gram is symmetric and equals A.T A
+    SA_ref, Sb_ref = passes.left_sketch(as_rowdata(A), op, extra=[b], dtype=np.float64)
+    np.testing.assert_allclose(SA, SA_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(Sb, Sb_ref, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(G, G.T)
+    np.testing.assert_allclose(G, A64.T @ A64, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(h[:, 0], A64.T @ b, rtol=1e-12, atol=1e-10)
+    assert data.passes == 1
+    v = rng.standard_normal(19)
+    w, ATw, ww = passes.lsqr_step_tiled(data, v, data.distribute(u), 0.7)
+    w_ref = A64 @ v - 0.7 * u
+    np.testing.assert_allclose(np.asarray(data.gather(w))[:, 0], w_ref, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(ATw[:, 0], A64.T @ w_ref, rtol=1e-11, atol=1e-9)
+    assert ww == pytest.approx(w_ref @ w_ref, rel=1e-12) and data.passes == 2
+
+
+def test_tiled_step_spans_many_tiles(monkeypatch):
+    """Tiles of 16 rows (the minimum) inside 4096-row blocks: the sums over tiles are the dense ones."""
+    from distsketch import passes
+    from distsketch.backends import NumpyRowData
+
+    monkeypatch.setattr(passes, "TILE_BYTES", 1)
+    rng = np.random.default_rng(12)
+    A, v, u = rng.standard_normal((10_000, 5)), rng.standard_normal(5), rng.standard_normal(10_000)
+    w, ATw, ww = passes.lsqr_step_tiled(NumpyRowData(A, block_rows=4096), v, u, -1.5)
+    w_ref = A @ v + 1.5 * u
+    np.testing.assert_allclose(w[:, 0], w_ref, rtol=1e-13)
+    np.testing.assert_allclose(ATw[:, 0], A.T @ w_ref, rtol=1e-12)
+    assert ww == pytest.approx(w_ref @ w_ref, rel=1e-13)
+
+
+# --- normal_cholqr: the Gram of A from the sketch's read ------------------------------------------
+@pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
+@pytest.mark.parametrize("cond", [1e2, 1e4, 1e5, 1e6])
+def test_normal_cholqr_against_gelsd(problems, cond, layout):
+    p = problems(6000, 30, cond, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    xg = gelsd(A, b, False)
+    Ain, bin_ = as_layout(A, b, layout)
+    res = distsketch.lstsq(Ain, bin_, method="normal_cholqr", seed=3)
+    assert res.method == "normal_cholqr" and res.converged and res.istop in (1, 2), res.reason
+    # the sketch+Gram read, one forced corrected semi-normal step, one verifying read
+    assert res.passes == 3 and res.iterations == 1
+    eps = np.finfo(np.float64).eps
+    floor = 10 * eps * p.s[0] * np.linalg.norm(b - A @ xg)
+    assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + floor
+    nx = np.linalg.norm(p.x)
+    theory = eps * p.cond * (1 + p.cond * p.norm_r / (p.s[0] * nx))
+    fwd_g = np.linalg.norm(xg - p.x) / nx
+    assert np.linalg.norm(res.x - p.x) / nx <= 10 * max(fwd_g, theory)
+    # normr and normar are those of the returned x, from its own read
+    assert res.normr == pytest.approx(np.linalg.norm(b - A @ res.x), rel=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["numpy", (2001, 13)], ids=layout_id)
+def test_normal_cholqr_falls_back_beyond_cond_limit(problems, layout):
+    """cond 1e12: the Gram of A holds nothing beyond sqrt(1/eps); cholqr's Gram of A R^-1 runs instead."""
+    p = problems(6000, 30, 1e12, 0.5, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    Ain, bin_ = as_layout(A, b, layout)
+    res = distsketch.lstsq(Ain, bin_, method="normal_cholqr", seed=3)
+    assert res.method == "cholqr" and "2-norm cond estimate" in res.reason and "> 1e+07" in res.reason
+    xg = gelsd(A, b, False)
+    eps = np.finfo(np.float64).eps
+    assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + 10 * eps * p.s[0] * np.linalg.norm(b - A @ xg)
+    # the sketch's read (which also formed A.T A), the Gram of A R^-1, the refinement reads
+    assert 3 <= res.passes <= 5
+
+
+def test_normal_cholqr_chunk_invariant_and_counted(problems):
+    """Same sketch for any chunking (the Gram sums differ only by rounding); passes equal the reads counted."""
+    from .test_passes import CountingArray
+
+    p = problems(6000, 30, 1e4, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    xs = []
+    for rows, cols in ((1000, 30), (1500, 7), (6000, 30)):
+        counted = CountingArray(A)
+        Ad = da.from_array(counted, chunks=(rows, cols), asarray=False)
+        counted.reads = 0
+        res = distsketch.lstsq(Ad, da.from_array(b, chunks=rows), method="normal_cholqr", seed=1)
+        nchunks = -(-6000 // rows) * -(-30 // cols)
+        assert res.method == "normal_cholqr" and counted.reads == res.passes * nchunks == 3 * nchunks
+        xs.append(res.x)
+    ref = distsketch.lstsq(A, b, method="normal_cholqr", seed=1).x
+    # the sums of A.T A differ by rounding between chunkings: x agrees to its forward-error level
+    nx = np.linalg.norm(p.x)
+    theory = np.finfo(np.float64).eps * p.cond * (1 + p.cond * p.norm_r / (p.s[0] * nx))
+    for x in xs:
+        assert np.linalg.norm(x - ref) <= 10 * theory * nx
+
+
+@pytest.mark.parametrize("damp", [1e-3, 0.5])
+def test_normal_cholqr_ridge_against_dense_solve(damp):
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((5000, 25)) * np.logspace(0, -4, 25)
+    b = rng.standard_normal(5000)
+    Aug = np.vstack([A, damp * np.eye(25)])
+    x_ref = scipy.linalg.lstsq(Aug, np.concatenate([b, np.zeros(25)]), lapack_driver="gelsd")[0]
+    res = distsketch.lstsq(A, b, damp=damp, method="normal_cholqr", seed=2)
+    assert res.method == "normal_cholqr"
+    assert np.linalg.norm(res.x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
+
+
+def test_normal_cholqr_float32_and_c_term(problems):
+    p = problems(6000, 30, 1e3, 0.9, None, "float32")
+    A, b = p.numpy("A"), p.numpy("b")
+    res = distsketch.lstsq(A, b, method="normal_cholqr", seed=0)
+    assert res.x.dtype == np.float32 and res.method == "normal_cholqr"
+    xg = gelsd(A.astype(np.float64), b.astype(np.float64), False)
+    assert np.linalg.norm(res.x - xg) <= 1e-4 * np.linalg.norm(xg)
+    # the saddle-point problem (c given) is cholqr's, and the reason says so
+    res_c = distsketch.lstsq(A.astype(np.float64), b.astype(np.float64), c=np.ones(30), method="normal_cholqr", seed=0)
+    assert res_c.method == "cholqr" and "ran cholqr" in res_c.reason and res_c.y is not None
 
 
 def test_seed_is_recorded_and_reproduces(problems):
@@ -221,33 +375,33 @@ def test_checkpoint_interrupt_and_resume(problems, tmp_path, monkeypatch):
 
     p = problems(6000, 30, 1e6, 0.9, None, "float64")
     A, b = p.numpy("A"), p.numpy("b")
-    for method in ("sketch_precondition", "cholqr"):
+    for method in ("sketch_precondition", "cholqr", "normal_cholqr"):
         full = distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4)
         ck = tmp_path / f"{method}.npz"
-        real = P.lsqr_step
+        real = P.lsqr_step_tiled
         calls = {"n": 0}
 
         def flaky(*a, **k):
             calls["n"] += 1
-            if calls["n"] == (12 if method == "sketch_precondition" else 1):
+            if calls["n"] == {"sketch_precondition": 12, "cholqr": 1, "normal_cholqr": 2}[method]:
                 raise KeyboardInterrupt("killed")
             return real(*a, **k)
 
-        monkeypatch.setattr(P, "lsqr_step", flaky)
+        monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
         with pytest.raises(KeyboardInterrupt):
             distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
         assert ck.exists()
-        monkeypatch.setattr(P, "lsqr_step", real)
+        monkeypatch.setattr(P, "lsqr_step_tiled", real)
         resumed = distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
         np.testing.assert_array_equal(resumed.x, full.x)
         assert resumed.passes == full.passes and resumed.iterations == full.iterations
         assert not ck.exists()
         # a checkpoint of another problem is refused
         with pytest.raises(KeyboardInterrupt):
-            monkeypatch.setattr(P, "lsqr_step", flaky)
+            monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
             calls["n"] = 0
             distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
-        monkeypatch.setattr(P, "lsqr_step", real)
+        monkeypatch.setattr(P, "lsqr_step_tiled", real)
         with pytest.raises(ParameterError, match="written by a solve with different arguments"):
             distsketch.lstsq(A, b, method=method, atol=1e-15, btol=1e-15, seed=5, checkpoint=ck)
         ck.unlink()
@@ -301,3 +455,47 @@ def test_nonfinite_named(Ab, where, layout):
 def test_zero_rhs_gives_zero(Ab):
     res = distsketch.lstsq(Ab[0], np.zeros(3000))
     assert res.istop == 0 and np.all(res.x == 0) and res.passes == 0
+
+
+def test_normal_cholqr_fallback_resumes_as_cholqr(problems, tmp_path, monkeypatch):
+    """A checkpoint written after the fallback (cond 1e12) resumes into cholqr's refinement: same x.
+
+    Interrupted at the first refinement read: cholqr's checkpoint does not keep the history its
+    stagnation test (istop 5) looks at, so a resume after later reads may stop elsewhere."""
+    from distsketch import passes as P
+
+    p = problems(6000, 30, 1e12, 0.5, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    kw = dict(method="normal_cholqr", atol=1e-15, btol=1e-15, seed=4)
+    full = distsketch.lstsq(A, b, **kw)
+    ck = tmp_path / "fb.npz"
+    real = P.lsqr_step_tiled
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        distsketch.lstsq(A, b, checkpoint=ck, **kw)
+    monkeypatch.setattr(P, "lsqr_step_tiled", real)
+    resumed = distsketch.lstsq(A, b, checkpoint=ck, **kw)
+    assert full.method == resumed.method == "cholqr" and "> 1e+07" in resumed.reason
+    np.testing.assert_array_equal(resumed.x, full.x)
+    assert resumed.passes == full.passes and resumed.iterations == full.iterations
+
+
+@pytest.mark.parametrize("n, cond", [(200, 1e5), (300, 1e7), (120, 1e3)])
+def test_cond2_estimate_against_svd(n, cond):
+    """The gate of normal_cholqr: the 2-norm estimate is close below cond_2(R) (trcon's 1-norm one is not)."""
+    from distsketch.solve._cholqr import cond2_estimate
+
+    rng = np.random.default_rng(n)
+    U, _ = np.linalg.qr(rng.standard_normal((2 * n, n)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    R = np.linalg.qr((U * np.geomspace(1, 1 / cond, n)) @ V.T, mode="r")
+    true = np.linalg.cond(R)
+    assert 0.8 * true <= cond2_estimate(R) <= true * (1 + 1e-10)

@@ -5,7 +5,7 @@ Paige & Saunders' LSQR (scipy ``lsqr``). With ``u = c u_raw`` the step
 
     beta u_new = M v - alpha u,        alpha_new v_new = M.T u_new - beta v
 
-needs ``A (N v) - alpha c u_raw`` and ``A.T`` of it: :func:`distsketch.passes.lsqr_step`
+needs ``A (N v) - alpha c u_raw`` and ``A.T`` of it: :func:`distsketch.passes.lsqr_step_tiled`
 computes both and ``||.||^2`` in one read (``u_new = w / beta`` is never formed on the
 ``m`` rows). Stopping tests are scipy's, on the preconditioned operator:
 
@@ -36,7 +36,7 @@ EPS = np.finfo(np.float64).eps
 
 def _true_residual(data, x, b):
     """One pass: r = b - A x (distributed), A.T r and ||r||^2."""
-    return passes.lsqr_step(data, -x, b, -1.0 if b is not None else 0.0)
+    return passes.lsqr_step_tiled(data, -x, b, -1.0 if b is not None else 0.0)
 
 
 class LSQRState:
@@ -107,7 +107,7 @@ def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, an
             st.itn += 1
             Nv = P.apply(st.v)
             # invariant: w = A N v - alpha u  (u = c u_raw),  beta u_new = [w; wb]
-            w, ATw, ww = passes.lsqr_step(data, Nv, st.u_top, st.alpha * st.c)
+            w, ATw, ww = passes.lsqr_step_tiled(data, Nv, st.u_top, st.alpha * st.c)
             wb = damp * Nv - st.alpha * st.c * st.u_bot if damp else np.zeros(0)
             beta = float(np.sqrt(ww + wb @ wb))
             st.anorm = float(np.sqrt(st.anorm**2 + st.alpha**2 + beta**2))

@@ -9,20 +9,22 @@ import numpy as np
 
 from .. import passes
 from .._inputs import as_matrix, is_lazy
-from ..backends import RowData, as_rowdata
+from ..backends import NumpyRowData, RowData, as_rowdata
 from ..errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
-from ._cholqr import GramFactorError, cholqr_minnorm, cholqr_solve
+from ._cholqr import (NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, cond2_estimate,
+                      normal_factor)
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import build_precond
 from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
 from ._scale import scale_rhs, scale_sketch, scale_vector
 
-__all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS"]
+__all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "choose_method", "method_costs",
+           "machine_rates"]
 
-METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr")
+METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr")
 
 
 class IllConditionedWarning(UserWarning):
@@ -39,30 +41,129 @@ def _sketch_eps(n: int, d: int) -> float:
     return float(min(0.99, math.sqrt((n + 1) / d) + 3 / math.sqrt(d)))
 
 
-def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm):
-    """The cost model behind ``method="auto"``: estimated seconds of each full-accuracy method.
+#: assumed out-of-core read rate of the whole cluster, bytes/s (reading and decompressing Zarr
+#: chunks; the benchmark measures the real one): used only to weigh reads against flops
+OOC_READ_BYTES_PER_S = 5e8
+_RATES: dict = {}
+#: rates of this project's 2-core reference machine (quiet), used instead of a measurement for
+#: problems of under 1e10 flops (m n^2), where any method takes well under a second
+NOMINAL_RATES = {"gemm_1t": 5e10, "sparse_1t": 1.5e9, "read_bw": 2e10}
 
-    A pass costs ``m n itemsize / B`` (B = 0.5 GB/s out of core, for reading and
-    decompressing chunks; 10 GB/s in memory) plus its flops at 2e10 flop/s. Sketch and
-    factorisation are common to both. ``sketch_precondition``: about
-    ``log(atol) / log(0.5)`` LSQR iterations (the convergence rate for a d = 4n
-    embedding) plus two, each ``4 m n`` flops. ``cholqr``: the Gram pass of ``A N``
-    (``2 m n^2`` flops) plus two refinement passes (``4 m n``).
+
+def machine_rates() -> dict:
+    """Rates the cost model uses, measured once per process (~0.05 s) on this machine
+    (for problems of at least 1e10 flops; smaller ones use :data:`NOMINAL_RATES`).
+
+    ``gemm_1t``: flop/s of a 256 x 256 GEMM on one BLAS thread. ``sparse_1t``: flop/s
+    (``2 nnz`` per entry of ``A``) of the sparse-sign sketch of a 2048 x 128 block on one
+    thread, through the operator itself. ``read_bw``: bytes/s of a matrix-vector product
+    of a 64 MiB matrix (larger than the caches) with all threads: one in-memory read of
+    ``A``. Medians of three; a loaded machine measures lower rates, and the choice follows.
+    """
+    if _RATES:
+        return dict(_RATES)
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    def best(f, k=3):
+        ts = []
+        for _ in range(k):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return sorted(ts)[k // 2]
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((256, 256))
+    blk = rng.standard_normal((2048, 128))
+    op = make_operator("sparse_sign", 512, 2048, seed=0)
+    with threadpool_limits(1):
+        a @ a
+        gemm = 2 * 256**3 / best(lambda: a @ a)
+        op.apply(blk, 0)
+        sparse = 2 * 8 * blk.size / best(lambda: op.apply(blk, 0))
+    big = np.empty((8192, 1024))
+    big.fill(1.0)
+    v = np.ones(1024)
+    big @ v
+    bw = big.nbytes / best(lambda: big @ v)
+    _RATES.update(gemm_1t=float(gemm), sparse_1t=float(sparse), read_bw=float(bw))
+    return dict(_RATES)
+
+
+def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dict:
+    """Modelled seconds of each full-accuracy method, and the terms behind them.
+
+    With ``p`` threads (one BLAS thread each, as the passes run), ``F = p gemm_1t``, a read
+    of ``A`` ``t_r = m n itemsize / B`` (``B`` the measured in-memory bandwidth, or
+    :data:`OOC_READ_BYTES_PER_S` out of core), the sparse sketch ``16 m n / (p sparse_1t)``
+    and the QR of a ``d x n`` sketch ``(2 d n^2 - 2 n^3 / 3) / (F / 2)``. A pass costs the
+    larger of its read and its arithmetic (they overlap):
+
+    * ``normal_cholqr``: ``max(t_r, m n^2 / F + sketch(2n))`` (S A, A.T A, A.T b in one
+      read) + QR(2n) + ``7/3 n^3 / F`` + 2 refinement reads (``4 m n`` flops each);
+    * ``cholqr``: ``max(t_r, sketch(2n))`` + QR(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
+      ``A R^-1``) + 1 refinement read;
+    * ``sketch_precondition``: ``max(t_r, sketch(4n))`` + QR(4n) + ``k + 2`` reads of
+      ``4 m n`` flops, ``k = log(atol) / log(1/2)`` LSQR iterations (``cond(A N) <= 3``
+      for ``d = 4n``).
+    """
+    import os
+
+    nominal = rates is None and m * n * n < 1e10
+    rates = rates or (dict(NOMINAL_RATES) if nominal else machine_rates())
+    p = threads or os.cpu_count() or 1
+    F = p * rates["gemm_1t"]
+    B = OOC_READ_BYTES_PER_S if lazy else rates["read_bw"]
+    t_r = m * n * itemsize / B
+
+    def sketch(d):
+        return 16.0 * m * n / (p * rates["sparse_1t"])
+
+    def qr(d):
+        return max(2.0 * d * n * n - 2.0 * n**3 / 3, 0.0) / (F / 2)
+
+    def step():
+        return max(t_r, 4.0 * m * n / F)
+
+    iters = math.ceil(math.log(max(atol, 1e-16)) / math.log(0.5))
+    costs = {
+        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + qr(2 * n) + 7 * n**3 / (3 * F) + 2 * step(),
+        "cholqr": max(t_r, sketch(2 * n)) + qr(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
+        "sketch_precondition": max(t_r, sketch(4 * n)) + qr(4 * n) + (iters + 2) * step(),
+    }
+    terms = {"threads": p, "gemm_GFLOPs": F / 1e9, "read_s": t_r, "read_GBs": B / 1e9, "lsqr_iterations": iters,
+             "sketch_2n_s": sketch(2 * n), "qr_2n_s": qr(2 * n), "qr_4n_s": qr(4 * n),
+             "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F,
+             "rates": "nominal" if nominal else "measured"}
+    return {"seconds": costs, "terms": terms, "passes": {"normal_cholqr": 3, "cholqr": 3,
+                                                         "sketch_precondition": iters + 3}}
+
+
+def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None, rates=None):
+    """The cost model behind ``method="auto"``: the cheapest of :func:`method_costs`.
+
+    Returns ``(method, reason)``; the reason quotes the model's numbers (measured rates,
+    read time, each method's modelled seconds and reads) so a user can see why.
     """
     if minnorm:
         return "cholqr", "minimum-norm (m < n) problems are solved by cholqr on A.T"
     if c_given:
         return "cholqr", "the saddle-point problem (c given) is solved by cholqr"
-    B = 1e10 if not lazy else 5e8
-    F = 2e10
-    read = m * n * itemsize / B
-    iters = math.ceil(math.log(max(atol, 1e-16)) / math.log(0.5)) + 2
-    t_lsqr = iters * (read + 4 * m * n / F)
-    t_chol = (read + 2 * m * n * n / F) + 2 * (read + 4 * m * n / F)
+    mc = method_costs(m, n, lazy=lazy, itemsize=itemsize, atol=atol, threads=threads, rates=rates)
+    c, t, ps = mc["seconds"], mc["terms"], mc["passes"]
+    best = min(c, key=c.get)
     where = "out of core" if lazy else "in memory"
-    est = (f"{where}: cholqr ~{t_chol:.3g} s in ~3 passes after the sketch, sketch_precondition ~{t_lsqr:.3g} s "
-           f"in ~{iters} passes")
-    return ("cholqr", est) if t_chol <= t_lsqr else ("sketch_precondition", est)
+    rd = "assumed" if lazy else t["rates"]
+    est = (f"{where}, cost model (GEMM {t['gemm_GFLOPs']:.3g} GFLOP/s {t['rates']} on {t['threads']} threads, one "
+           f"read of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}): "
+           + ", ".join(f"{k} ~{v:.3g} s in {ps[k]} reads" for k, v in sorted(c.items(), key=lambda kv: kv[1]))
+           + f" [SYRK of A {t['syrk_s']:.3g} s, Gram of A R^-1 {t['gram_AN_s']:.3g} s, QR of the 2n/4n sketch "
+           f"{t['qr_2n_s']:.3g}/{t['qr_4n_s']:.3g} s, {t['lsqr_iterations']} LSQR iterations]")
+    if best == "normal_cholqr":
+        est += "; normal_cholqr falls back to cholqr (one more read) if the sketch estimates cond(A) > 1e7"
+    return best, est
 
 
 def _vector_checksum(v) -> str:
@@ -108,13 +209,20 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     ----------
     A : numpy array, dask array, zarr array, Zarr path, or a :class:`~distsketch.backends.RowData`
     b : array_like of length m (numpy or dask)
-    method : {"auto", "sketch_solve", "sketch_precondition", "cholqr"}
+    method : {"auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr"}
         ``sketch_solve``: one pass, ``||A x - b|| <= (1 + eps)/(1 - eps) min ||A z - b||``
         with ``eps`` reported in ``eps_sketch`` when the sketch embeds ``A``; nothing is
         verified, so it reports istop 8 and ``converged`` False (m >= n, no ``c``).
         ``sketch_precondition``: LSQR on ``A N`` with the fused one-read step, warm-started
         from the sketch-and-solve solution and refined. ``cholqr``: randomized Cholesky QR
-        and refinement, 3-4 passes in all. ``auto``: a cost model of passes, flops and bytes (see :func:`choose_method`).
+        and refinement, 3-4 passes in all.
+        ``normal_cholqr``: the Gram matrix ``A.T A`` formed in the sketch's own read and
+        preconditioned by the sketch's ``R`` (Cholesky of ``R^-T A.T A R^-1``), one
+        corrected semi-normal step: 3 passes; used while the sketch estimates
+        ``cond(A) <= 1e7``, else ``cholqr`` runs (``method`` and ``reason`` say so). For
+        ``m < n`` or a ``c`` term it runs ``cholqr``.
+        ``auto``: a cost model of passes, flops and bytes with measured rates (see
+        :func:`choose_method`); ``reason`` quotes it.
     atol, btol : float
         Stopping tolerances (scipy lsqr's meaning; see the Notes).
     maxiter : int, optional
@@ -182,8 +290,19 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     -----
     Passes (reads of ``A``): ``sketch_solve`` 1; ``cholqr`` 1 (sketch) + 1 (Gram of
     ``A N``) + one per refinement step, each computing ``r = b - A x`` and ``A.T r``
-    together; ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration
-    + one verification. Every count is reported in ``passes``.
+    together; ``normal_cholqr`` 1 (sketch and Gram of ``A``) + one per refinement step
+    (at least one step, then the verifying read: 3 in all at full accuracy);
+    ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration + one
+    verification. Every count is reported in ``passes``.
+
+    Flops: ``normal_cholqr`` ``m n^2`` (SYRK) + ``16 m n`` (sparse sketch) in its first
+    read, ``cholqr`` ``3 m n^2`` in its Gram read (``A_i R^-1`` and its Gram), LSQR
+    ``4 m n`` per iteration. Why ``normal_cholqr`` stays accurate: ``A.T A`` is formed
+    with an error ``~ eps ||A||^2``, so the preconditioned Gram ``R^-T A.T A R^-1`` is
+    known to ``~ eps cond(A)^2`` and each corrected semi-normal step (the residual and
+    ``A.T r`` recomputed from ``A`` itself) contracts the error by about that factor;
+    the first ``x`` already meets the residual tests but has a forward error
+    ``~ eps cond(A)^2``, hence the step that is always taken.
 
     The final tests, on the returned ``x`` with ``||A||`` estimated by ``||S A||_F``:
     ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (istop 1) or
@@ -289,12 +408,14 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     T_m, T_n = data.shape
     if method == "auto":
         meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=dtype_in.itemsize, atol=atol,
-                                     c_given=c is not None, minnorm=minnorm)
+                                     c_given=c is not None, minnorm=minnorm, threads=getattr(data, "workers", None))
     else:
         meth, reason = method, "requested"
+    if meth == "normal_cholqr" and (minnorm or c is not None):
+        meth, reason = "cholqr", reason + "; normal_cholqr solves m >= n problems without c: ran cholqr"
     # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
     # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
-    d = sketch_size or max((2 if meth == "cholqr" else 4) * T_n, 8)
+    d = sketch_size or max((2 if meth in ("cholqr", "normal_cholqr") else 4) * T_n, 8)
     if sketch_size is None and sketch_kind in ("uniform", "srct"):
         d = min(d, T_m)  # these draw d distinct rows of m (d >= T_n still holds: T_m >= T_n)
     # sA, sb: exact power-of-two scales of A and b, 1 unless their norms near over/underflow (_scale.py)
@@ -310,7 +431,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         with np.errstate(over="ignore", under="ignore"):  # a norm that overflows is scaled next
             bnorm = data.norm(bd)
         bd, bnorm, sb = scale_rhs(data, bd, bnorm)
-    maxit = maxiter if maxiter is not None else (20 if method == "cholqr" else 200)
+    maxit = maxiter if maxiter is not None else (20 if meth in ("cholqr", "normal_cholqr") else 200)
     ckpt = None
     state = None
     if checkpoint is not None and meth != "sketch_solve":
@@ -362,13 +483,21 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
     # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
     op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
+    if data_in is None and isinstance(data, NumpyRowData):
+        data.block_rows = _sketch_block_rows(T_m, d, data.block_rows, data.workers)
 
     def sketch_pass(data):
+        nonlocal gram_A
+        if meth == "normal_cholqr":  # one read: S A, S b, A.T A, A.T b
+            SA, Sbs, G_A, hs = passes.sketch_gram(data, op, extra=[bd])
+            gram_A = (G_A, hs[0][:, 0])
+            return SA, Sbs[0]
         sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
         return sk[0], (sk[1] if bd is not None else None)
 
     if state is not None:
         SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
+        gram_A = (state["G_A"], state["h_A"]) if "G_A" in state else None
         data.passes = int(state["passes_sketch"])
         sA = float(state["scale_A"]) if "scale_A" in state else 1.0
         if sA != 1.0:
@@ -376,6 +505,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
             data = ScaledRowData(data, sA)
     else:
+        gram_A = None
         SA, Sb = sketch_pass(data)
         data, SA, Sb, sA = scale_sketch(data, SA, Sb, sketch_pass)
     # the scaled problem's options (see _scale.py): damp' = sA damp, c' = sA sb c, x0' = (sb / sA) x0
@@ -403,11 +533,13 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         save = {"SA": SA, "passes_sketch": np.array(data.passes), "scale_A": np.array(sA)}
         if Sb is not None:
             save["Sb"] = Sb
+        if gram_A is not None:
+            save["G_A"], save["h_A"] = gram_A
         ckpt.save(stage=np.array("sketch"), **save)
         sketch_state = save
     else:
-        sketch_state = ({k: state[k] for k in ("SA", "Sb", "passes_sketch", "scale_A") if k in state} if state
-                        else None)
+        sketch_state = ({k: state[k] for k in ("SA", "Sb", "G_A", "h_A", "passes_sketch", "scale_A") if k in state}
+                        if state else None)
 
     class _Ckpt:  # keeps the sketch in every later checkpoint, so a resume skips pass 1
         def save(self, **kw):
@@ -421,6 +553,32 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if meth == "sketch_solve":  # nothing is verified: normr is the sketched ||S (A x - b)||
         return finish(fac.x_sketch, None, meth, reason, NOT_VERIFIED, 0, fac.rho, float("nan"), fac,
                       [{"normr_sketched": fac.rho}])
+    factor = None
+    if meth == "normal_cholqr":
+        # the Gram of A is usable when the sketch says cond(A) <= NORMAL_COND_LIMIT; otherwise
+        # (or if its Cholesky fails) cholqr forms the Gram of A R^-1 in a read of its own
+        # (the same decision on a resume: the checkpoint keeps S A and the Gram of A)
+        if gram_A is None:
+            meth, reason = "cholqr", reason + "; the checkpoint holds no Gram of A: ran cholqr"
+        elif fac.precond.R is None or (cond2 := cond2_estimate(fac.precond.R)) > NORMAL_COND_LIMIT:
+            c2 = f"{cond2:.3g}" if fac.precond.R is not None else "inf (rank-deficient)"
+            meth, reason = "cholqr", (reason + f"; 2-norm cond estimate {c2} > {NORMAL_COND_LIMIT:.0e}: the Gram "
+                                      "of A is too inaccurate, ran cholqr (one more read)")
+        elif stage == "cholqr":
+            factor = ()  # resuming the refinement: the checkpoint holds R2 and x
+            reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
+        else:
+            reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
+            try:
+                factor = normal_factor(gram_A[0], gram_A[1], fac.precond.R, damp)
+            except GramFactorError as exc:
+                meth, reason = "cholqr", reason + f"; Cholesky of the preconditioned A.T A failed ({exc}): ran cholqr"
+    if meth == "normal_cholqr":
+        x, r, istop, itn, normr, normar, hist = cholqr_solve(
+            data, bd, cT, fac.precond, damp=damp, atol=atol, btol=btol, maxiter=maxit, bnorm=bnorm,
+            anorm_A=fac.anorm, x0=x0, checkpoint=inner, state=state if stage == "cholqr" else None,
+            factor=factor or None, min_steps=1)
+        return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
     if meth == "cholqr" and minnorm:
         y, istop, itn, normr, hist = cholqr_minnorm(
             data, cT, fac.precond, atol=atol, btol=btol, maxiter=maxit, anorm_A=fac.anorm, checkpoint=inner,
@@ -458,6 +616,20 @@ def _small_vector(v, name):
         raise InputTypeError(f"{name} must hold real numbers; got dtype {arr.dtype}. Pass the real part explicitly "
                              "if that is what you mean")
     return arr.astype(np.float64).ravel()
+
+
+def _sketch_block_rows(m, d, rows, workers):
+    """Row blocks of at least ``2 d`` rows, in a multiple of ``workers`` blocks (in memory).
+
+    Each block of the sketch pass returns a dense ``d x n`` partial sum: with blocks of fewer
+    than ``d`` rows the partials outweigh the blocks themselves (at 100,000 x 2,000 with
+    4,096-row blocks and ``d = 8,000``, 25 partials of 128 MB). The block count stays a
+    multiple of the threads so that no thread idles at the end of a pass.
+    """
+    if rows >= 2 * d or m <= rows:
+        return rows
+    k = max(workers, (m // (2 * d)) // workers * workers)
+    return max(rows, -(-m // k))
 
 
 def _cast(x, dtype):
