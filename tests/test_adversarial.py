@@ -477,7 +477,7 @@ def test_checkpoint_resume_of_scaled_data(tmp_path, monkeypatch, method):
     full = ds.lstsq(As, B, method=method, atol=1e-15, btol=1e-15, seed=4)
     assert full.converged and rel(full.x, gelsd(A, B) * 1e300) <= 1e-10
     ck = tmp_path / "ck.npz"
-    real, calls = P.lsqr_step, {"n": 0}
+    real, calls = P.lsqr_step_tiled, {"n": 0}
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -485,11 +485,11 @@ def test_checkpoint_resume_of_scaled_data(tmp_path, monkeypatch, method):
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(P, "lsqr_step", flaky)
+    monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
     with pytest.raises(KeyboardInterrupt):
         ds.lstsq(As, B, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
     assert ck.exists()
-    monkeypatch.setattr(P, "lsqr_step", real)
+    monkeypatch.setattr(P, "lsqr_step_tiled", real)
     resumed = ds.lstsq(As, B, method=method, atol=1e-15, btol=1e-15, seed=4, checkpoint=ck)
     np.testing.assert_array_equal(resumed.x, full.x)
     assert resumed.passes == full.passes and resumed.converged

@@ -44,7 +44,7 @@ def foreign_store(path, A, chunks=CH):
 
 def lsqr_interrupted(monkeypatch, after):
     """Make the ``after``-th LSQR step raise KeyboardInterrupt (a job killed mid-solve)."""
-    real = P.lsqr_step
+    real = P.lsqr_step_tiled
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -53,8 +53,8 @@ def lsqr_interrupted(monkeypatch, after):
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(P, "lsqr_step", flaky)
-    return lambda: monkeypatch.setattr(P, "lsqr_step", real)
+    monkeypatch.setattr(P, "lsqr_step_tiled", flaky)
+    return lambda: monkeypatch.setattr(P, "lsqr_step_tiled", real)
 
 
 OPTS = dict(method="sketch_precondition", atol=1e-14, btol=1e-14)
