@@ -15,6 +15,7 @@ from operator import getitem
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from .._progress import progress_for, show
 from ..errors import ShapeError
@@ -31,6 +32,8 @@ def _aligned(x):
     data. Aligning every operand makes each task's result a function of its inputs
     alone, so a task recomputed on another worker (after a failure) is bit-identical.
     """
+    if isinstance(x, tuple):
+        return tuple(_aligned(y) for y in x)
     if not isinstance(x, np.ndarray) or x.ctypes.data % 64 == 0:
         return x
     buf = np.empty(x.nbytes + 64, dtype=np.uint8)
@@ -83,6 +86,7 @@ class DaskRowData(RowData):
     """
 
     out_of_core = True
+    lazy = True
 
     def __init__(self, A: da.Array, *, progress: bool = False):
         super().__init__()
@@ -107,22 +111,58 @@ class DaskRowData(RowData):
 
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
-        result = self._map_reduce(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        with progress_for(self.progress):
+            # one graph, not optimised: array fusion would copy the kernel's tasks into the
+            # outputs' graph and run every block (and read A) twice
+            *outs, reduced = dask.persist(*outs, reduced, optimize_graph=False)
+            if self.progress:
+                show(reduced)
+            value = reduced.compute()
         self._checked = True
-        return result
+        return tuple(outs), value
+
+    def row_pass_lazy(self, kernel, *, dist=(), small=(), dist_out=(), reduced_out=()):
+        """:meth:`row_pass` as a graph: nothing is read until the results are computed.
+
+        Returns ``(dist_outputs, reduced)`` as dask arrays; ``reduced_out`` gives the
+        ``(shape, dtype)`` of each reduced sum. The read checks finiteness (it is the
+        first read of this data), and counts as a pass.
+        """
+        self.passes += 1
+        outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, True)
+        red = [da.from_delayed(dask.delayed(getitem, pure=True)(reduced, k), shape=shape, dtype=dtype)
+               for k, (shape, dtype) in enumerate(reduced_out)]
+        return tuple(outs), tuple(red)
 
     def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
-        return self._map_reduce(_run_dist_block, kernel, None, dist, small, dist_out, False)
+        """Distributed outputs are persisted when the kernel also reduces (the round trip is paid
+        anyway); otherwise they stay lazy, and are computed blockwise where they are used."""
+        outs, reduced = self._graph(_run_dist_block, kernel, None, dist, small, dist_out, False)
+        if not getattr(kernel, "reduces", True):
+            return tuple(outs), ()
+        *outs, reduced = dask.persist(*outs, reduced, optimize_graph=False)
+        return tuple(outs), reduced.compute()
 
-    def _map_reduce(self, runner, kernel, blocks, dist, small, dist_out, check):
-        dist_blocks = [self._align(x).to_delayed()[:, 0].tolist() for x in dist]
+    def _graph(self, runner, kernel, blocks, dist, small, dist_out, check):
+        """The tasks of one pass: one per row block, then a fixed-order tree sum.
+
+        Every key is a deterministic token of the kernel, the data and the operands, so
+        two different passes never share a name and the same pass always has the same one.
+        """
+        dist = [self._align(x) for x in dist]
+        dist_blocks = [x.to_delayed(optimize_graph=False)[:, 0].tolist() for x in dist]
         small_d = [dask.delayed(s, pure=True) if not isinstance(s, (int, float)) else s for s in small]
+        kname = getattr(kernel, "name", None) or getattr(kernel, "__name__", "kernel")
+        token = tokenize(kernel, self.A.name if blocks is not None else None, [x.name for x in dist], small,
+                         dist_out, check)
         parts = []
         for i in range(len(self.row_chunks)):
             dist_i = tuple(db[i] for db in dist_blocks)
             first = (blocks[i],) if blocks is not None else ()
-            parts.append(dask.delayed(runner, pure=True, nout=2)(kernel, *first, int(self.offsets[i]), dist_i, check,
-                                                                  *small_d))
+            parts.append(dask.delayed(runner, pure=True, nout=2)(
+                kernel, *first, int(self.offsets[i]), dist_i, check, *small_d,
+                dask_key_name=f"{'pass' if blocks is not None else 'dist'}-{kname}-{token}-{i}"))
         reduced = tree_sum([p[1] for p in parts])
         outs = []
         for k, (ncols, dtype) in enumerate(dist_out):
@@ -131,12 +171,7 @@ class DaskRowData(RowData):
                 for p, rows in zip(parts, self.row_chunks)
             ]
             outs.append(da.concatenate(pieces, axis=0))
-        with progress_for(self.progress and blocks is not None):
-            *outs, reduced = dask.persist(*outs, reduced)
-            if self.progress and blocks is not None:
-                show(reduced)
-            value = reduced.compute()
-        return tuple(outs), value
+        return outs, reduced
 
     def distribute(self, x, *, check=True):
         if x.shape[0] != self.shape[0]:
@@ -149,6 +184,9 @@ class DaskRowData(RowData):
         if check:
             x = x.map_blocks(_checked, dtype=x.dtype)
         return x
+
+    def persist(self, x):
+        return x.persist(optimize_graph=False) if isinstance(x, da.Array) else x
 
     def norm(self, x):
         if not isinstance(x, da.Array):
