@@ -24,17 +24,27 @@ from ._protocol import RowData, check_finite_block, run_kernel
 __all__ = ["DaskRowData"]
 
 
-def _aligned(x):
-    """``x`` at a 64-byte aligned address (copied only if it is not).
+#: operands up to this size are always moved to a 64-byte boundary (the copy costs nothing)
+_SMALL_BYTES = 2**20
 
-    Chunks decoded from Zarr can start at any byte offset (even an odd one), and
-    OpenBLAS takes different code paths - with different rounding - for misaligned
-    data. Aligning every operand makes each task's result a function of its inputs
-    alone, so a task recomputed on another worker (after a failure) is bit-identical.
+
+def _aligned(x):
+    """``x`` at an address where every BLAS call gives results that depend on its values alone.
+
+    A block that is not aligned to its item size (a Zarr chunk can be decoded at any byte
+    offset) would make numpy bypass BLAS for a slower loop that rounds differently, so it is
+    copied. Item-aligned blocks are used in place: OpenBLAS packs GEMM operands into its own
+    aligned buffers, and ``tests/test_passes.py`` checks on the installed BLAS that every
+    kernel's result is bit-identical at every item-aligned offset. (Zarr 3 decodes chunks at
+    16-byte boundaries; copying each one to a 64-byte boundary cost a memory sweep per block.)
+    Small operands are still moved to a 64-byte boundary. Either way a task recomputed on
+    another worker after a failure gives bit-identical results.
     """
     if isinstance(x, tuple):
         return tuple(_aligned(y) for y in x)
     if not isinstance(x, np.ndarray) or x.ctypes.data % 64 == 0:
+        return x
+    if x.flags.aligned and x.nbytes > _SMALL_BYTES:
         return x
     buf = np.empty(x.nbytes + 64, dtype=np.uint8)
     start = (-buf.ctypes.data) % 64
@@ -43,14 +53,16 @@ def _aligned(x):
     return out
 
 
-def _run_block(kernel, Ai, r0, dist_i, check, *small):
-    small = tuple(_aligned(s) for s in small)
-    return run_kernel(kernel, _aligned(Ai), r0, tuple(_aligned(x) for x in dist_i), small, check)
+def _run_block(kernel, Ai, r0, check, ndist, *args):
+    # distributed operands arrive as separate arguments: a Delayed inside a tuple argument does
+    # not keep its persisted Future alive, and the scheduler may drop it before the task runs
+    args = tuple(_aligned(x) for x in args)
+    return run_kernel(kernel, _aligned(Ai), r0, args[:ndist], args[ndist:], check)
 
 
-def _run_dist_block(kernel, r0, dist_i, check, *small):
-    small = tuple(_aligned(s) for s in small)
-    return kernel(r0, tuple(_aligned(x) for x in dist_i), *small)
+def _run_dist_block(kernel, r0, check, ndist, *args):
+    args = tuple(_aligned(x) for x in args)
+    return kernel(r0, args[:ndist], *args[ndist:])
 
 
 def _add(a, b):
@@ -161,7 +173,7 @@ class DaskRowData(RowData):
             dist_i = tuple(db[i] for db in dist_blocks)
             first = (blocks[i],) if blocks is not None else ()
             parts.append(dask.delayed(runner, pure=True, nout=2)(
-                kernel, *first, int(self.offsets[i]), dist_i, check, *small_d,
+                kernel, *first, int(self.offsets[i]), check, len(dist_i), *dist_i, *small_d,
                 dask_key_name=f"{'pass' if blocks is not None else 'dist'}-{kname}-{token}-{i}"))
         reduced = tree_sum([p[1] for p in parts])
         outs = []
