@@ -207,3 +207,40 @@ def test_dask_pass_names_are_tokens_of_their_inputs(A):
     y0, y2 = dask.compute(outs[0], outs[2])
     np.testing.assert_allclose(y2, 2 * y0, rtol=1e-14)
     np.testing.assert_allclose(y0, A @ X, rtol=1e-13)
+
+
+_READS = [0]  # chunk reads by GlobalCountingArray (in this process: the test's workers are threads)
+
+
+class GlobalCountingArray:
+    """Picklable counting array (the graph goes to a scheduler): reads are counted in ``_READS``."""
+
+    def __init__(self, A):
+        self.A, self.shape, self.dtype, self.ndim = A, A.shape, A.dtype, A.ndim
+
+    def __getitem__(self, key):
+        _READS[0] += 1  # one worker thread: no lock needed
+        return self.A[key]
+
+
+@pytest.mark.parametrize("cache, reads_per_pass", [("auto", [1, 0, 0]), (False, [1, 1, 1])])
+def test_blocks_kept_in_worker_memory_when_they_fit(A, cache, reads_per_pass):
+    """With a Client whose workers can hold A, the first pass keeps the blocks: later passes
+    read storage no more (counted by an independent wrapper), with the same results."""
+    from distributed import Client, LocalCluster
+
+    Ad = da.from_array(GlobalCountingArray(A), chunks=(1000, N), asarray=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="1GB", dashboard_address=None) as cluster, \
+            Client(cluster):
+        data = DaskRowData(Ad, cache=cache)
+        nblocks = Ad.numblocks[0]
+        X = np.random.default_rng(2).standard_normal((N, 3))
+        for step, per in enumerate(reads_per_pass):
+            _READS[0] = 0
+            G = passes.gram(data)[0] if step != 1 else None
+            Y = passes.matmul(data, X) if step == 1 else None
+            assert _READS[0] == per * nblocks, (step, _READS[0])
+            if G is not None:
+                np.testing.assert_allclose(G, A.T @ A, rtol=1e-12)
+            else:
+                np.testing.assert_allclose(Y.compute(), A @ X, rtol=1e-12)

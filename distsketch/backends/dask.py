@@ -24,6 +24,11 @@ from ._protocol import RowData, check_finite_block, run_kernel
 __all__ = ["DaskRowData"]
 
 
+#: ``cache="auto"`` keeps ``A`` in worker memory when it takes at most this share of the
+#: workers' summed memory limits (Dask spills at 60% of a worker's limit; the low-rank factors
+#: and each task's temporaries need the rest)
+CACHE_FRACTION = 0.25
+
 #: operands up to this size are always moved to a 64-byte boundary (the copy costs nothing)
 _SMALL_BYTES = 2**20
 
@@ -95,13 +100,19 @@ class DaskRowData(RowData):
         Two-dimensional, floating point.
     progress : bool
         Show a progress bar for each pass (the command line turns it on).
+    cache : "auto", bool
+        Keep the decoded row blocks in worker memory after the first pass, so later passes
+        do not read storage again. ``"auto"``: when a distributed Client is active and ``A``
+        takes at most ``CACHE_FRACTION`` of the workers' summed memory limits (an
+        out-of-core matrix is never cached). Results are the same either way.
     """
 
     out_of_core = True
     lazy = True
 
-    def __init__(self, A: da.Array, *, progress: bool = False):
+    def __init__(self, A: da.Array, *, progress: bool = False, cache="auto"):
         super().__init__()
+        self._cache = cache
         if A.numblocks[1] > 1:
             # whole rows per task; split tall column chunks into row blocks of ~64 MiB
             rows = max(1, int(64 * 2**20 // max(1, A.shape[1] * A.dtype.itemsize)))
@@ -121,16 +132,34 @@ class DaskRowData(RowData):
             x = x.rechunk((self.row_chunks, -1))
         return x
 
+    def _cache_now(self) -> bool:
+        """Whether this pass should keep the blocks it reads (decided once, at the first pass)."""
+        if self._cache == "auto":
+            self._cache = False
+            try:
+                from distributed import get_client
+
+                info = get_client().scheduler_info(n_workers=-1)["workers"].values()
+                limits = [w.get("memory_limit") or 0 for w in info]
+                self._cache = bool(limits) and all(limits) and self.A.nbytes <= CACHE_FRACTION * sum(limits)
+            except (ImportError, ValueError):  # no distributed Client: the threaded scheduler
+                pass
+        return self._cache is True
+
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
         outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        keep = list(self._blocks) if self._cache_now() else []
         with progress_for(self.progress):
             # one graph, not optimised: array fusion would copy the kernel's tasks into the
             # outputs' graph and run every block (and read A) twice
-            *outs, reduced = dask.persist(*outs, reduced, optimize_graph=False)
+            done = dask.persist(*outs, reduced, *keep, optimize_graph=False)
+            outs, reduced, kept = done[:len(outs)], done[len(outs)], list(done[len(outs) + 1:])
             if self.progress:
                 show(reduced)
             value = reduced.compute()
+        if keep:  # later passes use the blocks in worker memory (same keys: a lost one is read again)
+            self._blocks, self._cache = kept, "kept"
         self._checked = True
         return tuple(outs), value
 
