@@ -18,6 +18,10 @@ pass                   computes, in one read of ``A`` (and of the extra operands
 ``rmatmul_matmul``     ``A.T @ Y`` and ``A @ X`` together (independent ``X``)
 ``sketch_both_sides``  ``A @ Omega``, ``Psi_j @ A`` for several ``Psi_j``, ``||A||_F^2``
 =====================  ==========================================================
+
+Every per-block function is declared here as a :class:`Kernel` (the function and what a
+backend may assume about it); the ``K_DIST_*`` kernels work on distributed operands only
+(the thin ``m x k`` factors of the low-rank methods) and never read ``A``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .backends import RowData
 from .operators import SketchOperator
 
 __all__ = [
+    "Kernel",
     "left_sketch",
     "matmul",
     "rmatmul",
