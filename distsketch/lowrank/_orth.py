@@ -8,11 +8,14 @@ Yanagisawa (SISC 2020), which makes it succeed for any condition number; the nex
 (CholeskyQR2) restore orthogonality to ``O(eps)``. Each sweep is one reduction (``Z_i.T Z_i``
 summed) on the backend.
 
+A well-conditioned ``Y`` (the usual case for a power-iteration block) takes CholeskyQR2 alone:
+two sweeps instead of three.
+
 On a lazy backend (Dask) the intermediate factors are never stored: sweep ``j`` forms
 ``Z_i = ((Y_i M_1) M_2) .. M_{j-1}`` inside each block's task, the same products in the same
-order as when each sweep is stored, and ``Q`` is returned as that chain (computed where it is
-used). The only ``m``-row data kept is ``Y``: a Krylov basis of ``(q + 1) l`` columns is held
-once, not four times. Eager backends (numpy, MPI) store each sweep instead.
+order as when each sweep is stored; only ``Q`` is stored at the end. At most ``Y`` and ``Q``
+are held at once: a Krylov basis of ``(q + 1) l`` columns is no longer held four or five
+times over. Eager backends (numpy, MPI) store each sweep instead.
 """
 
 from __future__ import annotations
@@ -46,7 +49,11 @@ def orthonormalize(data, Y):
     """Return ``(Q, R)`` with ``Y = Q R``, ``Q`` distributed and orthonormal to ``O(eps)``.
 
     ``Y`` is one distributed block or a sequence of blocks with the same rows (taken side
-    by side).
+    by side). When the first, unshifted Cholesky factor shows ``Y`` well enough conditioned
+    for CholeskyQR2 (``80 kappa^2 sqrt(m l) eps <= 1``; Yamamoto, Nakatsukasa, Yanagisawa,
+    Fukaya 2015 prove ``O(eps)`` orthogonality below ``8 kappa^2 sqrt(m l) eps = 1``), two
+    sweeps are made; otherwise the shifted CholeskyQR3. On a lazy backend ``Q`` is stored
+    once (:meth:`RowData.persist`) so its uses do not recompute the chain.
     """
     blocks = tuple(Y) if isinstance(Y, (list, tuple)) else (Y,)
     lazy = getattr(data, "lazy", False)
@@ -54,11 +61,20 @@ def orthonormalize(data, Y):
     eps = np.finfo(np.float64).eps
     G = _gram(data, blocks)
     l = G.shape[0]
-    shift = 11 * (m * l + l * (l + 1)) * eps * max(np.linalg.norm(G, 2), np.finfo(float).tiny)
-    R = scipy.linalg.cholesky(G + shift * np.eye(l), lower=False)
+    sweeps = 2
+    try:
+        R = scipy.linalg.cholesky(G, lower=False)
+        d = np.abs(np.diag(R))
+        kappa = np.linalg.cond(R) if d.min() > 0 else np.inf
+        if not 80 * kappa**2 * np.sqrt(m * l) * eps <= 1:
+            raise np.linalg.LinAlgError("too ill-conditioned for CholeskyQR2")
+    except np.linalg.LinAlgError:
+        shift = 11 * (m * l + l * (l + 1)) * eps * max(np.linalg.norm(G, 2), np.finfo(float).tiny)
+        R = scipy.linalg.cholesky(G + shift * np.eye(l), lower=False)
+        sweeps = 3
     Ms = [scipy.linalg.solve_triangular(R, np.eye(l))]
     Z = None if lazy else _chain(data, blocks, Ms)
-    for _ in range(2):
+    for _ in range(sweeps - 1):
         G = _gram(data, blocks, Ms) if lazy else _gram(data, (Z,))
         try:
             R2 = scipy.linalg.cholesky(G, lower=False)
@@ -68,4 +84,4 @@ def orthonormalize(data, Y):
         if not lazy:
             Z = apply_right(data, Z, Ms[-1])
         R = R2 @ R
-    return (_chain(data, blocks, Ms) if lazy else Z), R
+    return (data.persist(_chain(data, blocks, Ms)) if lazy else Z), R
