@@ -132,6 +132,11 @@ class DaskRowData(RowData):
             x = x.rechunk((self.row_chunks, -1))
         return x
 
+    @property
+    def cached(self) -> bool:
+        """Whether the row blocks are held in worker memory (later passes read no storage)."""
+        return self._cache == "kept"
+
     def _cache_now(self) -> bool:
         """Whether this pass should keep the blocks it reads (decided once, at the first pass)."""
         if self._cache == "auto":

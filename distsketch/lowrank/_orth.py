@@ -13,9 +13,9 @@ two sweeps instead of three.
 
 On a lazy backend (Dask) the intermediate factors are never stored: sweep ``j`` forms
 ``Z_i = ((Y_i M_1) M_2) .. M_{j-1}`` inside each block's task, the same products in the same
-order as when each sweep is stored; only ``Q`` is stored at the end. At most ``Y`` and ``Q``
-are held at once: a Krylov basis of ``(q + 1) l`` columns is no longer held four or five
-times over. Eager backends (numpy, MPI) store each sweep instead.
+order as when each sweep is stored. Out of core only ``Y`` is held (a Krylov basis of
+``(q + 1) l`` columns once, not four or five times over); when ``A`` fits in worker memory
+``Q`` is stored too. Eager backends (numpy, MPI) store each sweep instead.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def orthonormalize(data, Y):
     for CholeskyQR2 (``80 kappa^2 sqrt(m l) eps <= 1``; Yamamoto, Nakatsukasa, Yanagisawa,
     Fukaya 2015 prove ``O(eps)`` orthogonality below ``8 kappa^2 sqrt(m l) eps = 1``), two
     sweeps are made; otherwise the shifted CholeskyQR3. On a lazy backend ``Q`` is stored
-    once (:meth:`RowData.persist`) so its uses do not recompute the chain.
+    once (:meth:`RowData.persist`) when ``A`` is held in worker memory, so its uses do not
+    recompute the chain; out of core only ``Y`` is stored.
     """
     blocks = tuple(Y) if isinstance(Y, (list, tuple)) else (Y,)
     lazy = getattr(data, "lazy", False)
@@ -84,4 +85,9 @@ def orthonormalize(data, Y):
         if not lazy:
             Z = apply_right(data, Z, Ms[-1])
         R = R2 @ R
-    return (data.persist(_chain(data, blocks, Ms)) if lazy else Z), R
+    if not lazy:
+        return Z, R
+    Q = _chain(data, blocks, Ms)
+    # stored once when A itself fits in worker memory; out of core, Y and Q together could
+    # exceed a worker's limit, so Q stays a chain formed where it is used
+    return (data.persist(Q) if getattr(data, "cached", False) else Q), R

@@ -72,6 +72,16 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                       memory_limit=limit, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         workers0 = set(client.scheduler_info(n_workers=-1)["workers"])
+        seen = [set(workers0)]
+
+        def lost_since():
+            """Workers that disappeared (restarted or died) since the previous method's run."""
+            now = set(client.scheduler_info(n_workers=-1)["workers"])
+            lost = len(seen[0] - now)
+            seen[0] = now
+            if lost:
+                print(f"    {lost} worker(s) restarted or lost during this run", flush=True)
+            return lost
         read = bare_read(path, a.repeats)
         rows = da.from_zarr(path).chunks[0][0]
         gemm = gemm_rate(client, (rows, n), (n, l))
@@ -87,7 +97,7 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
             print(f"    floor {f['floor_s']:.2f} s ({f['bound']}: {reads} reads, {f['GFLOP']:.0f} GFLOP): "
                   f"{r['multiple_of_floor']:.2f}x the floor", flush=True)
 
-        for q in (0, 1, 2, 4):
+        for q in (int(v) for v in a.dask_q.split(",") if v):
             ts, out = [], None
             try:
                 for r in range(a.repeats):
@@ -100,7 +110,7 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                 continue
             u, s, v = out
             label = f"dask_svd_compressed_q{q}"
-            record(cfg, label, ts, u, s, v, f"{2 * q + 2} (algorithm)")
+            record(cfg, label, ts, u, s, v, f"{2 * q + 2} (algorithm)", {"workers_lost": lost_since()})
             with_floor("dask", q, entry[cfg][label])
         for spec in a.methods.split(","):
             meth, _, q = spec.partition(":")
@@ -111,7 +121,7 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                 ts.append(t)
             U = res.U.compute() if hasattr(res.U, "compute") else res.U
             record(cfg, spec, ts, U, res.s, res.Vt, res.passes,
-                   {"method_ran": res.method, "reason": res.reason, "n_power_iter": res.n_power_iter,
+                   {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason, "n_power_iter": res.n_power_iter,
                     "error_estimate_ratio": res.error_estimate / opt_of(p, K)})
             with_floor(res.method, res.n_power_iter, entry[cfg][spec])
         lost = workers0 - set(client.scheduler_info(n_workers=-1)["workers"])
@@ -134,6 +144,9 @@ def main(argv=None):
     ap.add_argument("--methods", default="rsvd,block_krylov,single_pass,auto,block_krylov:1,block_krylov:2",
                     help="distsketch methods, optionally with ':n_power_iter'")
     ap.add_argument("--skip-memory", action="store_true", help="skip the in-memory comparison with sklearn")
+    ap.add_argument("--configs", default="out_of_core,out_of_core_limited",
+                    help="out_of_core (default worker memory), out_of_core_limited (0.4x the matrix a worker)")
+    ap.add_argument("--dask-q", default="0,1,2,4", help="n_power_iter values of svd_compressed")
     a = ap.parse_args(argv)
 
     import dask
@@ -168,10 +181,13 @@ def main(argv=None):
             print(f"{m}x{n} {where} {label}: {r['median_s']:.2f} s, error ratio {r['error_ratio']:.4f}, "
                   f"passes {passes}", flush=True)
 
+        cfgs = [c for c in a.configs.split(",") if c]
         for cfg, limit in (("out_of_core", "auto"), ("out_of_core_limited", int(0.4 * m * n * 8))):
-            entry[cfg] = {"worker_memory_limit": str(limit)}
-            run_ooc(cfg, limit, p, m, n, K, record, a, entry)
-        for cfg in ("out_of_core", "out_of_core_limited"):
+            if cfg in cfgs:
+                entry[cfg] = {"worker_memory_limit": str(limit)}
+                run_ooc(cfg, limit, p, m, n, K, record, a, entry)
+                write_json(a.out, {**result, f"{m}x{n}": entry})
+        for cfg in cfgs:
             ooc = entry[cfg]
             ours = [v for k, v in ooc.items() if isinstance(v, dict) and "median_s" in v and not k.startswith("dask")]
             for k, v in ooc.items():
