@@ -230,8 +230,8 @@ def test_blocks_kept_in_worker_memory_when_they_fit(A, cache, reads_per_pass):
     from distributed import Client, LocalCluster
 
     Ad = da.from_array(GlobalCountingArray(A), chunks=(1000, N), asarray=False)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="1GB", dashboard_address=None) as cluster, \
-            Client(cluster):
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="1GB",
+                      dashboard_address=None) as cluster, Client(cluster):
         data = DaskRowData(Ad, cache=cache)
         nblocks = Ad.numblocks[0]
         X = np.random.default_rng(2).standard_normal((N, 3))

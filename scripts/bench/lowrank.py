@@ -121,7 +121,8 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                 ts.append(t)
             U = res.U.compute() if hasattr(res.U, "compute") else res.U
             record(cfg, spec, ts, U, res.s, res.Vt, res.passes,
-                   {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason, "n_power_iter": res.n_power_iter,
+                   {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason,
+                    "n_power_iter": res.n_power_iter,
                     "error_estimate_ratio": res.error_estimate / opt_of(p, K)})
             with_floor(res.method, res.n_power_iter, entry[cfg][spec])
         lost = workers0 - set(client.scheduler_info(n_workers=-1)["workers"])

@@ -83,7 +83,7 @@ def main(argv=None):
     # (a) out of core on a LocalCluster
     ooc = {}
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster):
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         Az = da.from_zarr(os.path.join(path, "A"))
         read = bare_read(os.path.join(path, "A"), a.repeats)
         read_t = read["seconds"]
