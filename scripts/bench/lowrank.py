@@ -17,8 +17,10 @@ and the GEMM rate of one BLAS thread per worker (a row chunk times an n x l bloc
 out-of-core method is reported as a multiple of the floor its algorithm predicts,
 max(reads x read time, flops / aggregate GEMM rate); the flops are 2 m n per column of every
 product with A (distsketch: rsvd (2q+2) l, block Krylov (3q+2) l, single pass 3l+11 for
-q >= 1; svd_compressed (2q+2) l). svd_compressed keeps A in worker memory when it fits, so it
-can run below its read floor; under the 0.4x limit it cannot. Usage:
+q >= 1; svd_compressed (2q+2) l). With default worker memory both keep A in worker memory when
+it fits (svd_compressed as a side effect of one big graph, distsketch by its cache='auto' rule),
+so reads after the first cost no storage read and multiples below 1 appear; under the 0.4x
+limit neither can. Usage:
 
     python scripts/bench/lowrank.py --out bench-results/lowrank.json [--sizes 200000x1000,1000000x500]
     python scripts/bench/lowrank.py --sizes 100000x500 --repeats 1 --skip-memory   # reduced size
