@@ -12,15 +12,24 @@ pass                   computes, in one read of ``A`` (and of the extra operands
 ``rmatmul``            ``A.T @ Y`` for distributed ``Y``
 ``matmul_rmatmul``     ``A @ X`` (distributed) and ``A.T @ (A @ X)`` together
 ``lsqr_step``          ``w = A v - alpha c u``, ``A.T w`` and ``||w||^2`` together
+``lsqr_step_tiled``    the same over cache-sized row tiles (each tile read from memory once)
 ``gram``               ``A.T A`` and ``A.T b`` for every extra operand ``b``
+``sketch_gram``        ``S A``, ``S b``, ``A.T A`` (SYRK) and ``A.T b`` together
 ``col_norms``          the 2-norm of every column of ``A``
 ``right_sketch``       ``A @ Omega`` (distributed, ``m x d``) [and ``||A||_F^2``]
 ``rmatmul_matmul``     ``A.T @ Y`` and ``A @ X`` together (independent ``X``)
 ``sketch_both_sides``  ``A @ Omega``, ``Psi_j @ A`` for several ``Psi_j``, ``||A||_F^2``
 =====================  ==========================================================
+
+Every per-block function is declared here as a :class:`Kernel` (the function and what a
+backend may assume about it); the ``K_DIST_*`` kernels work on distributed operands only
+(the thin ``m x k`` factors of the low-rank methods) and never read ``A``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -28,6 +37,7 @@ from .backends import RowData
 from .operators import SketchOperator
 
 __all__ = [
+    "Kernel",
     "left_sketch",
     "matmul",
     "rmatmul",
@@ -38,6 +48,8 @@ __all__ = [
     "right_sketch",
     "rmatmul_matmul",
     "sketch_both_sides",
+    "sketch_gram",
+    "lsqr_step_tiled",
 ]
 
 
@@ -45,7 +57,46 @@ def _2d(x):
     return x if x.ndim == 2 else x[:, None]
 
 
-# -- kernels: module-level so they pickle to workers ---------------------------------------
+# -- the kernel contract ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Kernel:
+    """What a backend runs on each row block, and what it may assume about it.
+
+    ``fn(A_i, r0, dist_i, *small) -> (dist_out_i, reduced_i)`` for a read of ``A``
+    (:meth:`RowData.row_pass`), ``fn(r0, dist_i, *small)`` for a pass over distributed
+    operands only (:meth:`RowData.dist_pass`). ``fn`` is a module-level function, so a
+    kernel pickles to workers and tokenizes to the same Dask graph name in every process.
+
+    Attributes
+    ----------
+    fn : callable
+    propagates_nonfinite : bool
+        Every output entry is a combination of the whole block with nonzero weights
+        (``S A`` for a mixing ``S``, ``A v``, ``A.T A``): a NaN or Inf anywhere in ``A_i``
+        shows in the outputs, so the finiteness check of the first pass scans the block
+        only when an output is not finite (:func:`~distsketch.backends._protocol.run_kernel`).
+    reduces : bool
+        Whether ``reduced_i`` is non-empty. A lazy backend need not wait for a pass
+        whose only outputs are distributed.
+    """
+
+    fn: Callable
+    propagates_nonfinite: bool = False
+    reduces: bool = True
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    @property
+    def __name__(self):  # backends label progress and graph keys with it
+        return self.fn.__name__
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__.removeprefix("_k_")
+
+
+# -- row kernels (one read of A): module-level so they pickle to workers -------------------
 def _k_left_sketch(Ai, r0, dist, ops, dtype=None):
     if dtype is not None:
         Ai = Ai.astype(dtype, copy=False)
@@ -109,18 +160,84 @@ def _k_single_pass(Ai, r0, dist, omega, psis):
     return (Y,), tuple(psi.apply(Ai, r0) for psi in psis) + (np.array([np.vdot(Ai, Ai)]),)
 
 
-def _k_left_sketch_sampling(Ai, r0, dist, ops, dtype=None):
-    return _k_left_sketch(Ai, r0, dist, ops, dtype)
+K_LEFT_SKETCH = Kernel(_k_left_sketch, propagates_nonfinite=True)
+# a sampling operator (uniform rows) does not see every row: the block is scanned first
+K_LEFT_SKETCH_SAMPLING = Kernel(_k_left_sketch)
+K_MATMUL = Kernel(_k_matmul, propagates_nonfinite=True, reduces=False)
+K_RMATMUL = Kernel(_k_rmatmul)  # A.T Y: a zero row of Y hides A's row
+K_MATMUL_RMATMUL = Kernel(_k_matmul_rmatmul, propagates_nonfinite=True)
+K_MATMUL_RMATMUL_FROB = Kernel(_k_matmul_rmatmul_frob, propagates_nonfinite=True)
+K_LSQR_STEP = Kernel(_k_lsqr_step, propagates_nonfinite=True)
+K_GRAM = Kernel(_k_gram, propagates_nonfinite=True)
+K_COL_NORMS = Kernel(_k_col_norms, propagates_nonfinite=True)
+K_RIGHT_SKETCH = Kernel(_k_right_sketch, propagates_nonfinite=True, reduces=False)
+K_RIGHT_SKETCH_SAMPLING = Kernel(_k_right_sketch, reduces=False)
+K_RIGHT_SKETCH_FROB = Kernel(_k_right_sketch_frob, propagates_nonfinite=True)
+K_RMATMUL_MATMUL = Kernel(_k_rmatmul_matmul, propagates_nonfinite=True)
+K_SINGLE_PASS = Kernel(_k_single_pass, propagates_nonfinite=True)
 
 
-def _k_right_sketch_sampling(Ai, r0, dist, op):
-    return _k_right_sketch(Ai, r0, dist, op)
+# -- distributed-operand kernels (no read of A): the thin factors of the low-rank methods ------
+def _chain(dist, Ms):
+    """``[Y_1 .. Y_k] M_1 M_2 ...``, the products applied left to right (one block)."""
+    Z = dist[0] if len(dist) == 1 else np.hstack(dist)
+    for M in Ms:
+        Z = Z @ M
+    return Z
 
 
-# kernels whose outputs turn NaN/Inf anywhere in the block into NaN/Inf (see run_kernel)
-for _k in (_k_left_sketch, _k_matmul, _k_matmul_rmatmul, _k_lsqr_step, _k_gram, _k_col_norms, _k_right_sketch,
-           _k_right_sketch_frob, _k_rmatmul_matmul, _k_single_pass, _k_matmul_rmatmul_frob):
-    _k.propagates_nonfinite = True
+def _k_dist_chain(r0, dist, Ms):
+    return (_chain(dist, Ms),), ()
+
+
+def _k_dist_chain_gram(r0, dist, Ms):
+    Z = _chain(dist, Ms)
+    return (), (Z.T @ Z,)
+
+
+def _k_dist_left_apply(r0, dist, ops):
+    return (), tuple(op.apply(dist[0], r0) for op in ops)
+
+
+def _k_dist_project(r0, dist, C):
+    Y, Q = dist
+    return (Y - Q @ C,), ()
+
+
+def _k_dist_cross(r0, dist):
+    Q, Y = dist
+    return (), (Q.T @ Y,)
+
+
+def _k_dist_sumsq(r0, dist):
+    return (), (np.array([np.vdot(dist[0], dist[0])]),)
+
+
+def _k_dist_shift(r0, dist, op, nu):
+    return (dist[0] + nu * op.columns(r0, r0 + dist[0].shape[0]).T,), ()
+
+
+K_DIST_CHAIN = Kernel(_k_dist_chain, reduces=False)
+K_DIST_CHAIN_GRAM = Kernel(_k_dist_chain_gram)
+K_DIST_LEFT_APPLY = Kernel(_k_dist_left_apply)
+K_DIST_PROJECT = Kernel(_k_dist_project, reduces=False)
+K_DIST_CROSS = Kernel(_k_dist_cross)
+K_DIST_SUMSQ = Kernel(_k_dist_sumsq)
+K_DIST_SHIFT = Kernel(_k_dist_shift, reduces=False)
+
+
+def _k_dist_eye(r0, dist, k):
+    """Rows ``r0:r0+len(dist[0])`` of the first ``k`` columns of the identity."""
+    rows = dist[0].shape[0]
+    out = np.zeros((rows, k))
+    idx = np.arange(r0, r0 + rows)
+    hit = idx < k
+    out[np.flatnonzero(hit), idx[hit]] = 1.0
+    return (out,), ()
+
+
+K_DIST_EYE = Kernel(_k_dist_eye, reduces=False)
+
 
 # -- passes --------------------------------------------------------------------------------
 def left_sketch(data: RowData, ops, extra=(), *, dtype=None) -> list[np.ndarray]:
@@ -132,7 +249,7 @@ def left_sketch(data: RowData, ops, extra=(), *, dtype=None) -> list[np.ndarray]
     be sketched in float64 without a float64 copy of it).
     """
     ops = (ops,) if isinstance(ops, SketchOperator) else tuple(ops)
-    kernel = _k_left_sketch if all(op.mixes_all_rows for op in ops) else _k_left_sketch_sampling
+    kernel = K_LEFT_SKETCH if all(op.mixes_all_rows for op in ops) else K_LEFT_SKETCH_SAMPLING
     small = (ops,) if dtype is None else (ops, np.dtype(dtype))
     _, red = data.row_pass(kernel, dist=tuple(extra), small=small)
     return list(red)
@@ -150,13 +267,13 @@ def matmul(data: RowData, X: np.ndarray):
     float64 product (the block is promoted as it is read).
     """
     X = _small(X, data)
-    (Y,), _ = data.row_pass(_k_matmul, small=(X,), dist_out=((X.shape[1], X.dtype),))
+    (Y,), _ = data.row_pass(K_MATMUL, small=(X,), dist_out=((X.shape[1], X.dtype),))
     return Y
 
 
 def rmatmul(data: RowData, Y) -> np.ndarray:
     """``A.T @ Y`` for a distributed ``m x k`` operand ``Y``."""
-    _, (Z,) = data.row_pass(_k_rmatmul, dist=(Y,))
+    _, (Z,) = data.row_pass(K_RMATMUL, dist=(Y,))
     return Z
 
 
@@ -167,9 +284,9 @@ def matmul_rmatmul(data: RowData, X: np.ndarray, *, frobenius: bool = False):
     """
     X = _small(X, data)
     if frobenius:
-        (Y,), (Z, f) = data.row_pass(_k_matmul_rmatmul_frob, small=(X,), dist_out=((X.shape[1], X.dtype),))
+        (Y,), (Z, f) = data.row_pass(K_MATMUL_RMATMUL_FROB, small=(X,), dist_out=((X.shape[1], X.dtype),))
         return Y, Z, float(f[0])
-    (Y,), (Z,) = data.row_pass(_k_matmul_rmatmul, small=(X,), dist_out=((X.shape[1], X.dtype),))
+    (Y,), (Z,) = data.row_pass(K_MATMUL_RMATMUL, small=(X,), dist_out=((X.shape[1], X.dtype),))
     return Y, Z
 
 
@@ -184,7 +301,7 @@ def lsqr_step(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0.0):
     v = _small(v, data)
     dist = () if u_raw is None else (u_raw,)
     (w,), (ATw, ww) = data.row_pass(
-        _k_lsqr_step, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
+        K_LSQR_STEP, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
         dist_out=((v.shape[1], v.dtype),),
     )
     return w, ATw, float(ww[0])
@@ -197,13 +314,13 @@ def gram(data: RowData, extra=(), *, right=None) -> list[np.ndarray]:
     preconditioner): the Gram matrix of ``A N`` is then formed block by block from
     ``A_i N``, never from ``A.T A``, so its conditioning is that of ``A N``.
     """
-    _, red = data.row_pass(_k_gram, dist=tuple(extra), small=() if right is None else (right,))
+    _, red = data.row_pass(K_GRAM, dist=tuple(extra), small=() if right is None else (right,))
     return list(red)
 
 
 def col_norms(data: RowData) -> np.ndarray:
     """Euclidean norm of each column of ``A``."""
-    _, (sq,) = data.row_pass(_k_col_norms)
+    _, (sq,) = data.row_pass(K_COL_NORMS)
     return np.sqrt(sq)
 
 
@@ -213,9 +330,9 @@ def right_sketch(data: RowData, op: SketchOperator, *, frobenius: bool = False):
     With ``frobenius=True`` also ``||A||_F^2`` from the same read: ``(Y, ||A||_F^2)``.
     """
     if frobenius:
-        (Y,), (f,) = data.row_pass(_k_right_sketch_frob, small=(op,), dist_out=((op.d, data.dtype),))
+        (Y,), (f,) = data.row_pass(K_RIGHT_SKETCH_FROB, small=(op,), dist_out=((op.d, data.dtype),))
         return Y, float(f[0])
-    kernel = _k_right_sketch if op.mixes_all_rows else _k_right_sketch_sampling
+    kernel = K_RIGHT_SKETCH if op.mixes_all_rows else K_RIGHT_SKETCH_SAMPLING
     (Y,), _ = data.row_pass(kernel, small=(op,), dist_out=((op.d, data.dtype),))
     return Y
 
@@ -227,13 +344,13 @@ def rmatmul_matmul(data: RowData, Y, X: np.ndarray):
     (``A Omega_{i+1}``).
     """
     X = _small(X, data)
-    (AX,), (ATY,) = data.row_pass(_k_rmatmul_matmul, dist=(Y,), small=(X,), dist_out=((X.shape[1], X.dtype),))
+    (AX,), (ATY,) = data.row_pass(K_RMATMUL_MATMUL, dist=(Y,), small=(X,), dist_out=((X.shape[1], X.dtype),))
     return ATY, AX
 
 
 def sketch_both_sides(data: RowData, omega: SketchOperator, psis):
     """``(A @ Omega, [Psi_j @ A ...], ||A||_F^2)`` in one read: the single-pass sketches."""
-    (Y,), red = data.row_pass(_k_single_pass, small=(omega, tuple(psis)), dist_out=((omega.d, data.dtype),))
+    (Y,), red = data.row_pass(K_SINGLE_PASS, small=(omega, tuple(psis)), dist_out=((omega.d, data.dtype),))
     return Y, list(red[:-1]), float(red[-1][0])
 
 
@@ -254,7 +371,7 @@ def _k_sketch_gram(Ai, r0, dist, op):
     return (), tuple(out)
 
 
-_k_sketch_gram.propagates_nonfinite = True
+K_SKETCH_GRAM = Kernel(_k_sketch_gram, propagates_nonfinite=True)
 
 
 def sketch_gram(data: RowData, op: SketchOperator, extra=()) -> tuple:
@@ -267,7 +384,7 @@ def sketch_gram(data: RowData, op: SketchOperator, extra=()) -> tuple:
     ``A R^{-1}``.
     """
     k = len(extra)
-    _, red = data.row_pass(_k_sketch_gram, dist=tuple(extra), small=(op,))
+    _, red = data.row_pass(K_SKETCH_GRAM, dist=tuple(extra), small=(op,))
     SA, Sb, G, Atb = red[0], list(red[1:1 + k]), red[1 + k], list(red[2 + k:])
     G = np.triu(G)
     G = G + np.triu(G, 1).T
@@ -300,7 +417,7 @@ def _k_lsqr_step_tiled(Ai, r0, dist, v, alpha_c):
     return (w,), (z, np.array([ww]))
 
 
-_k_lsqr_step_tiled.propagates_nonfinite = True
+K_LSQR_STEP_TILED = Kernel(_k_lsqr_step_tiled, propagates_nonfinite=True)
 
 
 def lsqr_step_tiled(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0.0):
@@ -309,7 +426,7 @@ def lsqr_step_tiled(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0
     v = _small(v, data)
     dist = () if u_raw is None else (u_raw,)
     (w,), (ATw, ww) = data.row_pass(
-        _k_lsqr_step_tiled, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
+        K_LSQR_STEP_TILED, dist=dist, small=(v, float(alpha_c) if u_raw is not None else 0.0),
         dist_out=((v.shape[1], v.dtype),),
     )
     return w, ATw, float(ww[0])

@@ -5,47 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._inputs import as_matrix, is_lazy
-from .backends import NumpyRowData
+from .backends import DaskRowData, NumpyRowData
 from .backends._protocol import check_finite_block
 from .errors import ParameterError, ShapeError
 from .operators import KINDS, make_operator
-from .passes import left_sketch
+from .passes import (K_LEFT_SKETCH, K_LEFT_SKETCH_SAMPLING, K_RIGHT_SKETCH, K_RIGHT_SKETCH_SAMPLING,
+                     left_sketch)
 
 __all__ = ["sketch"]
-
-
-def _left_block(x, op, block_info=None):
-    loc = block_info[0]["array-location"]
-    r0 = loc[0][0]
-    out = op.apply(x, r0)
-    if not (op.mixes_all_rows and np.isfinite(out).all()):  # NaN/Inf in x reaches out (see run_kernel)
-        check_finite_block(x, r0, c0=loc[1][0])
-    return out
-
-
-def _right_block(x, op, block_info=None):
-    loc = block_info[0]["array-location"]
-    out = op.apply_right(x, loc[1][0])
-    if not (op.mixes_all_rows and np.isfinite(out).all()):
-        check_finite_block(x, loc[0][0], c0=loc[1][0])
-    return out
-
-
-def _lazy_left(A, op):
-    import dask.array as da
-
-    nrb = A.numblocks[0]
-    parts = A.map_blocks(_left_block, op, chunks=((op.d,) * nrb, A.chunks[1]), dtype=A.dtype,
-                         meta=np.empty((0, 0), A.dtype), name=f"sketch-left-{op.kind}")
-    # partial sketches of the row blocks, stacked (nrb * d) x n, summed over blocks
-    return parts.reshape((nrb, op.d, A.shape[1]), merge_chunks=False).sum(axis=0)
-
-
-def _lazy_right(A, op):
-    ncb = A.numblocks[1]
-    parts = A.map_blocks(_right_block, op, chunks=(A.chunks[0], (op.d,) * ncb), dtype=A.dtype,
-                         meta=np.empty((0, 0), A.dtype), name=f"sketch-right-{op.kind}")
-    return parts.reshape((A.shape[0], ncb, op.d), merge_chunks=False).sum(axis=1)
 
 
 def sketch(A, d: int, *, kind: str = "sparse_sign", side: str = "left", seed=None, nnz: int = 8,
@@ -137,14 +104,20 @@ def sketch(A, d: int, *, kind: str = "sparse_sign", side: str = "left", seed=Non
             data = NumpyRowData(mats[0])
             out = left_sketch(data, op, extra=[data.distribute(X) for X in mats[1:]])
     else:
+        # lazy: the same kernels and fixed-order tree sum as every other pass, as a graph whose
+        # names are tokens of the data and the operator (nothing is read until it is computed)
         import dask.array as da
 
-        out = []
-        for X in mats:
-            X = X if is_lazy(X) else da.from_array(X)
-            squeeze = X.ndim == 1
-            X2 = X[:, None] if squeeze else X
-            out.append((_lazy_left if side == "left" else _lazy_right)(X2, op))
+        lazy = [X if is_lazy(X) else da.from_array(X) for X in mats]
+        data = DaskRowData(lazy[0])
+        if side == "left":
+            extra = [data.distribute(X) for X in lazy[1:]]
+            kernel = K_LEFT_SKETCH if op.mixes_all_rows else K_LEFT_SKETCH_SAMPLING
+            _, out = data.row_pass_lazy(kernel, dist=extra, small=((op,),),
+                                        reduced_out=[((d, X.shape[1] if X.ndim == 2 else 1), X.dtype) for X in mats])
+        else:
+            kernel = K_RIGHT_SKETCH if op.mixes_all_rows else K_RIGHT_SKETCH_SAMPLING
+            out, _ = data.row_pass_lazy(kernel, small=(op,), dist_out=((d, mats[0].dtype),))
     out = [o[:, 0] if X.ndim == 1 else o for o, X in zip(out, mats)]
     result = out if multi else out[0]
     return (result, op) if return_operator else result

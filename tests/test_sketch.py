@@ -153,7 +153,8 @@ def test_nonfinite_found_and_chunk_named(bad, data):
     A[5123, 3] = bad
     with pytest.raises(NonFiniteError, match=r"rows 0:10000, columns 0:12 \(first: .* at row 5123, column 3\)"):
         distsketch.sketch(A, D, seed=0)
-    with pytest.raises(NonFiniteError, match=r"rows 3001:6002, columns 0:5 .*row 5123, column 3"):
+    # a pass reads whole rows: column chunks are merged, the row chunk is named
+    with pytest.raises(NonFiniteError, match=r"rows 3001:6002, columns 0:12 .*row 5123, column 3"):
         distsketch.sketch(da.from_array(A, chunks=(3001, 5)), D, seed=0).compute()
     # a uniform sketch that never samples row 5123 still finds it
     with pytest.raises(NonFiniteError, match="row 5123"):
@@ -162,3 +163,31 @@ def test_nonfinite_found_and_chunk_named(bad, data):
     b[77] = bad
     with pytest.raises(NonFiniteError, match="b holds 1 non-finite value.*row 77"):
         distsketch.sketch([data[0], b], D, seed=0)
+
+
+# --- lazy sketches go through the pass protocol, with graph names from their inputs -------------
+def test_two_lazy_sketches_computed_together_are_distinct(data):
+    """Regression: a fixed graph name made both results the same array (a silent wrong answer)."""
+    import dask
+
+    A, _ = data
+    A2 = A[::-1].copy()
+    for kw in ({}, {"kind": "gaussian"}, {"side": "right", "d": 8}):
+        kw = {"d": D, **kw}
+        l1 = distsketch.sketch(da.from_array(A, chunks=3001), seed=1, **kw)
+        l2 = distsketch.sketch(da.from_array(A2, chunks=3001), seed=2, **kw)
+        l3 = distsketch.sketch(da.from_array(A, chunks=3001), seed=2, **kw)
+        assert len({l1.name, l2.name, l3.name}) == 3
+        r1, r2, r3 = dask.compute(l1, l2, l3)
+        np.testing.assert_allclose(r1, distsketch.sketch(A, seed=1, **kw), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(r2, distsketch.sketch(A2, seed=2, **kw), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(r3, distsketch.sketch(A, seed=2, **kw), rtol=1e-13, atol=1e-13)
+
+
+def test_lazy_sketch_names_are_deterministic(data):
+    A, _ = data
+    a = distsketch.sketch(da.from_array(A, chunks=3001), D, seed=4)
+    b = distsketch.sketch(da.from_array(A, chunks=3001), D, seed=4)
+    assert a.name == b.name  # same inputs, same graph (dask can share the work)
+    c = distsketch.sketch(da.from_array(A, chunks=3001), D, seed=4, nnz=4)
+    assert c.name != a.name

@@ -113,7 +113,8 @@ def _finite(parts) -> bool:
 def run_kernel(kernel, Ai, r0, dist_i, small, check: bool):
     """Run one block of a pass; with ``check``, verify that ``Ai`` is finite.
 
-    A kernel marked ``propagates_nonfinite`` multiplies every entry of ``Ai`` by a
+    ``kernel`` is a :class:`distsketch.passes.Kernel` (a plain function is taken as one
+    that does not propagate). A kernel marked ``propagates_nonfinite`` multiplies every entry of ``Ai`` by a
     nonzero (``S A`` for a mixing ``S``, ``A v``, ``A.T A``): a NaN or Inf anywhere in the
     block then shows in its outputs, so only non-finite outputs trigger the exact scan
     and a clean block costs no extra sweep. Other kernels scan the block first.
@@ -147,6 +148,8 @@ class RowData(ABC):
     dtype: np.dtype
     #: whether a pass reads storage (cost models weigh passes by this)
     out_of_core: bool = False
+    #: whether distributed outputs of :meth:`dist_pass` may be deferred (computed where used)
+    lazy: bool = False
 
     def __init__(self):
         self.passes = 0
@@ -248,6 +251,10 @@ class RowData(ABC):
         if self._expected is not None:
             self._verify()
         return tuple(rest)
+
+    def persist(self, x):
+        """Store a deferred distributed operand that will be used several times (eager backends: ``x``)."""
+        return x
 
     def _count(self) -> bool:
         """Record a pass; return whether this pass must check finiteness."""

@@ -15,6 +15,7 @@ from operator import getitem
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from .._progress import progress_for, show
 from ..errors import ShapeError
@@ -23,15 +24,32 @@ from ._protocol import RowData, check_finite_block, run_kernel
 __all__ = ["DaskRowData"]
 
 
-def _aligned(x):
-    """``x`` at a 64-byte aligned address (copied only if it is not).
+#: ``cache="auto"`` keeps ``A`` in worker memory when it takes at most this share of the
+#: workers' summed memory limits (Dask spills at 60% of a worker's limit; the low-rank factors
+#: and each task's temporaries need the rest)
+CACHE_FRACTION = 0.25
 
-    Chunks decoded from Zarr can start at any byte offset (even an odd one), and
-    OpenBLAS takes different code paths - with different rounding - for misaligned
-    data. Aligning every operand makes each task's result a function of its inputs
-    alone, so a task recomputed on another worker (after a failure) is bit-identical.
+#: operands up to this size are always moved to a 64-byte boundary (the copy costs nothing)
+_SMALL_BYTES = 2**20
+
+
+def _aligned(x):
+    """``x`` at an address where every BLAS call gives results that depend on its values alone.
+
+    A block that is not aligned to its item size (a Zarr chunk can be decoded at any byte
+    offset) would make numpy bypass BLAS for a slower loop that rounds differently, so it is
+    copied. Item-aligned blocks are used in place: OpenBLAS packs GEMM operands into its own
+    aligned buffers, and ``tests/test_passes.py`` checks on the installed BLAS that every
+    kernel's result is bit-identical at every item-aligned offset. (Zarr 3 decodes chunks at
+    16-byte boundaries; copying each one to a 64-byte boundary cost a memory sweep per block.)
+    Small operands are still moved to a 64-byte boundary. Either way a task recomputed on
+    another worker after a failure gives bit-identical results.
     """
+    if isinstance(x, tuple):
+        return tuple(_aligned(y) for y in x)
     if not isinstance(x, np.ndarray) or x.ctypes.data % 64 == 0:
+        return x
+    if x.flags.aligned and x.nbytes > _SMALL_BYTES:
         return x
     buf = np.empty(x.nbytes + 64, dtype=np.uint8)
     start = (-buf.ctypes.data) % 64
@@ -40,14 +58,16 @@ def _aligned(x):
     return out
 
 
-def _run_block(kernel, Ai, r0, dist_i, check, *small):
-    small = tuple(_aligned(s) for s in small)
-    return run_kernel(kernel, _aligned(Ai), r0, tuple(_aligned(x) for x in dist_i), small, check)
+def _run_block(kernel, Ai, r0, check, ndist, *args):
+    # distributed operands arrive as separate arguments: a Delayed inside a tuple argument does
+    # not keep its persisted Future alive, and the scheduler may drop it before the task runs
+    args = tuple(_aligned(x) for x in args)
+    return run_kernel(kernel, _aligned(Ai), r0, args[:ndist], args[ndist:], check)
 
 
-def _run_dist_block(kernel, r0, dist_i, check, *small):
-    small = tuple(_aligned(s) for s in small)
-    return kernel(r0, tuple(_aligned(x) for x in dist_i), *small)
+def _run_dist_block(kernel, r0, check, ndist, *args):
+    args = tuple(_aligned(x) for x in args)
+    return kernel(r0, args[:ndist], *args[ndist:])
 
 
 def _add(a, b):
@@ -80,12 +100,19 @@ class DaskRowData(RowData):
         Two-dimensional, floating point.
     progress : bool
         Show a progress bar for each pass (the command line turns it on).
+    cache : "auto", bool
+        Keep the decoded row blocks in worker memory after the first pass, so later passes
+        do not read storage again. ``"auto"``: when a distributed Client is active and ``A``
+        takes at most ``CACHE_FRACTION`` of the workers' summed memory limits (an
+        out-of-core matrix is never cached). Results are the same either way.
     """
 
     out_of_core = True
+    lazy = True
 
-    def __init__(self, A: da.Array, *, progress: bool = False):
+    def __init__(self, A: da.Array, *, progress: bool = False, cache="auto"):
         super().__init__()
+        self._cache = cache
         if A.numblocks[1] > 1:
             # whole rows per task; split tall column chunks into row blocks of ~64 MiB
             rows = max(1, int(64 * 2**20 // max(1, A.shape[1] * A.dtype.itemsize)))
@@ -105,25 +132,84 @@ class DaskRowData(RowData):
             x = x.rechunk((self.row_chunks, -1))
         return x
 
+    @property
+    def cached(self) -> bool:
+        """Whether the row blocks are held in worker memory (later passes read no storage)."""
+        return self._cache == "kept"
+
+    def _cache_now(self) -> bool:
+        """Whether this pass should keep the blocks it reads (decided once, at the first pass)."""
+        if self._cache == "auto":
+            self._cache = False
+            try:
+                from distributed import get_client
+
+                info = get_client().scheduler_info(n_workers=-1)["workers"].values()
+                limits = [w.get("memory_limit") or 0 for w in info]
+                self._cache = bool(limits) and all(limits) and self.A.nbytes <= CACHE_FRACTION * sum(limits)
+            except (ImportError, ValueError):  # no distributed Client: the threaded scheduler
+                pass
+        return self._cache is True
+
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
-        outs, value = self._map_reduce(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, check)
+        keep = list(self._blocks) if self._cache_now() else []
+        with progress_for(self.progress):
+            # one graph, not optimised: array fusion would copy the kernel's tasks into the
+            # outputs' graph and run every block (and read A) twice
+            done = dask.persist(*outs, reduced, *keep, optimize_graph=False)
+            outs, reduced, kept = done[:len(outs)], done[len(outs)], list(done[len(outs) + 1:])
+            if self.progress:
+                show(reduced)
+            value = reduced.compute()
         value = self._take_checksum(value, check)
+        if keep:  # later passes use the blocks in worker memory (same keys: a lost one is read again)
+            self._blocks, self._cache = kept, "kept"
         self._checked = True
-        return outs, value
+        return tuple(outs), value
+
+    def row_pass_lazy(self, kernel, *, dist=(), small=(), dist_out=(), reduced_out=()):
+        """:meth:`row_pass` as a graph: nothing is read until the results are computed.
+
+        Returns ``(dist_outputs, reduced)`` as dask arrays; ``reduced_out`` gives the
+        ``(shape, dtype)`` of each reduced sum. The read checks finiteness (it is the
+        first read of this data), and counts as a pass.
+        """
+        self.passes += 1
+        outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, True)
+        red = [da.from_delayed(dask.delayed(getitem, pure=True)(reduced, k), shape=shape, dtype=dtype)
+               for k, (shape, dtype) in enumerate(reduced_out)]
+        return tuple(outs), tuple(red)
 
     def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
-        return self._map_reduce(_run_dist_block, kernel, None, dist, small, dist_out, False)
+        """Distributed outputs are persisted when the kernel also reduces (the round trip is paid
+        anyway); otherwise they stay lazy, and are computed blockwise where they are used."""
+        outs, reduced = self._graph(_run_dist_block, kernel, None, dist, small, dist_out, False)
+        if not getattr(kernel, "reduces", True):
+            return tuple(outs), ()
+        *outs, reduced = dask.persist(*outs, reduced, optimize_graph=False)
+        return tuple(outs), reduced.compute()
 
-    def _map_reduce(self, runner, kernel, blocks, dist, small, dist_out, check):
-        dist_blocks = [self._align(x).to_delayed()[:, 0].tolist() for x in dist]
+    def _graph(self, runner, kernel, blocks, dist, small, dist_out, check):
+        """The tasks of one pass: one per row block, then a fixed-order tree sum.
+
+        Every key is a deterministic token of the kernel, the data and the operands, so
+        two different passes never share a name and the same pass always has the same one.
+        """
+        dist = [self._align(x) for x in dist]
+        dist_blocks = [x.to_delayed(optimize_graph=False)[:, 0].tolist() for x in dist]
         small_d = [dask.delayed(s, pure=True) if not isinstance(s, (int, float)) else s for s in small]
+        kname = getattr(kernel, "name", None) or getattr(kernel, "__name__", "kernel")
+        token = tokenize(kernel, self.A.name if blocks is not None else None, [x.name for x in dist], small,
+                         dist_out, check)
         parts = []
         for i in range(len(self.row_chunks)):
             dist_i = tuple(db[i] for db in dist_blocks)
             first = (blocks[i],) if blocks is not None else ()
-            parts.append(dask.delayed(runner, pure=True, nout=2)(kernel, *first, int(self.offsets[i]), dist_i, check,
-                                                                  *small_d))
+            parts.append(dask.delayed(runner, pure=True, nout=2)(
+                kernel, *first, int(self.offsets[i]), check, len(dist_i), *dist_i, *small_d,
+                dask_key_name=f"{'pass' if blocks is not None else 'dist'}-{kname}-{token}-{i}"))
         reduced = tree_sum([p[1] for p in parts])
         outs = []
         for k, (ncols, dtype) in enumerate(dist_out):
@@ -132,12 +218,7 @@ class DaskRowData(RowData):
                 for p, rows in zip(parts, self.row_chunks)
             ]
             outs.append(da.concatenate(pieces, axis=0))
-        with progress_for(self.progress and blocks is not None):
-            *outs, reduced = dask.persist(*outs, reduced)
-            if self.progress and blocks is not None:
-                show(reduced)
-            value = reduced.compute()
-        return tuple(outs), value
+        return outs, reduced
 
     def distribute(self, x, *, check=True):
         if x.shape[0] != self.shape[0]:
@@ -150,6 +231,9 @@ class DaskRowData(RowData):
         if check:
             x = x.map_blocks(_checked, dtype=x.dtype)
         return x
+
+    def persist(self, x):
+        return x.persist(optimize_graph=False) if isinstance(x, da.Array) else x
 
     def norm(self, x):
         if not isinstance(x, da.Array):

@@ -45,12 +45,26 @@ class NumpyRowData(RowData):
 
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
-        ranges = list(self._ranges())
+        A = self.A
 
         def one(rr):
             r0, r1 = rr
-            return run_kernel(kernel, self.A[r0:r1], r0, tuple(x[r0:r1] for x in dist), small, check)
+            return run_kernel(kernel, A[r0:r1], r0, tuple(x[r0:r1] for x in dist), small, check)
 
+        outs, total = self._blockwise(one, dist_out)
+        total = self._take_checksum(total, check)
+        self._checked = True
+        return outs, total
+
+    def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
+        def one(rr):
+            r0, r1 = rr
+            return kernel(r0, tuple(x[r0:r1] for x in dist), *small)
+
+        return self._blockwise(one, dist_out)
+
+    def _blockwise(self, one, dist_out):
+        ranges = list(self._ranges())
         if self.workers > 1 and len(ranges) > 1:
             # blocks in parallel threads (numpy, BLAS and scipy.sparse release the GIL) with one
             # BLAS thread each, so threads x BLAS threads never exceed the cores
@@ -60,16 +74,6 @@ class NumpyRowData(RowData):
             results = [one(rr) for rr in ranges]
         total = results[0][1]
         for _, reds in results[1:]:  # fixed order: the same sums for any number of threads
-            total = tuple(a + b for a, b in zip(total, reds))
-        total = self._take_checksum(total, check)
-        self._checked = True
-        outs = tuple(np.concatenate([res[0][k] for res in results]) for k in range(len(dist_out)))
-        return outs, total
-
-    def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
-        results = [kernel(r0, tuple(x[r0:r1] for x in dist), *small) for r0, r1 in self._ranges()]
-        total = results[0][1]
-        for _, reds in results[1:]:
             total = tuple(a + b for a, b in zip(total, reds))
         outs = tuple(np.concatenate([res[0][k] for res in results]) for k in range(len(dist_out)))
         return outs, total

@@ -122,18 +122,9 @@ def _check_first(data, fro2, Y, *small):
         raise _Rescale()
 
 
-def _k_eye(r0, dist, k):
-    rows = dist[0].shape[0]
-    out = np.zeros((rows, k))
-    idx = np.arange(r0, r0 + rows)
-    hit = idx < k
-    out[np.flatnonzero(hit), idx[hit]] = 1.0
-    return (out,), ()
-
-
 def _eye_columns(data, Y, k):
     """The first ``k`` columns of the ``m x m`` identity, distributed like ``Y``."""
-    (E,), _ = data.dist_pass(_k_eye, dist=(Y,), small=(int(k),), dist_out=((int(k), np.float64),))
+    (E,), _ = data.dist_pass(passes.K_DIST_EYE, dist=(Y,), small=(int(k),), dist_out=((int(k), np.float64),))
     return E
 
 
@@ -222,13 +213,8 @@ def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
             Y = passes.matmul(data, Z)  # the last step needs no A.T image
         else:
             Y, W = passes.matmul_rmatmul(data, Z)
-        blocks.append(Y)
-    if krylov and len(blocks) > 1:
-        K = data.combine(lambda *xs: np.hstack(xs), *blocks, ncols=sum(b.shape[1] for b in blocks),
-                         dtype=np.float64)
-    else:
-        K = blocks[-1]
-    Q, _ = orthonormalize(data, K)
+        blocks = blocks + [Y] if krylov else [Y]
+    Q, _ = orthonormalize(data, blocks)  # never stored side by side: taken blockwise as needed
     BT = passes.rmatmul(data, Q)  # final read: B = Q.T A, exactly
     return Q, BT, fro2, q, note
 
@@ -375,10 +361,6 @@ def _finish(data, wide, A, U, s, Vt, est, method, reason, q, seed, fro):
                      n_power_iter=q, seed=seed, norm_fro=fro)
 
 
-def _k_left_apply(r0, dist, ops):
-    return (), tuple(op.apply(dist[0], r0) for op in ops)
-
-
 def _single_pass(data, wide, A, k, l, seed):
     m, n = data.shape
     l2 = min(2 * l + 1, m)
@@ -389,7 +371,7 @@ def _single_pass(data, wide, A, k, l, seed):
     Y, (W, TA), fro2 = passes.sketch_both_sides(data, omega, (psi, theta))
     _check_first(data, fro2, Y, W, TA)
     Q, _ = orthonormalize(data, Y)
-    _, (PQ, TQ) = data.dist_pass(_k_left_apply, dist=(Q,), small=((psi, theta),))
+    _, (PQ, TQ) = data.dist_pass(passes.K_DIST_LEFT_APPLY, dist=(Q,), small=((psi, theta),))
     X = np.linalg.lstsq(PQ, W, rcond=None)[0]  # X = (Psi Q)^+ Psi A
     Ux, sx, Vt = scipy.linalg.svd(X, full_matrices=False)
     U = apply_right(data, Q, Ux[:, :k])
@@ -400,14 +382,11 @@ def _single_pass(data, wide, A, k, l, seed):
                    math.sqrt(fro2))
 
 
-def _k_project(r0, dist, C):
-    Y, Q = dist
-    return (Y - Q @ C,), ()
-
-
-def _k_cross(r0, dist):
-    Q, Y = dist
-    return (), (Q.T @ Y,)
+def _hstack(data, Qs):
+    """``[Q_1 .. Q_k]`` side by side, stored (every later block reads it twice)."""
+    (Q,), _ = data.dist_pass(passes.K_DIST_CHAIN, dist=tuple(Qs), small=((),),
+                             dist_out=((sum(q.shape[1] for q in Qs), np.float64),))
+    return data.persist(Q)
 
 
 def qb(A, *, rank=None, tol=None, block_size=None, seed=None, max_rank=None) -> QBResult:
@@ -460,13 +439,14 @@ def _qb_run(data, rank, tol, b, target, seed):
     i = 0
     while True:
         if Qs:
-            Qall = Qs[0] if len(Qs) == 1 else data.combine(lambda *xs: np.hstack(xs), *Qs,
-                                                           ncols=sum(q.shape[1] for q in Qs), dtype=np.float64)
+            Qall = Qs[0] if len(Qs) == 1 else _hstack(data, Qs)
             for _ in range(2):  # Y -= Q (Q.T Y), twice
-                _, (C,) = data.dist_pass(_k_cross, dist=(Qall, Y))
-                (Y,), _ = data.dist_pass(_k_project, dist=(Y, Qall), small=(C,),
+                _, (C,) = data.dist_pass(passes.K_DIST_CROSS, dist=(Qall, Y))
+                (Y,), _ = data.dist_pass(passes.K_DIST_PROJECT, dist=(Y, Qall), small=(C,),
                                          dist_out=((Y.shape[1], np.float64),))
+            Y = data.persist(Y)
         Qi, _ = orthonormalize(data, Y)
+        Qi = data.persist(Qi)  # used by every later block: stored once, not recomputed
         done = sum(q.shape[1] for q in Qs) + Qi.shape[1]
         nb = min(b, target - done)
         if nb > 0:
@@ -483,19 +463,10 @@ def _qb_run(data, rank, tol, b, target, seed):
         i += 1
         if nb <= 0 or (tol is not None and E <= (tol**2) * fro2) or E <= floor or stalled:
             break
-    Q = Qs[0] if len(Qs) == 1 else data.combine(lambda *xs: np.hstack(xs), *Qs,
-                                                ncols=sum(q.shape[1] for q in Qs), dtype=np.float64)
+    Q = Qs[0] if len(Qs) == 1 else _hstack(data, Qs)
     B = np.vstack(Bs)
     return QBResult(Q=Q, B=B, passes=data.passes, error_estimate=math.sqrt(max(E, 0.0)), norm_fro=math.sqrt(fro2),
                     history=tuple(history), seed=seed)
-
-
-def _k_sumsq(r0, dist):
-    return (), (np.array([np.vdot(dist[0], dist[0])]),)
-
-
-def _k_shift(r0, dist, op, nu):
-    return (dist[0] + nu * op.columns(r0, r0 + dist[0].shape[0]).T,), ()
 
 
 def _check_symmetric(A):
@@ -552,11 +523,11 @@ def _nystrom_run(data, A, rank, n_oversamples, seed):
     l = min(n, int(rank) + int(n_oversamples))
     om = make_operator("gaussian", l, n, seed=seed, stream=0)  # Omega = om.T (n x l)
     Y = passes.right_sketch(data, om)
-    ysq = float(data.dist_pass(_k_sumsq, dist=(Y,))[1][0][0])
+    ysq = float(data.dist_pass(passes.K_DIST_SUMSQ, dist=(Y,))[1][0][0])
     _check_first(data, ysq, Y)
     nu = float(np.finfo(np.float64).eps * math.sqrt(ysq))
-    (Ynu,), _ = data.dist_pass(_k_shift, dist=(Y,), small=(om, nu), dist_out=((l, np.float64),))
-    _, (M,) = data.dist_pass(_k_left_apply, dist=(Ynu,), small=((om,),))  # Omega.T Y_nu
+    (Ynu,), _ = data.dist_pass(passes.K_DIST_SHIFT, dist=(Y,), small=(om, nu), dist_out=((l, np.float64),))
+    _, (M,) = data.dist_pass(passes.K_DIST_LEFT_APPLY, dist=(Ynu,), small=((om,),))  # Omega.T Y_nu
     M = (M + M.T) / 2
     C = scipy.linalg.cholesky(M, lower=False)
     B = apply_right(data, Ynu, scipy.linalg.solve_triangular(C, np.eye(l)))

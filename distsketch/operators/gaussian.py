@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._base import SketchOperator
+from ._base import SketchOperator, _as_2d
 
 __all__ = ["Gaussian"]
 
@@ -39,3 +39,19 @@ class Gaussian(SketchOperator):
 
     def _panel_columns(self, p, lo, hi):
         return self._panel(p)[:, lo:hi]
+
+    def _apply_panel(self, p, lo, hi, Xp, out):
+        # the scale 1/sqrt(d) applied to the d x n product, not to the d x panel draws
+        G = self._panel_rng(p).standard_normal((self.d, self.panel))[:, lo:hi]
+        out += (G.astype(Xp.dtype, copy=False) @ Xp) * Xp.dtype.type(1.0 / np.sqrt(self.d))
+
+    def apply_right(self, X, offset=0):
+        """``X @ S[:, offset:offset+k].T`` as GEMMs on column slices of ``X`` (no transposed copy of ``X``)."""
+        X = _as_2d(X)
+        self._check_range(offset, X.shape[1])
+        out = np.zeros((X.shape[0], self.d), dtype=X.dtype)
+        for p, lo, hi, o in self._panels(offset, offset + X.shape[1]):
+            G = self._panel_rng(p).standard_normal((self.d, self.panel))[:, lo:hi]
+            out += X[:, o:o + hi - lo] @ G.T.astype(X.dtype, copy=False)
+        out *= X.dtype.type(1.0 / np.sqrt(self.d))
+        return out

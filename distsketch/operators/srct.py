@@ -76,8 +76,12 @@ class SRCT(SketchOperator):
 
     def _apply_panel(self, p, lo, hi, Xp, out):
         signs, rows = self._draw(p)
-        Z = np.zeros((self.panel, Xp.shape[1]), dtype=Xp.dtype)
-        Z[lo:hi] = Xp * signs[lo:hi, None].astype(Xp.dtype)
+        s = signs[lo:hi, None].astype(Xp.dtype)
+        if hi - lo == self.panel:  # a whole panel: no zero padding to write first
+            Z = Xp * s
+        else:
+            Z = np.zeros((self.panel, Xp.shape[1]), dtype=Xp.dtype)
+            np.multiply(Xp, s, out=Z[lo:hi])
         F = scipy.fft.dct(Z, type=2, norm="ortho", axis=0, overwrite_x=True)
         out += F[rows] * Xp.dtype.type(self._scale)
 

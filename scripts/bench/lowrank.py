@@ -10,9 +10,20 @@ Error: ||A - U diag(s) Vt||_F / ||A - A_50||_F, computed exactly in-process from
 ||A||_F^2 - 2 tr(diag(s) U.T A V) + ||s||^2 (one numpy pass over A), with the optimum known
 from the generator's singular values. Passes: distsketch's are counted by its backend;
 svd_compressed's are its algorithm's 2q + 2 (one read for the range, two per power
-iteration, one for B), labelled as such. Medians over --repeats runs. Usage:
+iteration, one for B), labelled as such. Medians over --repeats runs.
+
+Floors (measured in the same run, on the same cluster, see _floors.py): a bare read of the store
+and the GEMM rate of one BLAS thread per worker (a row chunk times an n x l block). Each
+out-of-core method is reported as a multiple of the floor its algorithm predicts,
+max(reads x read time, flops / aggregate GEMM rate); the flops are 2 m n per column of every
+product with A (distsketch: rsvd (2q+2) l, block Krylov (3q+2) l, single pass 3l+11 for
+q >= 1; svd_compressed (2q+2) l). With default worker memory both keep A in worker memory when
+it fits (svd_compressed as a side effect of one big graph, distsketch by its cache='auto' rule),
+so reads after the first cost no storage read and multiples below 1 appear; under the 0.4x
+limit neither can. Usage:
 
     python scripts/bench/lowrank.py --out bench-results/lowrank.json [--sizes 200000x1000,1000000x500]
+    python scripts/bench/lowrank.py --sizes 100000x500 --repeats 1 --skip-memory   # reduced size
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import environment, median, timed, write_json  # noqa: E402
+from _floors import bare_read, floor, gemm_rate  # noqa: E402
 
 K = 50
 
@@ -38,6 +50,17 @@ def rel_error(A, U, s, Vt, opt, fro2):
     return float(np.sqrt(max(err2, 0.0)) / opt)
 
 
+def columns_of(method, q, l):
+    """Columns of all products with A (each costs 2 m n flops a column) and reads, by algorithm."""
+    if method == "single_pass":
+        return 1, l + (2 * l + 1) + 10
+    if method.startswith("dask"):
+        return 2 * q + 2, (2 * q + 2) * l
+    if q == 0:
+        return 2, 3 * l
+    return q + 2, ((3 * q + 2) if method == "block_krylov" else (2 * q + 2)) * l
+
+
 def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
     """distsketch and svd_compressed on a 2-worker LocalCluster with the given worker memory limit."""
     import dask
@@ -46,13 +69,41 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
 
     import distsketch
 
+    l = K + 10
+    path = os.path.join(p.path, "A")
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit=limit, silence_logs=logging.ERROR) as cluster, Client(cluster):
-        for q in (0, 1, 2, 4):
+                      memory_limit=limit, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        workers0 = set(client.scheduler_info(n_workers=-1)["workers"])
+        seen = [set(workers0)]
+
+        def lost_since():
+            """Workers that disappeared (restarted or died) since the previous method's run."""
+            now = set(client.scheduler_info(n_workers=-1)["workers"])
+            lost = len(seen[0] - now)
+            seen[0] = now
+            if lost:
+                print(f"    {lost} worker(s) restarted or lost during this run", flush=True)
+            return lost
+        read = bare_read(path, a.repeats)
+        rows = da.from_zarr(path).chunks[0][0]
+        gemm = gemm_rate(client, (rows, n), (n, l))
+        entry[cfg]["floors"] = {"bare_read": read, "gemm_one_thread_per_worker": gemm}
+        print(f"{m}x{n} {cfg} floors: bare read {read['median_s']:.2f} s, GEMM {gemm['aggregate_GFLOPs']:.1f} GFLOP/s "
+              f"(one thread on each of {len(gemm['per_worker_GFLOPs'])} workers)", flush=True)
+
+        def with_floor(label, q, r):
+            reads, cols = columns_of(label, q, l)
+            f = floor(reads, 2.0 * m * n * cols, read["median_s"], gemm["aggregate_GFLOPs"])
+            r["floor"] = f
+            r["multiple_of_floor"] = r["median_s"] / f["floor_s"]
+            print(f"    floor {f['floor_s']:.2f} s ({f['bound']}: {reads} reads, {f['GFLOP']:.0f} GFLOP): "
+                  f"{r['multiple_of_floor']:.2f}x the floor", flush=True)
+
+        for q in (int(v) for v in a.dask_q.split(",") if v):
             ts, out = [], None
             try:
                 for r in range(a.repeats):
-                    Az = da.from_zarr(os.path.join(p.path, "A"))
+                    Az = da.from_zarr(path)
                     t, out = timed(lambda: dask.compute(*da.linalg.svd_compressed(Az, K, n_power_iter=q, seed=r)))
                     ts.append(t)
             except Exception as exc:  # a baseline that dies under the memory limit is a result too
@@ -60,16 +111,26 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                 print(f"{m}x{n} {cfg} svd_compressed q{q} failed: {exc}", flush=True)
                 continue
             u, s, v = out
-            record(cfg, f"dask_svd_compressed_q{q}", ts, u, s, v, f"{2 * q + 2} (algorithm)")
-        for meth in ("rsvd", "block_krylov", "single_pass", "auto"):
+            label = f"dask_svd_compressed_q{q}"
+            record(cfg, label, ts, u, s, v, f"{2 * q + 2} (algorithm)", {"workers_lost": lost_since()})
+            with_floor("dask", q, entry[cfg][label])
+        for spec in a.methods.split(","):
+            meth, _, q = spec.partition(":")
+            kw = {"n_power_iter": int(q)} if q else {}
             ts, res = [], None
             for r in range(a.repeats):
-                t, res = timed(lambda: distsketch.svd(os.path.join(p.path, "A"), K, method=meth, seed=r))
+                t, res = timed(lambda: distsketch.svd(path, K, method=meth, seed=r, **kw))
                 ts.append(t)
             U = res.U.compute() if hasattr(res.U, "compute") else res.U
-            record(cfg, meth, ts, U, res.s, res.Vt, res.passes,
-                   {"method_ran": res.method, "reason": res.reason, "n_power_iter": res.n_power_iter,
+            record(cfg, spec, ts, U, res.s, res.Vt, res.passes,
+                   {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason,
+                    "n_power_iter": res.n_power_iter,
                     "error_estimate_ratio": res.error_estimate / opt_of(p, K)})
+            with_floor(res.method, res.n_power_iter, entry[cfg][spec])
+        lost = workers0 - set(client.scheduler_info(n_workers=-1)["workers"])
+        entry[cfg]["workers_restarted_or_lost"] = len(lost)
+        if lost:
+            print(f"{m}x{n} {cfg}: {len(lost)} worker(s) restarted or lost", flush=True)
 
 
 def opt_of(p, K):
@@ -83,6 +144,12 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", default="bench-data")
     ap.add_argument("--out", default="bench-results/lowrank.json")
+    ap.add_argument("--methods", default="rsvd,block_krylov,single_pass,auto,block_krylov:1,block_krylov:2",
+                    help="distsketch methods, optionally with ':n_power_iter'")
+    ap.add_argument("--skip-memory", action="store_true", help="skip the in-memory comparison with sklearn")
+    ap.add_argument("--configs", default="out_of_core,out_of_core_limited",
+                    help="out_of_core (default worker memory), out_of_core_limited (0.4x the matrix a worker)")
+    ap.add_argument("--dask-q", default="0,1,2,4", help="n_power_iter values of svd_compressed")
     a = ap.parse_args(argv)
 
     import dask
@@ -117,17 +184,24 @@ def main(argv=None):
             print(f"{m}x{n} {where} {label}: {r['median_s']:.2f} s, error ratio {r['error_ratio']:.4f}, "
                   f"passes {passes}", flush=True)
 
+        cfgs = [c for c in a.configs.split(",") if c]
         for cfg, limit in (("out_of_core", "auto"), ("out_of_core_limited", int(0.4 * m * n * 8))):
-            entry[cfg] = {"worker_memory_limit": str(limit)}
-            run_ooc(cfg, limit, p, m, n, K, record, a, entry)
-        for cfg in ("out_of_core", "out_of_core_limited"):
+            if cfg in cfgs:
+                entry[cfg] = {"worker_memory_limit": str(limit)}
+                run_ooc(cfg, limit, p, m, n, K, record, a, entry)
+                write_json(a.out, {**result, f"{m}x{n}": entry})
+        for cfg in cfgs:
             ooc = entry[cfg]
-            ours = [v for k, v in ooc.items() if isinstance(v, dict) and not k.startswith("dask")]
+            ours = [v for k, v in ooc.items() if isinstance(v, dict) and "median_s" in v and not k.startswith("dask")]
             for k, v in ooc.items():
                 if k.startswith("dask") and isinstance(v, dict) and "error_ratio" in v:
-                    ok = [o for o in ours if o["error_ratio"] <= v["error_ratio"] * 1.0001]
+                    ok = [o for o in ours if "error_ratio" in o and o["error_ratio"] <= v["error_ratio"] * 1.0001]
                     v["speedup_of_best_distsketch_at_equal_or_better_error"] = (
                         v["median_s"] / min(o["median_s"] for o in ok) if ok else None)
+        if a.skip_memory:
+            result[f"{m}x{n}"] = entry
+            write_json(a.out, result)
+            continue
         for label, fn in (("sklearn_randomized_svd_auto", lambda r: randomized_svd(A, K, random_state=r)),
                           ("sklearn_randomized_svd_q2", lambda r: randomized_svd(A, K, n_iter=2, random_state=r))):
             ts, out = [], None
