@@ -126,7 +126,7 @@ def test_dtypes(dtype, expect, data):
         (lambda A, b: [da.from_array(A), da.from_array(b[:5])], {}, ShapeError, "operand 1 has shape"),
         (lambda A, b: [A, b], {"side": "right"}, ParameterError, "only for side='left'"),
         # types
-        (lambda A, b: A.astype(complex), {}, InputTypeError, "got dtype complex128"),
+        (lambda A, b: A.astype(complex), {}, InputTypeError, "has dtype complex128"),
         (lambda A, b: {"a": 1}, {}, InputTypeError, "got dict"),
     ],
 )
