@@ -188,14 +188,20 @@ def _cmd_zoo(a) -> int:
     from .cluster import dask_client
     from .spectral import analyze_zoo, plot_alpha_by_layer
 
+    from .spectral._zoo import _check_out, _safe
+
     require_model_paths(a.models)
+    _check_out(a.out, a.models)  # before any cluster starts
     opts = zoo_options(a)
     t = time.perf_counter()
     with dask_client(a.scheduler, n_workers=a.workers):
         layers, summaries = analyze_zoo(a.models, a.out, retry_failed=a.retry_failed, progress=not a.quiet, **opts)
     if a.plots and len(layers):
-        for model, d in layers.groupby("model"):
-            plot_alpha_by_layer(d, os.path.join(a.out, "plots", f"{model}.alpha.png"), title=model)
+        names = layers.groupby("model_key")["model"].first()
+        for key, d in layers.groupby("model_key"):
+            name = names[key]
+            stem = _safe(name) if (names == name).sum() == 1 else key  # the readable name where it is unique
+            plot_alpha_by_layer(d, os.path.join(a.out, "plots", f"{stem}.alpha.png"), title=name)
     ok = int((summaries["status"] == "ok").sum()) if len(summaries) else 0
     print(json.dumps({"out": a.out, "models": len(summaries), "ok": ok, "errors": len(summaries) - ok,
                       "layers": len(layers), "seconds": round(time.perf_counter() - t, 3)}))
