@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nnz", type=int, default=8)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     s.set_defaults(func=_cmd_sketch)
 
     ls = sub.add_parser("lstsq", help="solve min ||A x - b|| (or min ||x|| s.t. A x = b) from Zarr arrays")
