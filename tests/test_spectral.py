@@ -577,3 +577,32 @@ def test_plots_written(tmp_path):
     for f in (p, q, z):
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_stage_eigensolver_gives_the_same_metrics(monkeypatch):
+    """LAPACK's two-stage dsyevd (used from TWO_STAGE_MIN up; lowered here to reach it on small
+    layers) against numpy's dsyevd and against WeightWatcher's own SVD path."""
+    import distsketch.spectral._esd as esd
+
+    if not esd._find_two_stage():
+        pytest.skip("numpy's OpenBLAS does not export LAPACKE_dsyevd_2stage")
+    rng = np.random.default_rng(21)
+    src = {"a.weight": rng.standard_normal((300, 200)),                               # tall
+           "b.weight": rng.standard_t(3, (180, 260)),                                 # wide, heavy-tailed
+           "c.weight": _with_spectrum(rng, 320, 240, 3.0 * (rng.pareto(2.0, 12) + 1))}  # a tail
+    G = src["a.weight"].T @ src["a.weight"]
+    monkeypatch.setattr(esd, "TWO_STAGE_MIN", 64)
+    e2 = esd._eigvalsh_inplace(G.copy())
+    e1 = np.linalg.eigvalsh(G)
+    assert e2 is not None and np.max(np.abs(e2 - e1)) <= 1e3 * np.finfo(float).eps * e1[-1]
+    two = analyze(src, detX=True, mp_fit=True).set_index("name")
+    monkeypatch.setattr(esd, "TWO_STAGE_MIN", 1 << 62)
+    one = analyze(src, detX=True, mp_fit=True).set_index("name")
+    svd = analyze(src, detX=True, mp_fit=True, eig_method="svd").set_index("name")
+    for ref in (one, svd):
+        for c in EXACT_1E9 + ["sv_min"]:
+            if c in two.columns:
+                np.testing.assert_allclose(two[c], ref[c], rtol=1e-9, err_msg=c)
+        for c in INTS:
+            if c in two.columns:
+                assert (two[c] == ref[c]).all(), c
