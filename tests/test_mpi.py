@@ -98,6 +98,19 @@ def test_bad_input_fails_fast_on_every_rank(prob, tmp_path, case):
     assert not os.path.exists(tmp_path / "x.zarr") and not os.path.exists(tmp_path / "s.zarr")
 
 
+def test_overwrite_replaces_only_distsketch_outputs(prob, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "paper.tex").write_text("keep me")
+    p = mpirun("svd.py", f"{prob.path}/A", "--rank", 4, "--out", folder, "--overwrite", check=False, timeout=60)
+    assert p.returncode != 0 and "not a Zarr group written by distsketch" in p.stderr
+    assert os.listdir(folder) == ["paper.tex"]
+    out = tmp_path / "s.zarr"
+    mpirun("svd.py", f"{prob.path}/A", "--rank", 4, "--seed", 1, "--out", out)
+    mpirun("svd.py", f"{prob.path}/A", "--rank", 4, "--seed", 1, "--out", out, "--overwrite")  # ours: replaced
+    assert zarr.open_group(str(out), mode="r").attrs["distsketch"] == {"output": True}
+
+
 def test_zoo_driver_matches_in_process_and_resumes(tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
