@@ -194,12 +194,17 @@ def plan_zoo(sources, out, *, names=None, retry_failed=False, options=None):
         raise ParameterError(f"unknown analyze options: {bad}")
     readable = [str(n) for n in names] if names is not None else [model_name(s) for s in sources]
     _check_out(out, sources)
-    keys = []
-    for src, name in zip(sources, readable):
+    def key_of(pair):
+        src, name = pair
         try:
-            keys.append(model_key(src, name))
+            return model_key(src, name)
         except SourceError:  # unreadable: recorded as this model's error by run_model
-            keys.append(f"{_safe(name)}-unreadable")
+            return f"{_safe(name)}-unreadable"
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as ex:  # hashlib releases the GIL
+        keys = list(ex.map(key_of, zip(sources, readable)))
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise ParameterError(f"model keys must be unique; repeated: {dup} (the same content twice, or equal names "
