@@ -98,7 +98,9 @@ def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
 #   (b) at each unseen tail value of rank r > k: s (y/lam_b)^-beta <= r/n + D, so
 #       y >= lam_b (s/(r/n + D))^(1/beta), and y >= x >= 1e-5;
 #   (c) the unseen values sum to at most R = ||W||_F^2 - sum(y) (all eigenvalues are >= 0),
-#       so the lower bounds of (b) summed over r = k+1..n must stay <= R; n <= total.
+#       so the lower bounds of (b) summed over r = k+1..n must stay <= R; n <= total;
+#   (d) beta = n / sum_tail ln(y/x) <= total / sum_r ln(y_r/lam_b) (the computed values alone
+#       contribute that much to the sum, x <= lam_b).
 # D <= d is possible only if some (beta, s, n) satisfies all three. The (beta, s) quadrant is
 # covered by boxes; in a box every exponential is bounded by its corners, (c) bounds n from
 # above, and (a) becomes an interval for t = 1/n: a box where the intervals do not meet holds no
@@ -121,8 +123,10 @@ def _rank_subset(k):
     return np.unique(np.concatenate([head, rest, [k]]))
 
 
-def _boxes_possible(ba, bb, sa, sb, m, r, k, lam_b, total, R, d, eps):
+def _boxes_possible(ba, bb, sa, sb, m, r, k, lam_b, total, R, d, eps, beta_cap=np.inf):
     """For boxes ``[ba, bb] x [sa, sb]`` of (beta, s): may a candidate in the box have D <= d?"""
+    beyond = ba > beta_cap  # (d)
+    bb = np.minimum(bb, beta_cap)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         g_lo = np.where(np.isinf(bb)[:, None], 0.0, np.exp(-bb[:, None] * (m[None, :] + 2 * eps)))
         g_hi = np.exp(-ba[:, None] * np.maximum(m[None, :] - 2 * eps, 0.0))
@@ -144,7 +148,7 @@ def _boxes_possible(ba, bb, sa, sb, m, r, k, lam_b, total, R, d, eps):
             n_max = np.where(over, np.minimum(n_max, n - 1), n_max)
     t_lo = np.maximum(t_lo, 1.0 / np.maximum(n_max, 1.0))
     t_hi = np.minimum(t_hi, 1.0 / (k + 1))
-    return (n_max >= k + 1) & (t_lo <= t_hi)
+    return (n_max >= k + 1) & (t_lo <= t_hi) & ~beyond
 
 
 def no_better_fit_below(top_desc, total, fro2, d, eps):
@@ -161,11 +165,13 @@ def no_better_fit_below(top_desc, total, fro2, d, eps):
     R = fro2 * (1 + 1e-12) - (1 - eps) * float(np.sum(y))
     r = _rank_subset(k)
     m = np.log(y[r - 1] / lam_b)
+    spread = float(np.sum(np.maximum(np.log(y / lam_b) - 2 * eps, 0.0)))
+    beta_cap = total / spread if spread > 0 else np.inf
     BA, SA = np.meshgrid(_BETA_EDGES[:-1], _S_EDGES[:-1], indexing="ij")
     BB, SB = np.meshgrid(_BETA_EDGES[1:], _S_EDGES[1:], indexing="ij")
     boxes = [a.ravel() for a in (BA, BB, SA, SB)]
     for level in range(_MAX_LEVELS + 1):
-        left = _boxes_possible(*boxes, m, r, k, lam_b, total, R, d, eps)
+        left = _boxes_possible(*boxes, m, r, k, lam_b, total, R, d, eps, beta_cap)
         if not left.any():
             return True
         if level == _MAX_LEVELS or np.count_nonzero(left) > _MAX_BOXES:
