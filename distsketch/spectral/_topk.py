@@ -101,7 +101,7 @@ def top_spectrum(Wmats, k, *, n_iter=3, seed=None) -> TopSpectrum:
 #       so the lower bounds of (b) summed over r = k+1..n must stay <= R; n <= total;
 #   (d) beta = n / sum_tail ln(y/x) <= total / sum_r ln(y_r/lam_b) (the computed values alone
 #       contribute that much to the sum, x <= lam_b).
-# D <= d is possible only if some (beta, s, n) satisfies all three. The (beta, s) quadrant is
+# D <= d is possible only if some (beta, s, n) satisfies all four. The (beta, s) quadrant is
 # covered by boxes; in a box every exponential is bounded by its corners, (c) bounds n from
 # above, and (a) becomes an interval for t = 1/n: a box where the intervals do not meet holds no
 # such candidate. Boxes that may are split, a few levels deep. Relaxing never removes a true
@@ -134,8 +134,10 @@ def _boxes_possible(ba, bb, sa, sb, m, r, k, lam_b, total, R, d, eps, beta_cap=n
         t_lo = np.max((sa[:, None] * g_lo - d) / rr, axis=1)  # (a) as bounds on t = 1/n
         t_hi = np.min((sb[:, None] * g_hi + d) / rr, axis=1)
         inv_ba = np.where(ba > 0, 1.0 / np.where(ba > 0, ba, 1.0), 0.0)
-        # x = lam_b s^(1/beta) >= lam_b sa^(1/ba) (s < 1); beta near 0 allows any x >= 1e-5
-        x_lo = np.maximum(np.where(ba > 0, lam_b * sa ** inv_ba, 0.0), 1e-5)
+        # x = lam_b s^(1/beta) >= lam_b sa^(1/ba) (s < 1); beta near 0 allows any x >= 1e-5;
+        # lam_b itself is known to within eps
+        lam_lo = lam_b * (1 - eps)
+        x_lo = np.maximum(np.where(ba > 0, lam_lo * sa ** inv_ba, 0.0), 1e-5)
         n_max = np.full(len(ba), float(total))
         grid = np.unique(np.geomspace(k + 1, total, _N_GRID).round().astype(np.int64))
         frac = np.linspace(0.0, 1.0, _SUM_BLOCKS + 1)[1:]
@@ -143,7 +145,7 @@ def _boxes_possible(ba, bb, sa, sb, m, r, k, lam_b, total, R, d, eps, beta_cap=n
             ends = np.unique(k + np.ceil(frac * (n - k)).astype(np.int64))
             cnt = np.diff(np.concatenate([[k], ends])).astype(np.float64)
             q = np.minimum(sa[:, None] / (ends[None, :] / n + d), 1.0)
-            y_lo = np.maximum(x_lo[:, None], lam_b * np.where(ba[:, None] > 0, q ** inv_ba[:, None], 0.0))
+            y_lo = np.maximum(x_lo[:, None], lam_lo * np.where(ba[:, None] > 0, q ** inv_ba[:, None], 0.0))
             over = np.nan_to_num(y_lo) @ cnt > R
             n_max = np.where(over, np.minimum(n_max, n - 1), n_max)
     t_lo = np.maximum(t_lo, 1.0 / np.maximum(n_max, 1.0))
