@@ -279,11 +279,14 @@ def fingerprint(source, block=1 << 24) -> str:
     h = hashlib.blake2b(b"distsketch-model-v1", digest_size=16)
     for f in source_files(path):
         name = os.path.basename(f) if os.path.isdir(path) else ""
-        size = os.path.getsize(f)
-        h.update(f"{name}\0{size}\0".encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(block):
-                h.update(chunk)
+        try:
+            size = os.path.getsize(f)
+            h.update(f"{name}\0{size}\0".encode())
+            with open(f, "rb") as fh:
+                while chunk := fh.read(block):
+                    h.update(chunk)
+        except OSError as e:
+            raise SourceError(f"{f}: cannot be read ({e.strerror})") from None
     return h.hexdigest()
 
 

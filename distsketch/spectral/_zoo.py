@@ -186,8 +186,9 @@ def plan_zoo(sources, out, *, names=None, retry_failed=False, options=None):
 
     options = dict(options or {})
     sources = list(sources)
-    if names is not None and len(list(names)) != len(sources):
-        raise ParameterError(f"names: expected {len(sources)} names, one per source; got {len(list(names))}")
+    names = None if names is None else list(names)
+    if names is not None and len(names) != len(sources):
+        raise ParameterError(f"names: expected {len(sources)} names, one per source; got {len(names)}")
     allowed = set(inspect.signature(analyze).parameters) - {"source", "return_evals"}
     bad = sorted(set(options) - allowed)
     if bad:
