@@ -35,30 +35,78 @@ def _zstd():
     return _zstd()
 
 
+_MARKER = "distsketch"  # group attribute that marks a Zarr output written by this command line
+
+
+def _is_our_output(path: str) -> bool:
+    """Whether ``path`` is a Zarr group this command line wrote (its zarr.json carries the marker)."""
+    try:
+        with open(os.path.join(path, "zarr.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("node_type") == "group" and _MARKER in meta.get("attributes", {})
+
+
+def check_output_path(path: str, overwrite: bool, inputs=()) -> None:
+    """Refuse, before any work, an output path that cannot be written or must not be replaced:
+    an existing path without ``overwrite``; with it, anything but a Zarr group this command line
+    wrote (a foreign folder, a file, an input store); a path equal to, inside or around an
+    input; a path whose nearest existing parent is not a writable folder."""
+    from .errors import ParameterError
+
+    full = os.path.abspath(path)
+    for inp in inputs:
+        src = os.path.abspath(str(inp))
+        if full == src or src.startswith(full + os.sep) or full.startswith(src + os.sep):
+            raise ParameterError(f"--out {path!r} overlaps the input {inp!r}; give a separate output path")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(f"{path!r} exists; pass --overwrite to replace it")
+        if not _is_our_output(path):
+            raise ParameterError(f"--out {path!r} exists and is not a Zarr group written by distsketch (no "
+                                 f"{_MARKER!r} attribute); --overwrite replaces only such outputs: remove it "
+                                 "yourself or give another path")
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ParameterError(f"--out {path!r} cannot be created: {parent!r} is not a writable folder")
+
+
 def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
-    """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place."""
+    """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place; the group
+    carries the marker attribute that lets a later ``--overwrite`` replace it."""
     import dask.array as da
     import zarr
 
     tmp = f"{path}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    grp = zarr.open_group(tmp, mode="w")
-    for name, arr in arrays.items():
-        if isinstance(arr, da.Array):
-            # zarr needs regular chunks: the largest chunk along each axis
-            chunks = tuple(max(c) if c else 1 for c in arr.chunks)
-            arr = arr.rechunk(chunks)
-            z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks, fill_value=_fill(arr.dtype),
-                                 compressors=_zstd())
-            da.store(arr, z, lock=False)
-        else:
-            arr = np.asarray(arr)
-            grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
-                             fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
-    grp.attrs.update(attrs)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    try:
+        grp = zarr.open_group(tmp, mode="w")
+        for name, arr in arrays.items():
+            if isinstance(arr, da.Array):
+                # zarr needs regular chunks: the largest chunk along each axis
+                chunks = tuple(max(c) if c else 1 for c in arr.chunks)
+                arr = arr.rechunk(chunks)
+                z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
+                                     fill_value=_fill(arr.dtype), compressors=_zstd())
+                da.store(arr, z, lock=False)
+            else:
+                arr = np.asarray(arr)
+                grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
+                                 fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
+        grp.attrs.update({**attrs, _MARKER: {"output": True}})
+        if os.path.lexists(path):
+            if not _is_our_output(path):  # changed since the check: never delete what we did not write
+                raise FileExistsError(f"{path!r} appeared during the run and is not a distsketch output; "
+                                      f"the result is left in {tmp!r}")
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if not isinstance(e, FileExistsError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _cmd_generate(a) -> int:
@@ -86,6 +134,7 @@ def _cmd_sketch(a) -> int:
     from .cluster import dask_client
 
     A = as_matrix(a.input, allow_missing_chunks=a.allow_missing_chunks)  # fails fast, before any cluster starts
+    check_output_path(a.out, a.overwrite, (a.input,))
     with dask_client(a.scheduler, n_workers=a.workers):
         t = time.perf_counter()
         S, op = sketch(A, a.d, kind=a.kind, side=a.side, seed=a.seed, nnz=a.nnz, return_operator=True)
@@ -116,8 +165,7 @@ def _cmd_lstsq(a) -> int:
         from .errors import ShapeError
 
         raise ShapeError(f"b must have m={A.shape[0]} entries to match A {A.shape}; got shape {b.shape}")
-    if os.path.exists(a.out) and not a.overwrite:
-        raise FileExistsError(f"{a.out!r} exists; pass --overwrite to replace it")
+    check_output_path(a.out, a.overwrite, (a.A, a.b))
     with dask_client(a.scheduler, n_workers=a.workers):
         data = DaskRowData(A, progress=not a.quiet) if not isinstance(A, np.ndarray) else A
         t = time.perf_counter()
@@ -145,8 +193,7 @@ def _cmd_svd(a) -> int:
         from .errors import ParameterError
 
         raise ParameterError("give exactly one of --rank and --tol")
-    if os.path.exists(a.out) and not a.overwrite:
-        raise FileExistsError(f"{a.out!r} exists; pass --overwrite to replace it")
+    check_output_path(a.out, a.overwrite, (a.A,))
     with dask_client(a.scheduler, n_workers=a.workers):
         t = time.perf_counter()
         res = svd(A, a.rank, tol=a.tol, method=a.method, n_power_iter=a.n_power_iter if a.n_power_iter is not None
@@ -203,14 +250,20 @@ def _cmd_zoo(a) -> int:
     from .cluster import dask_client
     from .spectral import analyze_zoo, plot_alpha_by_layer
 
+    from .spectral._zoo import _check_out, _safe
+
     require_model_paths(a.models)
+    _check_out(a.out, a.models)  # before any cluster starts
     opts = zoo_options(a)
     t = time.perf_counter()
     with dask_client(a.scheduler, n_workers=a.workers):
         layers, summaries = analyze_zoo(a.models, a.out, retry_failed=a.retry_failed, progress=not a.quiet, **opts)
     if a.plots and len(layers):
-        for model, d in layers.groupby("model"):
-            plot_alpha_by_layer(d, os.path.join(a.out, "plots", f"{model}.alpha.png"), title=model)
+        names = layers.groupby("model_key")["model"].first()
+        for key, d in layers.groupby("model_key"):
+            name = names[key]
+            stem = _safe(name) if (names == name).sum() == 1 else key  # the readable name where it is unique
+            plot_alpha_by_layer(d, os.path.join(a.out, "plots", f"{stem}.alpha.png"), title=name)
     ok = int((summaries["status"] == "ok").sum()) if len(summaries) else 0
     print(json.dumps({"out": a.out, "models": len(summaries), "ok": ok, "errors": len(summaries) - ok,
                       "layers": len(layers), "seconds": round(time.perf_counter() - t, 3)}))
@@ -248,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nnz", type=int, default=8)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     s.set_defaults(func=_cmd_sketch)
 
     ls = sub.add_parser("lstsq", help="solve min ||A x - b|| (or min ||x|| s.t. A x = b) from Zarr arrays")

@@ -55,9 +55,12 @@ def integrity_arguments(p) -> None:
                    help="read chunks absent from a Zarr store as its fill value instead of refusing the store")
 
 
-def check_out(comm, out: str, overwrite: bool) -> None:
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it")
+def check_out(comm, out: str, overwrite: bool, inputs=()) -> None:
+    """Refuse, before any work, an output the command line would refuse (see
+    ``distsketch.cli.check_output_path``: --overwrite replaces only a distsketch output)."""
+    from distsketch.cli import check_output_path
+
+    check_output_path(out, overwrite, inputs)
 
 
 def tmp_path(out: str, comm) -> str:
@@ -68,7 +71,15 @@ def publish(comm, tmp: str, out: str) -> None:
     """After every rank has written its part: rank 0 renames the finished group into place."""
     comm.Barrier()
     if comm.rank == 0:
-        if os.path.exists(out):
+        import zarr
+
+        from distsketch.cli import _MARKER, _is_our_output
+
+        zarr.open_group(tmp, mode="r+").attrs[_MARKER] = {"output": True}  # a later --overwrite may replace it
+        if os.path.lexists(out):
+            if not _is_our_output(out):  # appeared since the check: never delete what we did not write
+                raise FileExistsError(f"{out!r} appeared during the run and is not a distsketch output; "
+                                      f"the result is left in {tmp!r}")
             shutil.rmtree(out)
         os.replace(tmp, out)
     comm.Barrier()

@@ -66,7 +66,7 @@ def body(comm, args):
     if comm.rank == 0:
         try:
             todo, options = plan_zoo(args.models, args.out, retry_failed=args.retry_failed, options=options)
-            plan = (todo, options, deal([_size(src) for _, src in todo], comm.size))
+            plan = (todo, options, deal([_size(src) for _, src, _ in todo], comm.size))
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             plan = e
     plan = comm.bcast(plan, root=0)
@@ -82,10 +82,10 @@ def body(comm, args):
     t0 = time.perf_counter()
     mine = []
     for i in parts[comm.rank]:
-        key, src = todo[i]
-        row = run_model(key, src, args.out, options, threads)
+        key, src, name = todo[i]
+        row = run_model(key, src, args.out, options, threads, name=name)
         mine.append(row["status"])
-        print(f"[rank {comm.rank}] {key}: {row['status']} ({row['seconds']:.1f} s)"
+        print(f"[rank {comm.rank}] {name}: {row['status']} ({row['seconds']:.1f} s)"
               + (f" {row['error']}" if row["status"] != "ok" else ""), file=sys.stderr, flush=True)
     statuses = comm.gather(mine, root=0)
     code = 0

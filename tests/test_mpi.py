@@ -98,6 +98,19 @@ def test_bad_input_fails_fast_on_every_rank(prob, tmp_path, case):
     assert not os.path.exists(tmp_path / "x.zarr") and not os.path.exists(tmp_path / "s.zarr")
 
 
+def test_overwrite_replaces_only_distsketch_outputs(prob, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "paper.tex").write_text("keep me")
+    p = mpirun("svd.py", f"{prob.path}/A", "--rank", 4, "--out", folder, "--overwrite", check=False, timeout=60)
+    assert p.returncode != 0 and "not a Zarr group written by distsketch" in p.stderr
+    assert os.listdir(folder) == ["paper.tex"]
+    out = tmp_path / "s.zarr"
+    mpirun("svd.py", f"{prob.path}/A", "--rank", 4, "--seed", 1, "--out", out)
+    mpirun("svd.py", f"{prob.path}/A", "--rank", 4, "--seed", 1, "--out", out, "--overwrite")  # ours: replaced
+    assert zarr.open_group(str(out), mode="r").attrs["distsketch"] == {"output": True}
+
+
 def test_zoo_driver_matches_in_process_and_resumes(tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
@@ -118,10 +131,13 @@ def test_zoo_driver_matches_in_process_and_resumes(tmp_path):
     assert p.returncode == 1, p.stderr  # one model recorded with an error
     meta = json.loads(p.stdout)
     assert meta == {**meta, "models": 6, "ok": 5, "errors": 1, "analysed_now": 6, "ranks": 2}
-    summ = pd.read_parquet(out / "summaries" / "broken.parquet")
+    from distsketch.spectral._zoo import model_key  # name + content fingerprint
+
+    summ = pd.read_parquet(out / "summaries" / f"{model_key(str(bad))}.parquet")
     assert summ["status"].iloc[0] == "error" and "broken.safetensors" in summ["error"].iloc[0]
+    assert summ["model"].iloc[0] == "broken"
     for m in models[:-1]:
-        key = os.path.basename(m).rsplit(".", 1)[0]
+        key = model_key(m)
         got = pd.read_parquet(out / "layers" / f"{key}.parquet")
         ref = analyze(m, randomize=True, seed=5)
         for c in ("alpha", "D", "log_norm", "stable_rank", "max_rand_eval", "rand_distance"):

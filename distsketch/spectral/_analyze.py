@@ -12,9 +12,9 @@ from ..errors import ParameterError
 from ..random.streams import resolve_seed
 from ._esd import singular_values_squared
 from ._mp import mp_fit as _mp_fit
-from ._powerlaw import EVALS_THRESH, fit_clipped_power_law, fit_power_law
+from ._powerlaw import EVALS_THRESH, SMALL_N, fit_clipped_power_law, fit_power_law
 from ._sources import Layer, list_layers
-from ._topk import top_spectrum
+from ._topk import no_better_fit_below, top_spectrum
 
 __all__ = ["analyze", "summary", "SUMMARY_METRICS", "layer_matrices", "select_layers"]
 
@@ -146,14 +146,19 @@ def _detX(evals):
     return n, 1
 
 
-def _fit(evals, xmax, fix_fingers):
-    """WeightWatcher's fit_powerlaw: returns the fit columns and the fit status."""
+def _fit(evals, xmax, fix_fingers, n_all=None, evaluated=None):
+    """WeightWatcher's fit_powerlaw: returns the fit columns and the fit status.
+
+    ``n_all``: the layer's number of eigenvalues when ``evals`` is only its top (for the rule
+    that ``xmax=-k`` with ``k`` over half of them fails). ``evaluated``: a list that receives
+    ``(dropped, fit)`` for every power-law fit made, ``dropped`` the number of largest values left
+    out beyond ``xmax``'s (several with ``clip_xmax``)."""
     cols = {"alpha": -1.0, "xmin": -1.0, "xmax": np.nan, "D": -1.0, "sigma": -1.0, "num_pl_spikes": -1}
     extra = {}
     status = "success"
     if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool):
         k = abs(int(xmax))
-        if k > len(evals) / 2:
+        if k > (len(evals) if n_all is None else n_all) / 2:
             status = "failed"
         elif k:
             evals = evals[:-k]
@@ -162,10 +167,12 @@ def _fit(evals, xmax, fix_fingers):
     if status != "failed":
         try:
             if fix_fingers == "clip_xmax":
-                fit, nf, first = fit_clipped_power_law(nz)
+                fit, nf, first = fit_clipped_power_law(nz, evaluated=evaluated)
                 extra = {"num_fingers": nf, "raw_alpha": first.alpha}
             else:
                 fit = fit_power_law(nz)
+                if evaluated is not None:
+                    evaluated.append((0, fit))
         except ValueError as e:
             log.warning("power-law fit failed: %s", e)
             status = "failed"
@@ -280,12 +287,22 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
                        seed=0):
     """One row for a layer too large for a full eigendecomposition: the power law fitted to the
     top of the spectrum (:mod:`._topk`). The KS search runs over the computed top; ``k`` is
-    doubled (up to ``k_max``, default ``min(M // 2, 8 k)``) until the chosen ``xmin`` leaves at
-    least half of the computed values below it, the same tail (count) came out before the last
-    doubling (Ritz values below the tail are rough, and a fit inside the computed part can be a
-    local minimum of D), and the tail's eigenvalues (those the reported alpha, D and sigma are
-    computed from) are accurate to ``rtol``: then ``topk_converged`` is True. ``topk_error`` is
-    the tail's largest estimated relative error (:func:`_topk_errors`).
+    doubled (up to ``k_max``, default ``min(M // 2, 8 k)``) until the fit is certified to be the
+    one the whole spectrum gives: ``topk_converged`` is True only when
+
+    - the tail's eigenvalues (those alpha, D and sigma are computed from) are accurate to
+      ``rtol`` (``topk_error``, the tail's largest estimated relative error, :func:`_topk_errors`),
+      and
+    - every candidate ``xmin`` below the accurately computed values is proven to have a larger
+      KS distance than the chosen one (:func:`._topk.no_better_fit_below`: from the computed
+      values, the number of eigenvalues and their sum ``||W||_F^2``), for every fit made
+      (``clip_xmax`` makes several), or the whole spectrum was computed.
+
+    A tail that ends at a gap (spikes over a bulk) fits the computed top well, but the whole
+    spectrum's fit may start inside the bulk: that cannot be proven from the top alone, so such a
+    layer reports ``topk_converged=False`` unless ``k`` reaches far enough into the bulk. The
+    proof takes the Ritz values within their error estimates as the layer's largest eigenvalues
+    (block Krylov from a random start; no residual proves that none was skipped).
     Sums over all eigenvalues come from ``||W||_F^2`` (log_norm, stable_rank: exact); metrics
     that need the whole spectrum (entropy, matrix_rank, sv_min, rank losses, log_alpha_norm, and
     the mp_fit/randomize/detX columns) are NaN."""
@@ -296,25 +313,22 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
     total = sum(min(Wm.shape) for Wm in Wmats)
     k_max = int(k_max) if k_max else max(k, min(m // 2, 8 * k))
     k = min(int(k), k_max)
-    passes, prev_tail, prev_top = 0, None, None
+    passes, prev_top = 0, None
     while True:
         top = top_spectrum(Wmats, k, n_iter=n_iter, seed=seed)
         passes += top.passes
         err = _topk_errors(top, prev_top)
         evals = top.evals
         complete = len(evals) == total
-        fitcols, extra, status = _fit(evals, xmax, fix_fingers)
+        fits = []
+        fitcols, extra, status = _fit(evals, xmax, fix_fingers, n_all=total, evaluated=fits)
         ok = status != "failed"
         tail = evals >= fitcols["xmin"] if ok else np.ones(len(evals), bool)
         tail_err = float(np.max(err[tail])) if np.any(tail) else float("inf")
-        inside = ok and fitcols["num_pl_spikes"] <= len(evals) / 2
-        # a fit inside the computed part can still be a local minimum of D (a few outliers above
-        # a long tail): it counts only when doubling k did not move it
-        stable = prev_tail is not None and ok and fitcols["num_pl_spikes"] == prev_tail
-        converged = bool(ok and tail_err <= rtol and (complete or (inside and stable)))
+        converged = bool(ok and tail_err <= rtol
+                         and (complete or _topk_certified(evals, err, rtol, xmax, fits, total, top.fro2)))
         if converged or complete or k >= k_max:
             break
-        prev_tail = fitcols["num_pl_spikes"] if inside else None
         prev_top = top
         k = min(2 * k, k_max)
     spectral = float(evals[-1])
@@ -328,6 +342,33 @@ def analyze_layer_topk(layer: Layer, W, *, k=256, k_max=None, rtol=1e-4, n_iter=
                 "topk": len(evals), "topk_converged": converged, "topk_error": tail_err, "passes": passes})
     row["seconds"] = time.perf_counter() - t0
     return row, evals
+
+
+def _topk_certified(evals, err, rtol, xmax, fits, total, fro2):
+    """Whether each power-law fit in ``fits`` (``(dropped, fit)`` from :func:`_fit` on the
+    computed top ``evals``, ascending, with estimated relative errors ``err``) is the fit the
+    whole spectrum would give: its tail lies within the values accurate to ``rtol`` (the
+    largest ones, contiguous), the small-sample rule of the fit did not apply to the top where
+    it would not to the whole, and no candidate below the accurate values can have a smaller or
+    equal KS distance (:func:`._topk.no_better_fit_below`)."""
+    desc, e = evals[::-1], err[::-1]
+    bad = np.flatnonzero(~(e <= rtol))
+    acc = desc[: int(bad[0]) if len(bad) else len(desc)]
+    if not len(fits) or not len(acc):
+        return False
+    drop_x = abs(int(xmax)) if isinstance(xmax, (int, np.integer)) and not isinstance(xmax, bool) else 0
+    eps = max(float(np.max(e[: len(acc)])), 1e-15)
+    for dropped, fit in fits:
+        d = drop_x + dropped
+        y = acc[d:]
+        if not len(y) or fit.xmin < y[-1] or np.count_nonzero(desc[d:] > EVALS_THRESH) < SMALL_N:
+            return False
+        # the chosen D is itself computed from values with relative errors <= eps: a KS deviation
+        # moves by at most about 3 (alpha - 1) eps, so candidates below must beat D plus that
+        margin = 4.0 * max(fit.alpha, 1.0) * eps
+        if not no_better_fit_below(y, total - d, fro2 - float(np.sum(acc[:d])), fit.D + margin, eps):
+            return False
+    return True
 
 
 def _topk_errors(top, prev):
@@ -428,9 +469,11 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
         ``skip`` (WeightWatcher): layers over ``max_evals`` or ``max_N`` are left out.
         ``randomized``: they are analysed; those over ``max_evals`` by the top-``k`` path
         (:func:`analyze_layer_topk`: ``k`` from ``topk``, doubled up to ``topk_max``,
-        default ``min(M // 2, 8 * topk)``, until the fit's ``xmin`` is inside the computed part,
-        unchanged by a doubling, and its tail eigenvalues are accurate to ``topk_rtol``; columns ``topk``, ``topk_converged``,
-        ``topk_error``, ``passes``), those over ``max_N`` only by the exact path.
+        default ``min(M // 2, 8 * topk)``, until its tail eigenvalues are accurate to
+        ``topk_rtol`` and no ``xmin`` below the computed part is proven able to fit better
+        (then ``topk_converged`` is True; a tail ending at a gap above a bulk usually cannot be
+        proven and is reported False); columns ``topk``, ``topk_converged``, ``topk_error``,
+        ``passes``), those over ``max_N`` only by the exact path.
     threads : int, optional
         Layers analysed at once, each with one BLAS thread; default: the BLAS threads allowed
         here, at most 8 (so 1 inside a zoo task that was given one core). Results agree across

@@ -130,14 +130,77 @@ def _refine_smallest(W, e, N, k):
     return np.sort(out)
 
 
+# ----------------------------------------------------------------------------- eigensolver
+# numpy's eigvalsh (dsyevd) reduces the matrix to tridiagonal form with dsytrd, half of whose
+# flops are matrix-vector products (memory-bound). LAPACK's two-stage reduction (dsytrd_2stage:
+# full -> band by BLAS-3, band -> tridiagonal by bulge chasing) does the same for eigenvalues only
+# at BLAS-3 speed. Neither numpy nor scipy wraps it, but the OpenBLAS numpy ships exports LAPACKE's
+# dsyevd_2stage; it is called here through ctypes (which releases the GIL, like numpy's LAPACK
+# calls, so layers analysed in parallel threads overlap). Measured on this machine (2 cores,
+# loaded, one BLAS thread, median of 3): n = 4096 12.8 s -> 7.9 s; n = 2048 1.34 s -> 1.17 s;
+# n = 1024 0.14 s -> 0.18 s: used from TWO_STAGE_MIN up. Both are backward stable: eigenvalues
+# within a small multiple of eps * lambda_max of each other (measured <= 1e-15 relative to
+# lambda_max).
+TWO_STAGE_MIN = 2048
+_two_stage = None  # the LAPACKE function, False when unavailable
+
+
+def _find_two_stage():
+    import ctypes
+    import glob
+    import os
+
+    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name, itype in (("scipy_LAPACKE_dsyevd_2stage64_", ctypes.c_int64),
+                            ("LAPACKE_dsyevd_2stage64_", ctypes.c_int64),
+                            ("scipy_LAPACKE_dsyevd_2stage", ctypes.c_int32),
+                            ("LAPACKE_dsyevd_2stage", ctypes.c_int32)):
+            f = getattr(lib, name, None)
+            if f is not None:
+                f.restype = itype
+                f.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, itype, ctypes.c_void_p, itype,
+                              ctypes.c_void_p]
+                return f, itype
+    return False
+
+
+def _eigvalsh_inplace(G):
+    """Eigenvalues (ascending) of the symmetric float64 matrix ``G``, which is overwritten:
+    LAPACK's two-stage reduction when ``G`` is large and the library has it, else numpy's."""
+    global _two_stage
+    n = G.shape[0]
+    if n >= TWO_STAGE_MIN and G.flags.c_contiguous and G.dtype == np.float64:
+        if _two_stage is None:
+            _two_stage = _find_two_stage()
+        if _two_stage:
+            f, _ = _two_stage
+            w = np.empty(n)
+            # a symmetric C-ordered matrix is its own column-major transpose: no copy
+            info = f(102, b"N", b"L", n, G.ctypes.data, n, w.ctypes.data)
+            if info == 0:
+                return w
+            return None  # no convergence (info > 0): G is overwritten, the caller recomputes it
+    return np.linalg.eigvalsh(G)
+
+
 def _gram_evals(W):
     """Eigenvalues (ascending) of the Gram matrix of the smaller side of one 2-D float64 matrix.
 
-    numpy's matmul recognises ``A.T @ A`` and calls dsyrk; numpy's LAPACK calls (dsyevd) release
-    the GIL, so layers analysed in parallel threads overlap (scipy's wrappers hold it)."""
+    numpy's matmul recognises ``A.T @ A`` and calls dsyrk; the eigensolver (numpy's dsyevd, or
+    LAPACK's two-stage dsyevd from TWO_STAGE_MIN up) releases the GIL, so layers analysed in
+    parallel threads overlap (scipy's wrappers hold it)."""
     A = np.ascontiguousarray(W)
-    G = A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
-    return np.linalg.eigvalsh(G)
+
+    def gram():
+        return A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
+
+    e = _eigvalsh_inplace(gram())
+    return np.linalg.eigvalsh(gram()) if e is None else e
 
 
 def singular_values_squared(Wmats, method="auto"):

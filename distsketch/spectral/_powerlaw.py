@@ -131,15 +131,20 @@ def fit_power_law(data, xmax=None) -> PowerLawFit:
     return _fit_small(x) if len(x) < SMALL_N else _fit_standard(x)
 
 
-def fit_clipped_power_law(evals, max_fingers=10, finger_thresh=1.0, min_alpha=2.0):
+def fit_clipped_power_law(evals, max_fingers=10, finger_thresh=1.0, min_alpha=2.0, evaluated=None):
     """WeightWatcher's ``fix_fingers='clip_xmax'``: drop the largest eigenvalues one at a time
     (from the 2nd up to ``max_fingers - 1``) until alpha falls by more than ``finger_thresh``.
 
-    Returns ``(best_fit, num_fingers, first_fit)``; ``evals`` sorted ascending.
+    Returns ``(best_fit, num_fingers, first_fit)``; ``evals`` sorted ascending. ``evaluated``: a
+    list that receives ``(dropped, fit)`` for every fit made (``dropped`` largest values left out).
     """
     first = fit_power_law(evals)
+    if evaluated is not None:
+        evaluated.append((0, first))
     for idx in range(2, max_fingers):
         fit = fit_power_law(evals[:-idx])
+        if evaluated is not None:
+            evaluated.append((idx, fit))
         if fit.alpha + finger_thresh < first.alpha:
             return fit, idx - 1, first
         if min_alpha is not None and fit.alpha <= min_alpha:

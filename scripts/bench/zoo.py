@@ -1,6 +1,6 @@
 """Spectral analysis benchmark: distsketch.spectral vs WeightWatcher 0.7.7 on the same weights.
 
-    python scripts/bench/zoo.py [--ww-python PATH] [--only bert,linear8,options,zoo] [--out FILE]
+    python scripts/bench/zoo.py [--ww-python PATH] [--only bert,linear8,options,zoo,topk,eig] [--out FILE]
 
 WeightWatcher runs in its own environment (default ``bench-envs/ww``, created on first use with
 ``pip install torch==2.13.0 weightwatcher==0.7.7 safetensors``), in a subprocess, on the same
@@ -21,7 +21,12 @@ the weights (one read of each layer for both). Configurations:
            (LAPACK eigenvalues of the Gram matrix, our default path); WeightWatcher is not run
            here (the path exists for layers it skips).
 
-``--repeats`` applies to bert, options and zoo; linear8 and topk run ``--repeats-large`` times.
+  eig      the exact path's eigensolver, LAPACK's two-stage dsyevd against numpy's one-stage
+           dsyevd (the code before), in one process: one 4096 Gram matrix, then --eig-layers x
+           Linear(4096, 4096) through analyze; every numeric column compared (not in the default
+           --only: it needs no WeightWatcher, and linear8 measures the same against it).
+
+``--repeats`` applies to bert, options and zoo; linear8, topk and eig run ``--repeats-large`` times.
 """
 
 from __future__ import annotations
@@ -196,6 +201,67 @@ def bench_topk(tmp, repeats, n=8192):
     return res
 
 
+def bench_eigensolver(tmp, repeats, layers=8, n=4096):
+    """The eigensolver of the exact path, LAPACK's two-stage dsyevd (default from
+    ``TWO_STAGE_MIN``) against numpy's one-stage dsyevd (the code before), in one process:
+    (a) the eigenvalues of one n x n Gram matrix, 1 and 2 BLAS threads; (b) ``analyze`` of
+    ``layers`` x Linear(n, n) with the default threads (layers in parallel). Every numeric column
+    of the two analyses is compared (largest relative difference). No WeightWatcher needed."""
+    from threadpoolctl import threadpool_limits
+
+    import distsketch.spectral._esd as esd
+    from distsketch.spectral import analyze
+
+    rng = np.random.default_rng(1)
+    W = layer(rng, n, n).astype(np.float64)
+    G = W.T @ W
+    single = {}
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            one, two = [], []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                ref = np.linalg.eigvalsh(G)
+                one.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                new = esd._eigvalsh_inplace(G.copy())
+                two.append(time.perf_counter() - t)
+        single[f"{threads} BLAS thread(s)"] = {"one_stage_seconds": median(one), "two_stage_seconds": median(two),
+                                               "speedup": median(one) / median(two), "all_one_stage": one,
+                                               "all_two_stage": two,
+                                               "max_abs_diff_over_lambda_max": float(np.max(np.abs(new - ref)) / ref[-1])}
+    p = os.path.join(tmp, "linear.safetensors")
+    write_safetensors(p, {f"layers.{i}.weight": layer(rng, n, n) for i in range(layers)})
+    t_old, t_new, df_old, df_new = [], [], None, None
+    default = esd.TWO_STAGE_MIN
+    try:
+        for _ in range(repeats):
+            esd.TWO_STAGE_MIN = 1 << 62  # the one-stage path of before
+            t = time.perf_counter()
+            df_old = analyze(p)
+            t_old.append(time.perf_counter() - t)
+            esd.TWO_STAGE_MIN = default
+            t = time.perf_counter()
+            df_new = analyze(p)
+            t_new.append(time.perf_counter() - t)
+    finally:
+        esd.TWO_STAGE_MIN = default
+    worst = {}
+    for c in df_old.columns:
+        if c != "seconds" and df_old[c].dtype.kind in "fi":
+            a, b = df_old[c].to_numpy(float), df_new[c].to_numpy(float)
+            ok = np.isfinite(a)
+            worst[c] = float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(a[ok]), 1e-300))) if ok.any() else 0.0
+    res = {"config": f"eigensolver: two-stage vs one-stage dsyevd, {n} x {n}", "repeats": repeats,
+           "one_gram": single, "analyze": {"layers": layers, "one_stage_seconds": median(t_old),
+                                           "two_stage_seconds": median(t_new), "speedup": median(t_old) / median(t_new),
+                                           "all_one_stage": t_old, "all_two_stage": t_new},
+           "max_rel_diff_two_vs_one_stage": worst, "eig_methods": df_new["eig_method"].value_counts().to_dict()}
+    print(json.dumps({"config": res["config"], "one_gram": {k: round(v["speedup"], 2) for k, v in single.items()},
+                      "analyze": res["analyze"], "worst_rel_diff": max(worst.values())}), flush=True)
+    return res
+
+
 def zoo_models(folder, n, seed=3):
     rng = np.random.default_rng(seed)
     paths = []
@@ -248,6 +314,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--repeats-large", type=int, default=1)
     ap.add_argument("--zoo-models", type=int, default=24)
+    ap.add_argument("--eig-layers", type=int, default=8, help="layers of the 'eig' configuration")
     ap.add_argument("--out", default=os.path.join(ROOT, "scripts", "bench", "results", "zoo.json"))
     a = ap.parse_args()
     only = set(a.only.split(","))
@@ -271,6 +338,8 @@ def main():
             results.append(bench_zoo(tmp, a.zoo_models, a.repeats))
         if "topk" in only:
             results.append(bench_topk(tmp, a.repeats_large))
+        if "eig" in only:
+            results.append(bench_eigensolver(tmp, a.repeats_large, layers=a.eig_layers))
     write_json(a.out, {"benchmark": "zoo", "environment": environment(), "results": results,
                        "command": " ".join(sys.argv)})
 
