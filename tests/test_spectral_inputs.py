@@ -152,7 +152,7 @@ def test_output_paths_checked_and_only_our_outputs_replaced(tmp_path):
     _write_zarr_atomic(ours, {"x": np.arange(4.0)}, {"passes": 2})
     np.testing.assert_array_equal(zarr.open_array(ours + "/x", mode="r")[...], np.arange(4.0))
     store = tmp_path / "p.zarr"
-    zarr.open_group(str(store), mode="w").create_array("A", shape=(4, 2), dtype="f8")
+    zarr.open_group(str(store), mode="w").create_array("A", shape=(4, 2), dtype="f8")[...] = 1.0  # every chunk stored
     with pytest.raises(ParameterError, match="overlaps the input"):
         check_output_path(str(store), True, (str(store / "A"),))
     folder = tmp_path / "results"
