@@ -74,6 +74,16 @@ def check_output_path(path: str, overwrite: bool, inputs=()) -> None:
         raise ParameterError(f"--out {path!r} cannot be created: {parent!r} is not a writable folder")
 
 
+def publish_output(tmp: str, path: str) -> None:
+    """Rename a finished output group ``tmp`` to ``path``, replacing only a distsketch output there."""
+    if os.path.lexists(path):
+        if not _is_our_output(path):  # changed since the check: never delete what we did not write
+            raise FileExistsError(f"{path!r} appeared during the run and is not a distsketch output; "
+                                  f"the result is left in {tmp!r}")
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
 def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
     """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place; the group
     carries the marker attribute that lets a later ``--overwrite`` replace it."""
@@ -97,12 +107,7 @@ def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
                 grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
                                  fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
         grp.attrs.update({**attrs, _MARKER: {"output": True}})
-        if os.path.lexists(path):
-            if not _is_our_output(path):  # changed since the check: never delete what we did not write
-                raise FileExistsError(f"{path!r} appeared during the run and is not a distsketch output; "
-                                      f"the result is left in {tmp!r}")
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        publish_output(tmp, path)
     except BaseException as e:
         if not isinstance(e, FileExistsError):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -73,15 +72,10 @@ def publish(comm, tmp: str, out: str) -> None:
     if comm.rank == 0:
         import zarr
 
-        from distsketch.cli import _MARKER, _is_our_output
+        from distsketch.cli import _MARKER, publish_output
 
         zarr.open_group(tmp, mode="r+").attrs[_MARKER] = {"output": True}  # a later --overwrite may replace it
-        if os.path.lexists(out):
-            if not _is_our_output(out):  # appeared since the check: never delete what we did not write
-                raise FileExistsError(f"{out!r} appeared during the run and is not a distsketch output; "
-                                      f"the result is left in {tmp!r}")
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish_output(tmp, out)
     comm.Barrier()
 
 

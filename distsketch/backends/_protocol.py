@@ -256,6 +256,10 @@ class RowData(ABC):
         """Store a deferred distributed operand that will be used several times (eager backends: ``x``)."""
         return x
 
+    def prefer_sketch_blocks(self, d: int) -> None:
+        """Hint before a pass that returns a ``d x n`` partial sketch per block: a backend that
+        chooses its own blocks (in memory) may make them larger; others ignore it."""
+
     def _count(self) -> bool:
         """Record a pass; return whether this pass must check finiteness."""
         self.passes += 1

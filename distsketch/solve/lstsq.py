@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import passes
 from .._inputs import as_matrix, is_lazy
-from ..backends import NumpyRowData, RowData, as_rowdata
+from ..backends import RowData, as_rowdata
 from ..errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
@@ -483,8 +483,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
 
     # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
     op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
-    if data_in is None and isinstance(data, NumpyRowData):
-        data.block_rows = _sketch_block_rows(T_m, d, data.block_rows, data.workers)
+    if data_in is None:  # a backend lstsq built itself: its blocks may suit the sketch
+        data.prefer_sketch_blocks(d)
 
     def sketch_pass(data):
         nonlocal gram_A
@@ -616,20 +616,6 @@ def _small_vector(v, name):
         raise InputTypeError(f"{name} must hold real numbers; got dtype {arr.dtype}. Pass the real part explicitly "
                              "if that is what you mean")
     return arr.astype(np.float64).ravel()
-
-
-def _sketch_block_rows(m, d, rows, workers):
-    """Row blocks of at least ``2 d`` rows, in a multiple of ``workers`` blocks (in memory).
-
-    Each block of the sketch pass returns a dense ``d x n`` partial sum: with blocks of fewer
-    than ``d`` rows the partials outweigh the blocks themselves (at 100,000 x 2,000 with
-    4,096-row blocks and ``d = 8,000``, 25 partials of 128 MB). The block count stays a
-    multiple of the threads so that no thread idles at the end of a pass.
-    """
-    if rows >= 2 * d or m <= rows:
-        return rows
-    k = max(workers, (m // (2 * d)) // workers * workers)
-    return max(rows, -(-m // k))
 
 
 def _cast(x, dtype):

@@ -91,7 +91,6 @@ def memory_floors(A, b, repeats):
     from distsketch import passes
     from distsketch.backends import as_rowdata
     from distsketch.operators import make_operator
-    from distsketch.solve.lstsq import _sketch_block_rows
 
     m, n = A.shape
     fl = {"gemm_1t_GFLOPs": gemm_rate(1) / 1e9, "gemm_GFLOPs": gemm_rate(os.cpu_count()) / 1e9}
@@ -100,7 +99,7 @@ def memory_floors(A, b, repeats):
     fl["syrk_s"] = reps(lambda: blas.dsyrk(1.0, A.T, trans=0), 1)[0]
     for k in (2, 4):
         data = as_rowdata(A)  # row blocks as lstsq sets them for this sketch size
-        data.block_rows = _sketch_block_rows(m, k * n, data.block_rows, data.workers)
+        data.prefer_sketch_blocks(k * n)
         op = make_operator("sparse_sign", k * n, m, seed=0)
         fl[f"sketch_{k}n_s"], sk = reps(lambda: passes.left_sketch(data, op, extra=[b], dtype=np.float64), repeats)
         SA = np.asfortranarray(sk[0])
