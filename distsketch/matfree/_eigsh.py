@@ -128,9 +128,11 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     maxiter : int, optional
         Most block products ``A @ V_j`` (default 1000).
     block_size : int, optional
-        Columns per product (default 2, at most ``n``; two or more find repeated eigenvalues).
-        With a Gram operator a block is one read of the data: larger blocks mean fewer
-        reads and usually more products.
+        Columns per product, at most ``n``. Default 1 for ``k = 1`` (a repeated top
+        eigenvalue is still found; any vector of its eigenspace is an answer) and 2 otherwise:
+        a block of ``b`` columns resolves eigenvalues of multiplicity up to ``b``. With a Gram
+        operator a block is one read of the data: larger blocks mean fewer reads and usually
+        more products.
     seed : None, int, SeedSequence or Generator
         Seeds the starting block; the result records it.
 
@@ -195,7 +197,7 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     k = int(k)
     seed = resolve_seed(seed)
     maxiter = DEFAULT_MAXITER if maxiter is None else int(maxiter)
-    b = min(n, int(block_size) if block_size else 2)
+    b = min(n, int(block_size) if block_size else (1 if k == 1 else 2))
     ncv = _basis_size(n, k, b)
     keep = max(k, min(ncv - b, k + (ncv - k - b) // 2))
     start = op.matvecs

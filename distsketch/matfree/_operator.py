@@ -117,6 +117,16 @@ class GramOperator(Operator):
         return self.data.passes - self._start
 
 
+def _dense_product(A, X):
+    """``A @ X``; one or two columns as matrix-vector products (OpenBLAS packs ``A`` for a
+    GEMM, which for ``k = 2`` costs about twice two GEMVs: one more sweep over ``A``)."""
+    if X.shape[1] == 2 and A.dtype == X.dtype:
+        out = np.empty((A.shape[0], 2), dtype=np.result_type(A, X))
+        out[:, 0], out[:, 1] = A @ X[:, 0], A @ X[:, 1]
+        return out
+    return A @ X
+
+
 def _is_row_matrix(op) -> bool:
     """A dask array, a zarr array or a backend's RowData: a matrix read through the passes."""
     from ..backends import RowData
@@ -196,7 +206,7 @@ def aslinearoperator(op) -> Operator:
         if A.ndim != 2:
             raise ShapeError(f"a dense operator must be a 2-D square array; got shape {A.shape}")
         dt = _work_dtype(A.dtype)
-        return Operator(lambda X: A @ X.astype(dt, copy=False), A.shape, dt, name="dense")
+        return Operator(lambda X: _dense_product(A, X.astype(dt, copy=False)), A.shape, dt, name="dense")
     try:
         import scipy.sparse as sp
 
