@@ -87,7 +87,8 @@ class Operator:
         return self.matmat(X)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.name} {self.shape[0]}x{self.shape[1]} {self.dtype}, {self.matvecs} matvecs>"
+        n = self.shape[0]
+        return f"<{type(self).__name__} {self.name} {n}x{n} {self.dtype}, {self.matvecs} matvecs>"
 
 
 class GramOperator(Operator):
