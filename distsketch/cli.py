@@ -15,103 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
 import numpy as np
 
+from ._outputs import MARKER, check_output_path, publish_output, write_zarr_group  # noqa: F401 (publish_output re-exported)
+
 __all__ = ["main"]
 
 
-def _fill(dtype):
-    """NaN for floating outputs: a chunk lost from the store then reads as NaN, never as zeros."""
-    return np.nan if np.dtype(dtype).kind in "fc" else None
-
-
-def _zstd():
-    from .problems import _zstd
-
-    return _zstd()
-
-
-_MARKER = "distsketch"  # group attribute that marks a Zarr output written by this command line
-
-
-def _is_our_output(path: str) -> bool:
-    """Whether ``path`` is a Zarr group this command line wrote (its zarr.json carries the marker)."""
-    try:
-        with open(os.path.join(path, "zarr.json")) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("node_type") == "group" and _MARKER in meta.get("attributes", {})
-
-
-def check_output_path(path: str, overwrite: bool, inputs=()) -> None:
-    """Refuse, before any work, an output path that cannot be written or must not be replaced:
-    an existing path without ``overwrite``; with it, anything but a Zarr group this command line
-    wrote (a foreign folder, a file, an input store); a path equal to, inside or around an
-    input; a path whose nearest existing parent is not a writable folder."""
-    from .errors import ParameterError
-
-    full = os.path.abspath(path)
-    for inp in inputs:
-        src = os.path.abspath(str(inp))
-        if full == src or src.startswith(full + os.sep) or full.startswith(src + os.sep):
-            raise ParameterError(f"--out {path!r} overlaps the input {inp!r}; give a separate output path")
-    if os.path.lexists(path):
-        if not overwrite:
-            raise FileExistsError(f"{path!r} exists; pass --overwrite to replace it")
-        if not _is_our_output(path):
-            raise ParameterError(f"--out {path!r} exists and is not a Zarr group written by distsketch (no "
-                                 f"{_MARKER!r} attribute); --overwrite replaces only such outputs: remove it "
-                                 "yourself or give another path")
-    parent = os.path.dirname(full)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise ParameterError(f"--out {path!r} cannot be created: {parent!r} is not a writable folder")
-
-
-def publish_output(tmp: str, path: str) -> None:
-    """Rename a finished output group ``tmp`` to ``path``, replacing only a distsketch output there."""
-    if os.path.lexists(path):
-        if not _is_our_output(path):  # changed since the check: never delete what we did not write
-            raise FileExistsError(f"{path!r} appeared during the run and is not a distsketch output; "
-                                  f"the result is left in {tmp!r}")
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
-    """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place; the group
-    carries the marker attribute that lets a later ``--overwrite`` replace it."""
-    import dask.array as da
-    import zarr
-
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        grp = zarr.open_group(tmp, mode="w")
-        for name, arr in arrays.items():
-            if isinstance(arr, da.Array):
-                # zarr needs regular chunks: the largest chunk along each axis
-                chunks = tuple(max(c) if c else 1 for c in arr.chunks)
-                arr = arr.rechunk(chunks)
-                z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
-                                     fill_value=_fill(arr.dtype), compressors=_zstd())
-                da.store(arr, z, lock=False)
-            else:
-                arr = np.asarray(arr)
-                grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
-                                 fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
-        grp.attrs.update({**attrs, _MARKER: {"output": True}})
-        publish_output(tmp, path)
-    except BaseException as e:
-        if not isinstance(e, FileExistsError):
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+# the Zarr outputs (checked paths, atomic publication) live in one place; these names are kept here
+# for callers of the command line's helpers
+_MARKER = MARKER
+_write_zarr_atomic = write_zarr_group
 
 
 def _cmd_generate(a) -> int:
@@ -151,7 +68,7 @@ def _cmd_sketch(a) -> int:
             print(file=sys.stderr)
         S = S.compute()
         secs = time.perf_counter() - t
-    _write_zarr_atomic(a.out, {"S": S}, {"operator": op.describe(), "passes": 1})
+    write_zarr_group(a.out, {"S": S}, {"operator": op.describe(), "passes": 1})
     print(json.dumps({"out": a.out, "shape": list(S.shape), "operator": op.describe(), "passes": 1,
                       "seconds": round(secs, 3)}))
     return 0
@@ -183,7 +100,7 @@ def _cmd_lstsq(a) -> int:
                 "iterations": res.iterations, "passes": res.passes, "normr": res.normr, "normar": res.normar,
                 "cond_estimate": res.cond, "rank": res.rank, "seed": res.seed, "verified": res.verified,
                 "seconds": round(secs, 3)}
-        _write_zarr_atomic(a.out, arrays, meta)
+        write_zarr_group(a.out, arrays, meta)
     print(json.dumps({"out": a.out, **meta}))
     return 0 if res.converged or res.istop == 8 else 1  # 8: sketch_solve, unverified by request
 
@@ -206,7 +123,7 @@ def _cmd_svd(a) -> int:
         meta = {"method": res.method, "reason": res.reason, "rank": res.rank, "passes": res.passes,
                 "error_estimate": res.error_estimate, "norm_fro": res.norm_fro, "n_power_iter": res.n_power_iter,
                 "seed": res.seed}
-        _write_zarr_atomic(a.out, {"U": res.U, "s": res.s, "Vt": res.Vt}, meta)
+        write_zarr_group(a.out, {"U": res.U, "s": res.s, "Vt": res.Vt}, meta)
         meta["seconds"] = round(time.perf_counter() - t, 3)
     print(json.dumps({"out": a.out, **meta}))
     return 0

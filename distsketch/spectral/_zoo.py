@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import os
 import re
 import time
@@ -35,6 +34,7 @@ import uuid
 
 import numpy as np
 
+from .._atomic import atomic_path, write_json
 from ..errors import ParameterError
 from ._analyze import SUMMARY_METRICS, analyze, summary
 from ._sources import SourceError, describe_source, fingerprint
@@ -90,22 +90,15 @@ def _check_out(out, sources):
         for sub in ("layers", "summaries"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)
         if not os.path.exists(os.path.join(out, MARKER)):
-            with open(os.path.join(out, MARKER), "w") as f:
-                json.dump({"format": "distsketch zoo", "version": 1}, f)
+            write_json(os.path.join(out, MARKER), {"format": "distsketch zoo", "version": 1})
     except OSError as e:
         raise ParameterError(f"out: cannot create the zoo's output folder {out!r} ({e.strerror}); "
                              "give a writable path") from None
 
 
 def _write_parquet_atomic(df, path):
-    d = os.path.dirname(path)
-    tmp = os.path.join(d, f"_{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _local_blas_threads(client):

@@ -71,12 +71,12 @@ def write_safetensors(path, tensors):
         header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
         off += a.nbytes
     h = json.dumps(header).encode()
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    from distsketch._atomic import atomic_file
+
+    with atomic_file(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
         for a in tensors.values():
             f.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())
-    os.replace(tmp, path)
 
 
 def layer(rng, out_f, in_f, spikes=4):
