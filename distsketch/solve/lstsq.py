@@ -57,7 +57,7 @@ def machine_rates() -> dict:
         return dict(_RATES)
     import time
 
-    from threadpoolctl import threadpool_limits
+    from .._threads import blas_limit as threadpool_limits  # single-thread rates (a measurement)
 
     def best(f, k=3):
         ts = []
