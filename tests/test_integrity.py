@@ -371,7 +371,6 @@ def test_mpi_driver_resumes_with_its_seed_and_refuses_changed_data(tmp_path):
     common = ("--checkpoint", ck, "--method", "sketch_precondition")
     killed = mpirun(A, b, "--out", tmp_path / "x.zarr", *common, stop_after=3)
     assert killed.returncode != 0 and len(os.listdir(ck)) == 2
-    assert "stopping after pass 3" in killed.stderr
     saved = {f: (ck / f).read_bytes() for f in os.listdir(ck)}
     done = mpirun(A, b, "--out", tmp_path / "x.zarr", *common)
     assert done.returncode == 0, done.stderr
