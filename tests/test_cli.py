@@ -132,3 +132,17 @@ def test_every_option_has_help():
     missing = [f"{cmd} {act.option_strings or act.dest}" for cmd, sp in sub.choices.items() for act in sp._actions
                if not isinstance(act, argparse._HelpAction) and not act.help]
     assert missing == []
+
+
+@pytest.mark.cluster
+def test_demo_prints_its_report_alone_on_stdout(tmp_path):
+    """`distsketch demo > report.json`: the log line and the bars go to stderr, the report to stdout."""
+    out = tmp_path / "demo.json"
+    with open(out, "w") as f:
+        p = subprocess.run([*CLI, "demo", "--m", "20000", "--n", "10", "--workers", "1", "--workdir", str(tmp_path)],
+                           stdout=f, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(out.read_text())
+    # the stopping test (atol = 1e-12) bounds the forward error by about cond(A) x atol
+    assert report["shape"] == [20000, 10] and report["forward_error"] <= 1e-12 * report["cond_A"]
+    assert "[demo] A is 20,000 x 10" in p.stderr
