@@ -33,7 +33,7 @@ import shutil
 import uuid
 
 __all__ = ["atomic_file", "atomic_path", "write_bytes", "write_text", "write_json", "atomic_folder", "publish_folder",
-           "temporary_name"]
+           "temporary_name", "discard"]
 
 
 def temporary_name(path: str, tag: str = "tmp") -> str:
@@ -72,7 +72,9 @@ def _fsync_tree(root: str) -> None:
         _fsync_folder(folder)
 
 
-def _remove(path: str) -> None:
+def discard(path) -> None:
+    """Remove a temporary file or folder (one of ours, left by a failed write); no error if absent."""
+    path = os.fspath(path)
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -109,7 +111,7 @@ def atomic_file(path, mode: str = "wb"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        discard(tmp)
         raise
     _fsync_folder(folder)
 
@@ -136,7 +138,7 @@ def atomic_path(path, *, suffix: str = ""):
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        discard(tmp)
         raise
     _fsync_folder(folder)
 
@@ -191,7 +193,7 @@ def publish_folder(tmp, path, *, may_replace=None) -> None:
         raise
     _fsync_folder(parent)
     if old is not None:
-        _remove(old)
+        discard(old)
 
 
 @contextlib.contextmanager
@@ -208,12 +210,12 @@ def atomic_folder(path, *, may_replace=None):
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        discard(tmp)
         raise
     try:
         publish_folder(tmp, path, may_replace=may_replace)
     except FileExistsError:
         raise  # refused: the result stays in tmp, as the message says
     except BaseException:
-        _remove(tmp)
+        discard(tmp)
         raise

@@ -36,6 +36,7 @@ import sys
 import time
 import traceback
 
+from ._atomic import discard
 from ._outputs import check_output_path, publish_output, temporary_name
 from ._threads import rank_blas_threads
 from .backends.mpi import MPIRowData
@@ -99,10 +100,8 @@ def run_guarded(name: str, body, comm=None) -> int:
 
 
 def _discard_staged() -> None:
-    import shutil
-
     while _STAGED:
-        shutil.rmtree(_STAGED.pop(), ignore_errors=True)
+        discard(_STAGED.pop())
 
 
 def shared_seed(comm, seed):

@@ -149,3 +149,17 @@ def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         ck.save(it=np.array(2))
     assert (tmp_path / "ck.npz").read_bytes() == before and listing(tmp_path) == ["ck.npz"]
+
+
+def test_one_writer_in_the_package():
+    """Only _atomic.py renames files into place or fsyncs: every other module goes through it."""
+    import distsketch
+
+    pkg = os.path.dirname(distsketch.__file__)
+    users = []
+    for folder, _, files in os.walk(pkg):
+        for f in files:
+            if f.endswith(".py") and f != "_atomic.py":
+                src = open(os.path.join(folder, f)).read()
+                users += [f"{f}: {w}" for w in ("os.replace(", "os.rename(", "fsync(", "mkstemp(") if w in src]
+    assert users == []
