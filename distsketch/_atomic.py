@@ -99,7 +99,10 @@ def atomic_file(path, mode: str = "wb"):
     'hello'
     """
     if "w" not in mode:
-        raise ValueError(f"atomic_file: mode must write ('w' or 'wb'); got {mode!r}")
+        from .errors import ParameterError
+
+        raise ParameterError(f"atomic_file: mode must write ('w' or 'wb'); got {mode!r}: open the file "
+                             "directly to read or append")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -163,3 +163,22 @@ def test_one_writer_in_the_package():
                 src = open(os.path.join(folder, f)).read()
                 users += [f"{f}: {w}" for w in ("os.replace(", "os.rename(", "fsync(", "mkstemp(") if w in src]
     assert users == []
+
+
+def test_bad_mode_and_foreign_output_refused(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    from distsketch._outputs import publish_output
+    from distsketch.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"mode must write \('w' or 'wb'\); got 'a'"):
+        with _atomic.atomic_file(tmp_path / "f", "a"):
+            pass
+    foreign = tmp_path / "out"
+    foreign.mkdir()
+    (foreign / "paper.tex").write_text("keep me")
+    tmp = _atomic.temporary_name(str(foreign))
+    zarr.open_group(tmp, mode="w").attrs["passes"] = 1
+    with pytest.raises(FileExistsError, match=r"appeared during the run and is not a distsketch output; "
+                                              r"the result is left in"):
+        publish_output(tmp, str(foreign))
+    assert listing(foreign) == ["paper.tex"] and zarr.open_group(tmp, mode="r").attrs["passes"] == 1
