@@ -15,103 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
 import numpy as np
 
+from ._outputs import MARKER, check_output_path, publish_output, write_zarr_group  # noqa: F401 (publish_output re-exported)
+
 __all__ = ["main"]
 
 
-def _fill(dtype):
-    """NaN for floating outputs: a chunk lost from the store then reads as NaN, never as zeros."""
-    return np.nan if np.dtype(dtype).kind in "fc" else None
-
-
-def _zstd():
-    from .problems import _zstd
-
-    return _zstd()
-
-
-_MARKER = "distsketch"  # group attribute that marks a Zarr output written by this command line
-
-
-def _is_our_output(path: str) -> bool:
-    """Whether ``path`` is a Zarr group this command line wrote (its zarr.json carries the marker)."""
-    try:
-        with open(os.path.join(path, "zarr.json")) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("node_type") == "group" and _MARKER in meta.get("attributes", {})
-
-
-def check_output_path(path: str, overwrite: bool, inputs=()) -> None:
-    """Refuse, before any work, an output path that cannot be written or must not be replaced:
-    an existing path without ``overwrite``; with it, anything but a Zarr group this command line
-    wrote (a foreign folder, a file, an input store); a path equal to, inside or around an
-    input; a path whose nearest existing parent is not a writable folder."""
-    from .errors import ParameterError
-
-    full = os.path.abspath(path)
-    for inp in inputs:
-        src = os.path.abspath(str(inp))
-        if full == src or src.startswith(full + os.sep) or full.startswith(src + os.sep):
-            raise ParameterError(f"--out {path!r} overlaps the input {inp!r}; give a separate output path")
-    if os.path.lexists(path):
-        if not overwrite:
-            raise FileExistsError(f"{path!r} exists; pass --overwrite to replace it")
-        if not _is_our_output(path):
-            raise ParameterError(f"--out {path!r} exists and is not a Zarr group written by distsketch (no "
-                                 f"{_MARKER!r} attribute); --overwrite replaces only such outputs: remove it "
-                                 "yourself or give another path")
-    parent = os.path.dirname(full)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise ParameterError(f"--out {path!r} cannot be created: {parent!r} is not a writable folder")
-
-
-def publish_output(tmp: str, path: str) -> None:
-    """Rename a finished output group ``tmp`` to ``path``, replacing only a distsketch output there."""
-    if os.path.lexists(path):
-        if not _is_our_output(path):  # changed since the check: never delete what we did not write
-            raise FileExistsError(f"{path!r} appeared during the run and is not a distsketch output; "
-                                  f"the result is left in {tmp!r}")
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def _write_zarr_atomic(path: str, arrays: dict, attrs: dict) -> None:
-    """Write numpy arrays (or dask arrays) into a new Zarr group, renamed into place; the group
-    carries the marker attribute that lets a later ``--overwrite`` replace it."""
-    import dask.array as da
-    import zarr
-
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        grp = zarr.open_group(tmp, mode="w")
-        for name, arr in arrays.items():
-            if isinstance(arr, da.Array):
-                # zarr needs regular chunks: the largest chunk along each axis
-                chunks = tuple(max(c) if c else 1 for c in arr.chunks)
-                arr = arr.rechunk(chunks)
-                z = grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
-                                     fill_value=_fill(arr.dtype), compressors=_zstd())
-                da.store(arr, z, lock=False)
-            else:
-                arr = np.asarray(arr)
-                grp.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=arr.shape or (1,),
-                                 fill_value=_fill(arr.dtype), compressors=_zstd())[...] = arr
-        grp.attrs.update({**attrs, _MARKER: {"output": True}})
-        publish_output(tmp, path)
-    except BaseException as e:
-        if not isinstance(e, FileExistsError):
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+# the Zarr outputs (checked paths, atomic publication) live in one place; these names are kept here
+# for callers of the command line's helpers
+_MARKER = MARKER
+_write_zarr_atomic = write_zarr_group
 
 
 def _cmd_generate(a) -> int:
@@ -143,15 +60,14 @@ def _cmd_sketch(a) -> int:
     with dask_client(a.scheduler, n_workers=a.workers):
         t = time.perf_counter()
         S, op = sketch(A, a.d, kind=a.kind, side=a.side, seed=a.seed, nnz=a.nnz, return_operator=True)
-        from distributed import progress
+        from ._progress import show
 
         S = S.persist()
         if not a.quiet:
-            progress(S)
-            print(file=sys.stderr)
+            show(S)  # on stderr: stdout carries only the JSON result
         S = S.compute()
         secs = time.perf_counter() - t
-    _write_zarr_atomic(a.out, {"S": S}, {"operator": op.describe(), "passes": 1})
+    write_zarr_group(a.out, {"S": S}, {"operator": op.describe(), "passes": 1})
     print(json.dumps({"out": a.out, "shape": list(S.shape), "operator": op.describe(), "passes": 1,
                       "seconds": round(secs, 3)}))
     return 0
@@ -183,7 +99,7 @@ def _cmd_lstsq(a) -> int:
                 "iterations": res.iterations, "passes": res.passes, "normr": res.normr, "normar": res.normar,
                 "cond_estimate": res.cond, "rank": res.rank, "seed": res.seed, "verified": res.verified,
                 "seconds": round(secs, 3)}
-        _write_zarr_atomic(a.out, arrays, meta)
+        write_zarr_group(a.out, arrays, meta)
     print(json.dumps({"out": a.out, **meta}))
     return 0 if res.converged or res.istop == 8 else 1  # 8: sketch_solve, unverified by request
 
@@ -200,13 +116,19 @@ def _cmd_svd(a) -> int:
         raise ParameterError("give exactly one of --rank and --tol")
     check_output_path(a.out, a.overwrite, (a.A,))
     with dask_client(a.scheduler, n_workers=a.workers):
+        data = A
+        if not isinstance(A, np.ndarray) and A.shape[0] >= A.shape[1]:
+            from .backends import DaskRowData
+
+            # a bar per pass, on stderr (a wide A is factored as A.T inside svd, without bars)
+            data = DaskRowData(A, progress=not a.quiet)
         t = time.perf_counter()
-        res = svd(A, a.rank, tol=a.tol, method=a.method, n_power_iter=a.n_power_iter if a.n_power_iter is not None
+        res = svd(data, a.rank, tol=a.tol, method=a.method, n_power_iter=a.n_power_iter if a.n_power_iter is not None
                   else "auto", seed=a.seed)
         meta = {"method": res.method, "reason": res.reason, "rank": res.rank, "passes": res.passes,
                 "error_estimate": res.error_estimate, "norm_fro": res.norm_fro, "n_power_iter": res.n_power_iter,
                 "seed": res.seed}
-        _write_zarr_atomic(a.out, {"U": res.U, "s": res.s, "Vt": res.Vt}, meta)
+        write_zarr_group(a.out, {"U": res.U, "s": res.s, "Vt": res.Vt}, meta)
         meta["seconds"] = round(time.perf_counter() - t, 3)
     print(json.dumps({"out": a.out, **meta}))
     return 0
@@ -216,19 +138,20 @@ def _cmd_demo(a) -> int:
     from .demo import run_demo
 
     return run_demo(m=a.m, n=a.n, workdir=a.workdir, worker_memory=a.worker_memory, workers=a.workers,
-                    scheduler=a.scheduler, seed=a.seed, keep=a.keep)
+                    scheduler=a.scheduler, seed=a.seed, keep=a.keep, quiet=a.quiet)
 
 
 def zoo_arguments(p) -> None:
     """The analysis options of ``distsketch zoo`` (shared with the MPI driver drivers/zoo.py)."""
-    p.add_argument("--min-evals", type=int, default=8)
-    p.add_argument("--max-evals", type=int, default=15000)
-    p.add_argument("--max-N", type=int, default=50000)
-    p.add_argument("--mp-fit", action="store_true")
-    p.add_argument("--randomize", action="store_true")
-    p.add_argument("--detX", action="store_true")
-    p.add_argument("--fix-fingers", choices=["clip_xmax"], default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--min-evals", type=int, default=8, help="skip layers with fewer eigenvalues (WeightWatcher)")
+    p.add_argument("--max-evals", type=int, default=15000, help="layers with more eigenvalues: see --large-layers")
+    p.add_argument("--max-N", type=int, default=50000, help="skip layers whose long side exceeds this")
+    p.add_argument("--mp-fit", action="store_true", help="Marchenko-Pastur bulk fit (num_spikes, sigma_mp)")
+    p.add_argument("--randomize", action="store_true",
+                   help="spectra of element-shuffled weights (correlation traps, rand_distance); seeded")
+    p.add_argument("--detX", action="store_true", help="the detX condition (detX_num, detX_val)")
+    p.add_argument("--fix-fingers", choices=["clip_xmax"], default=None, help="WeightWatcher's fix_fingers option")
+    p.add_argument("--seed", type=int, default=None, help="seed of --randomize and of the top-k path")
     p.add_argument("--large-layers", choices=["skip", "randomized"], default="skip",
                    help="layers over --max-evals: skip (WeightWatcher) or fit the top-k spectrum (converged flag)")
     p.add_argument("--topk", type=int, default=256, help="first k of the top-k path (doubled as needed)")
@@ -283,29 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a test problem (A, b, x, s) to a Zarr group")
-    g.add_argument("out")
-    g.add_argument("--m", type=int, required=True)
-    g.add_argument("--n", type=int, required=True)
-    g.add_argument("--cond", type=float, default=1e4)
-    g.add_argument("--decay", choices=DECAYS, default="geometric")
+    g.add_argument("out", help="path of the Zarr group to write (renamed into place when complete)")
+    g.add_argument("--m", type=int, required=True, help="rows of A")
+    g.add_argument("--n", type=int, required=True, help="columns of A")
+    g.add_argument("--cond", type=float, default=1e4, help="condition number of A (default 1e4)")
+    g.add_argument("--decay", choices=DECAYS, default="geometric", help="profile of the singular values")
     g.add_argument("--power", type=float, default=0.5, help="exponent of the 'poly' decay")
-    g.add_argument("--rank", type=int, default=None)
+    g.add_argument("--rank", type=int, default=None, help="numerical rank of A (default: full)")
     g.add_argument("--frac-in-range", type=float, default=1.0, help="||A A^+ b|| / ||b||")
     g.add_argument("--chunks", default=None, help="rows per chunk, or ROWS,COLS")
-    g.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--overwrite", action="store_true")
-    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="dtype of A and b")
+    g.add_argument("--seed", type=int, default=0, help="seed: A, b and x depend on it only (not on --chunks)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing problem at OUT")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (bars go to stderr)")
     g.set_defaults(func=_cmd_generate)
 
     s = sub.add_parser("sketch", help="sketch a Zarr array and write the sketch to Zarr")
     s.add_argument("input", help="path of a Zarr array (a group member as store.zarr/A)")
-    s.add_argument("--d", type=int, required=True)
-    s.add_argument("--kind", choices=sorted(KINDS), default="sparse_sign")
-    s.add_argument("--side", choices=["left", "right"], default="left")
-    s.add_argument("--nnz", type=int, default=8)
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--out", required=True)
+    s.add_argument("--d", type=int, required=True, help="sketch size: rows of S A (left) or columns of A S (right)")
+    s.add_argument("--kind", choices=sorted(KINDS), default="sparse_sign", help="sketching operator")
+    s.add_argument("--side", choices=["left", "right"], default="left", help="S A (left) or A S (right)")
+    s.add_argument("--nnz", type=int, default=8, help="nonzeros per column of a sparse_sign operator")
+    s.add_argument("--seed", type=int, default=None, help="seed of the operator (default: fresh, recorded)")
+    s.add_argument("--out", required=True, help="Zarr group to write the sketch into (atomically)")
     s.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     s.set_defaults(func=_cmd_sketch)
 
@@ -313,35 +236,38 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("A", help="path of the Zarr array A (a group member as store.zarr/A)")
     ls.add_argument("b", help="path of the Zarr array b")
     ls.add_argument("--out", required=True, help="Zarr group to write x into (atomically)")
-    ls.add_argument("--method", choices=["auto", "sketch_solve", "sketch_precondition", "cholqr"], default="auto")
-    ls.add_argument("--atol", type=float, default=1e-12)
-    ls.add_argument("--btol", type=float, default=1e-12)
-    ls.add_argument("--maxiter", type=int, default=None)
-    ls.add_argument("--damp", type=float, default=0.0)
-    ls.add_argument("--seed", type=int, default=None)
+    ls.add_argument("--method", choices=["auto", "sketch_solve", "sketch_precondition", "cholqr"], default="auto",
+                    help="solver (default auto: chosen by a cost model; the choice and why are in the output)")
+    ls.add_argument("--atol", type=float, default=1e-12, help="stopping tolerance on ||A^T r|| / (||A|| ||r||)")
+    ls.add_argument("--btol", type=float, default=1e-12, help="stopping tolerance on ||r|| / ||b||")
+    ls.add_argument("--maxiter", type=int, default=None, help="iteration limit (default: the method's own)")
+    ls.add_argument("--damp", type=float, default=0.0, help="ridge: minimise ||A x - b||^2 + damp^2 ||x||^2")
+    ls.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
     ls.add_argument("--checkpoint", default=None,
                     help="checkpoint file: resume an interrupted solve (refused if A changed since; keeps the seed)")
-    ls.add_argument("--overwrite", action="store_true")
+    ls.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     ls.set_defaults(func=_cmd_lstsq)
 
     sv = sub.add_parser("svd", help="truncated SVD of a Zarr array, written to a Zarr group (U, s, Vt)")
     sv.add_argument("A", help="path of the Zarr array")
-    sv.add_argument("--rank", type=int, default=None)
+    sv.add_argument("--rank", type=int, default=None, help="number of singular triplets (or give --tol)")
     sv.add_argument("--tol", type=float, default=None, help="relative Frobenius tolerance instead of --rank")
-    sv.add_argument("--method", choices=["auto", "rsvd", "block_krylov", "single_pass"], default="auto")
-    sv.add_argument("--n-power-iter", type=int, default=None)
-    sv.add_argument("--seed", type=int, default=None)
-    sv.add_argument("--out", required=True)
-    sv.add_argument("--overwrite", action="store_true")
+    sv.add_argument("--method", choices=["auto", "rsvd", "block_krylov", "single_pass"], default="auto",
+                    help="algorithm (default auto; the choice and why are in the output)")
+    sv.add_argument("--n-power-iter", type=int, default=None,
+                    help="power (subspace) iterations; default: chosen from the spectrum's decay")
+    sv.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
+    sv.add_argument("--out", required=True, help="Zarr group to write U, s, Vt into (atomically)")
+    sv.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     sv.set_defaults(func=_cmd_svd)
 
     d = sub.add_parser("demo", help="generate a problem larger than a worker's memory and solve it on a local cluster")
-    d.add_argument("--m", type=int, default=1_000_000)
-    d.add_argument("--n", type=int, default=100)
+    d.add_argument("--m", type=int, default=1_000_000, help="rows of the generated A")
+    d.add_argument("--n", type=int, default=100, help="columns of the generated A")
     d.add_argument("--worker-memory", default="400MB", help="memory limit of each LocalCluster worker")
     d.add_argument("--workdir", default=None, help="where the problem is written (default: a temporary folder)")
     d.add_argument("--keep", action="store_true", help="keep the generated problem")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the problem and of the solver")
     d.set_defaults(func=_cmd_demo)
 
     z = sub.add_parser("zoo", help="WeightWatcher-compatible spectral metrics of many models, in parallel, resumable")
@@ -358,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (s, ls, sv, d, z):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar or log lines (they go to stderr)")
     return p
 
 

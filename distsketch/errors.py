@@ -1,8 +1,10 @@
-"""Exceptions raised by distsketch.
+"""Exceptions and warnings raised by distsketch: all of them are defined here.
 
-Every class derives from :class:`DistsketchError` and from the builtin exception a
+Every error class derives from :class:`DistsketchError` and from the builtin exception a
 caller would catch without knowing distsketch (``ValueError``, ``TypeError``,
-``FileNotFoundError``), so ``except ValueError`` keeps working.
+``FileNotFoundError``, ``ArithmeticError``), so ``except ValueError`` keeps working.
+Every warning derives from :class:`DistsketchWarning` and from ``UserWarning``, so
+``warnings.simplefilter("ignore", distsketch.errors.DistsketchWarning)`` silences them all.
 
 Messages follow one pattern: what was required, what was received, how to fix it.
 """
@@ -23,6 +25,11 @@ __all__ = [
     "DataChangedError",
     "CheckpointError",
     "GramFactorError",
+    "SourceError",
+    "SourceNotFoundError",
+    "DistsketchWarning",
+    "ConvergenceWarning",
+    "IllConditionedWarning",
 ]
 
 
@@ -66,10 +73,37 @@ class CheckpointError(DistsketchError, ValueError):
     """A checkpoint file exists but cannot be read (truncated or not a distsketch checkpoint)."""
 
 
-class GramFactorError(DistsketchError, np.linalg.LinAlgError):
+class GramFactorError(DistsketchError, np.linalg.LinAlgError, ArithmeticError):
     """The Cholesky factor of the preconditioned Gram matrix ``(A N).T (A N)`` does not exist.
 
     ``N`` comes from the sketch; the failure means the sketch did not embed the column
     space of ``A`` (too few rows, or row sampling of coherent data). Also a
-    ``numpy.linalg.LinAlgError`` (itself a ``ValueError``).
+    ``numpy.linalg.LinAlgError`` (itself a ``ValueError``, so code that caught the bare
+    LAPACK error keeps working) and an ``ArithmeticError`` (a numerical failure, not a
+    bad argument).
     """
+
+
+class SourceError(DistsketchError, ValueError):
+    """A model source (for the spectral analysis) that cannot be read: truncated, corrupt,
+    of an unknown format, or unreadable (the message names the file and why)."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A model source path that does not exist, or a folder that holds no model files.
+
+    Also a ``FileNotFoundError`` (like :class:`ArrayNotFoundError` for Zarr arrays); still a
+    :class:`SourceError`, so ``except SourceError`` catches every unreadable source.
+    """
+
+
+class DistsketchWarning(UserWarning):
+    """Base class of every warning distsketch issues."""
+
+
+class IllConditionedWarning(DistsketchWarning):
+    """cond(A) is estimated beyond 1/eps: the solution is the minimum-norm one over the kept rank."""
+
+
+class ConvergenceWarning(DistsketchWarning):
+    """The iteration limit was reached, or the iteration stalled, before the stopping test held."""

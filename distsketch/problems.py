@@ -22,11 +22,11 @@ into place, so a failed run leaves nothing half-written at ``path``.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._atomic import atomic_folder
 from .errors import ParameterError
 from .operators import Gaussian
 from .random.streams import resolve_seed, stream_generator
@@ -244,76 +244,72 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
     c = np.zeros(N)
     c[:r] = rng.standard_normal(r)
     x = V @ c  # in the row space (V[:, :r]) of T's column side
-    tmp = path + f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    grp = zarr.open_group(tmp, mode="w")
-    codec = _zstd()
-    zA = grp.create_array("A", shape=(m, n), chunks=ch, dtype=dtype, fill_value=np.nan, compressors=codec)
-    Utg = Rinv.T @ Gtg
-    for r0, r1 in blocks:  # pass 2: write A
-        Ti = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ W, "T")
+    with atomic_folder(path) as tmp:  # written beside path, fsync-ed, renamed into place
+        grp = zarr.open_group(tmp, mode="w")
+        codec = _zstd()
+        zA = grp.create_array("A", shape=(m, n), chunks=ch, dtype=dtype, fill_value=np.nan, compressors=codec)
+        Utg = Rinv.T @ Gtg
+        for r0, r1 in blocks:  # pass 2: write A
+            Ti = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ W, "T")
+            if tall:
+                zA[r0:r1, :] = Ti.astype(dtype)
+            else:
+                zA[:, r0:r1] = Ti.T.astype(dtype)
+            bar.update()
         if tall:
-            zA[r0:r1, :] = Ti.astype(dtype)
-        else:
-            zA[:, r0:r1] = Ti.T.astype(dtype)
-        bar.update()
-    if tall:
-        # A x = U (s * V.T x) = U (s * c)
-        y = sv * c
-        nrm_range = np.linalg.norm(y)
-        if frac_in_range == 0.0:
-            x[:] = 0.0
-            y[:] = 0.0
-            nrm_range = 0.0
-        nperp2 = max(gg - Utg @ Utg, 0.0)
-        if frac_in_range < 1.0:
-            target = 1.0 if frac_in_range == 0.0 else nrm_range * np.sqrt(1 - frac_in_range**2) / frac_in_range
-            alpha = target / np.sqrt(nperp2)
-        else:
-            alpha = 0.0
+            # A x = U (s * V.T x) = U (s * c)
+            y = sv * c
+            nrm_range = np.linalg.norm(y)
+            if frac_in_range == 0.0:
+                x[:] = 0.0
+                y[:] = 0.0
+                nrm_range = 0.0
+            nperp2 = max(gg - Utg @ Utg, 0.0)
+            if frac_in_range < 1.0:
+                target = 1.0 if frac_in_range == 0.0 else nrm_range * np.sqrt(1 - frac_in_range**2) / frac_in_range
+                alpha = target / np.sqrt(nperp2)
+            else:
+                alpha = 0.0
 
-        def b_panel(p0, p1):
-            Ui = gblock(p0, p1) @ Rinv
-            bi = Ui @ y
-            if alpha:
-                bi += alpha * (gvec.columns(p0, p1)[0] - Ui @ Utg)
-            return bi
+            def b_panel(p0, p1):
+                Ui = gblock(p0, p1) @ Rinv
+                bi = Ui @ y
+                if alpha:
+                    bi += alpha * (gvec.columns(p0, p1)[0] - Ui @ Utg)
+                return bi
 
-        zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype, fill_value=np.nan,
-                              compressors=codec)
-        for r0, r1 in blocks:  # pass 3: b = U y + alpha (g - U U.T g)
-            zb[r0:r1] = panelwise(r0, r1, b_panel, "b").astype(dtype)
-            bar.update()
-        norm_r = float(alpha * np.sqrt(nperp2))
-        xs = x
-    else:
-        # A = (U s V.T).T = V s U.T; min-norm x lives in range(U): x = U c'. Choose b = A x
-        # with x = U z, then A x = V (s * z); x is written block by block below.
-        z = np.zeros(N)
-        z[:r] = rng.standard_normal(r)
-        zx = grp.create_array("x", shape=(n,), chunks=(ch[1],), dtype=np.float64, fill_value=np.nan,
-                              compressors=codec)
-        for r0, r1 in blocks:
-            zx[r0:r1] = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ Rinv @ z, "x")
-            bar.update()
-        b = V @ (sv * z)
-        grp.create_array("b", shape=(m,), chunks=(m,), dtype=dtype, fill_value=np.nan,
-                         compressors=codec)[...] = b.astype(dtype)
-        norm_r = 0.0
-        xs = None
-    bar.close()
-    if xs is not None:
-        grp.create_array("x", shape=(n,), chunks=(n,), dtype=np.float64, fill_value=np.nan,
-                         compressors=codec)[...] = xs
-    grp.create_array("s", shape=(N,), chunks=(N,), dtype=np.float64, fill_value=np.nan,
-                     compressors=codec)[...] = sv
-    attrs = {"m": m, "n": n, "dtype": str(dtype), "seed": seed, "cond": float(sv[0] / sv[r - 1]),
-             "rank": r, "decay": decay if s is None else "given", "frac_in_range": frac_in_range,
-             "norm_r": norm_r, "chunks": list(ch), "generator": "distsketch.problems.generate_problem"}
-    grp.attrs.update(attrs)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+            zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype, fill_value=np.nan,
+                                  compressors=codec)
+            for r0, r1 in blocks:  # pass 3: b = U y + alpha (g - U U.T g)
+                zb[r0:r1] = panelwise(r0, r1, b_panel, "b").astype(dtype)
+                bar.update()
+            norm_r = float(alpha * np.sqrt(nperp2))
+            xs = x
+        else:
+            # A = (U s V.T).T = V s U.T; min-norm x lives in range(U): x = U c'. Choose b = A x
+            # with x = U z, then A x = V (s * z); x is written block by block below.
+            z = np.zeros(N)
+            z[:r] = rng.standard_normal(r)
+            zx = grp.create_array("x", shape=(n,), chunks=(ch[1],), dtype=np.float64, fill_value=np.nan,
+                                  compressors=codec)
+            for r0, r1 in blocks:
+                zx[r0:r1] = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ Rinv @ z, "x")
+                bar.update()
+            b = V @ (sv * z)
+            grp.create_array("b", shape=(m,), chunks=(m,), dtype=dtype, fill_value=np.nan,
+                             compressors=codec)[...] = b.astype(dtype)
+            norm_r = 0.0
+            xs = None
+        bar.close()
+        if xs is not None:
+            grp.create_array("x", shape=(n,), chunks=(n,), dtype=np.float64, fill_value=np.nan,
+                             compressors=codec)[...] = xs
+        grp.create_array("s", shape=(N,), chunks=(N,), dtype=np.float64, fill_value=np.nan,
+                         compressors=codec)[...] = sv
+        attrs = {"m": m, "n": n, "dtype": str(dtype), "seed": seed, "cond": float(sv[0] / sv[r - 1]),
+                 "rank": r, "decay": decay if s is None else "given", "frac_in_range": frac_in_range,
+                 "norm_r": norm_r, "chunks": list(ch), "generator": "distsketch.problems.generate_problem"}
+        grp.attrs.update(attrs)
     return open_problem(path)
 
 

@@ -11,6 +11,8 @@ workers' environment. Needs the ``slurm`` extra (``pip install distsketch[slurm]
 
 from __future__ import annotations
 
+from ._threads import worker_environment
+
 __all__ = ["slurm_cluster"]
 
 
@@ -33,7 +35,7 @@ def slurm_cluster(*, jobs: int = 1, cores: int = 1, memory: str = "2GB", queue: 
         from dask_jobqueue import SLURMCluster
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise ImportError("slurm_cluster needs dask-jobqueue: pip install 'distsketch[slurm]'") from exc
-    env = ["export OMP_NUM_THREADS=1", "export OPENBLAS_NUM_THREADS=1", "export MKL_NUM_THREADS=1"]
+    env = [f"export {k}={v}" for k, v in worker_environment().items()]  # one BLAS thread per worker process
     opts = dict(cores=cores, processes=cores, memory=memory, walltime=walltime,
                 job_script_prologue=env + list(kwargs.pop("job_script_prologue", [])))
     if queue:

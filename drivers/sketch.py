@@ -9,52 +9,39 @@ The sketch equals the numpy and Dask paths' for the same seed, to rounding.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import check_out, dumps, integrity_arguments, publish, run_guarded, shared_seed, tmp_path  # noqa: E402
+from distsketch import mpi, passes
+from distsketch.operators import KINDS, make_operator
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description="distsketch left sketch under MPI")
-    p.add_argument("A")
-    p.add_argument("--d", type=int, required=True)
-    p.add_argument("--kind", default="sparse_sign", choices=["sparse_sign", "gaussian", "srct", "uniform"])
-    p.add_argument("--nnz", type=int, default=8)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    integrity_arguments(p)
+    p.add_argument("A", help="path of the Zarr array A (a group member as store.zarr/A)")
+    p.add_argument("--d", type=int, required=True, help="rows of the sketch S A")
+    p.add_argument("--kind", default="sparse_sign", choices=sorted(KINDS), help="sketching operator")
+    p.add_argument("--nnz", type=int, default=8, help="nonzeros per column of a sparse_sign operator")
+    p.add_argument("--seed", type=int, default=None, help="seed of the operator (default: fresh, recorded)")
+    mpi.output_arguments(p)
+    mpi.integrity_arguments(p)
     return p.parse_args(argv)
 
 
 def body(comm, args):
-    import zarr
-
-    from distsketch import passes
-    from distsketch.backends.mpi import MPIRowData
-    from distsketch.operators import make_operator
-
-    check_out(comm, args.out, args.overwrite)
-    seed = shared_seed(comm, args.seed)
-    data = MPIRowData.from_zarr(args.A, comm, allow_missing_chunks=args.allow_missing_chunks)
+    mpi.check_out(comm, args.out, args.overwrite)
+    seed = mpi.shared_seed(comm, args.seed)
+    data = mpi.open_rows(args.A, comm, allow_missing_chunks=args.allow_missing_chunks)
     op = make_operator(args.kind, args.d, data.shape[0], seed=seed, nnz=args.nnz)  # validated before reading
     (SA,) = passes.left_sketch(data, op)
-    tmp = tmp_path(args.out, comm)
-    if comm.rank == 0:
-        g = zarr.open_group(tmp, mode="w")
-        g.create_array("S", shape=SA.shape, dtype=SA.dtype, chunks=SA.shape)[...] = SA
-        g.attrs.update({"operator": op.describe(), "passes": data.passes, "ranks": comm.size})
-    publish(comm, tmp, args.out)
-    if comm.rank == 0:
-        print(dumps({"out": args.out, "operator": op.describe(), "passes": data.passes}), flush=True)
+    mpi.write_result(comm, args.out, {"S": SA}, {"operator": op.describe(), "passes": data.passes,
+                                                 "ranks": comm.size})
+    mpi.emit(comm, {"out": args.out, "operator": op.describe(), "passes": data.passes})
     return 0
 
 
 def main(argv=None):
     args = parse(argv)
-    return run_guarded("distsketch sketch", lambda comm: body(comm, args))
+    return mpi.run_guarded("distsketch sketch", lambda comm: body(comm, args))
 
 
 if __name__ == "__main__":

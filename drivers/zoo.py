@@ -20,18 +20,15 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import dumps, log, run_guarded, shared_seed  # noqa: E402
+from distsketch import mpi
 
 
 def parse(argv=None):
-    from distsketch.cli import zoo_arguments
-
     p = argparse.ArgumentParser(description="distsketch spectral analysis of model zoos under MPI")
     p.add_argument("models", nargs="+", help="model files or folders (.safetensors, .npz, .pt/.bin/.pth)")
-    p.add_argument("--out", required=True)
-    zoo_arguments(p)
-    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--out", required=True, help="output folder (layers/ and summaries/ Parquet files per model)")
+    mpi.zoo_arguments(p)
+    p.add_argument("--retry-failed", action="store_true", help="rerun models recorded with an error")
     return p.parse_args(argv)
 
 
@@ -53,19 +50,14 @@ def _size(path):
 
 
 def body(comm, args):
-    from mpi4py import MPI
-
-    from distsketch.cli import require_model_paths, zoo_options
-    from distsketch.spectral._zoo import plan_zoo, read_zoo, run_model
-
-    require_model_paths(args.models)
-    seed = shared_seed(comm, args.seed)
-    options = zoo_options(args, seed=seed)
+    mpi.require_model_paths(args.models)
+    seed = mpi.shared_seed(comm, args.seed)
+    options = mpi.zoo_options(args, seed=seed)
     # rank 0 checks the arguments and lists the work, so every rank sees the same plan
     plan = None
     if comm.rank == 0:
         try:
-            todo, options = plan_zoo(args.models, args.out, retry_failed=args.retry_failed, options=options)
+            todo, options = mpi.plan_zoo(args.models, args.out, retry_failed=args.retry_failed, options=options)
             plan = (todo, options, deal([_size(src) for _, src, _ in todo], comm.size))
         except Exception as e:  # noqa: BLE001 - re-raised on every rank below
             plan = e
@@ -73,35 +65,32 @@ def body(comm, args):
     if isinstance(plan, Exception):
         raise plan
     todo, options, parts = plan
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    # a rank bound to some cores uses those; an unbound one shares the node with the others
-    threads = allowed if allowed < (os.cpu_count() or 1) else max(1, allowed // node.size)
-    log(comm, f"zoo: {len(todo)} of {len(args.models)} model(s) to analyse on {comm.size} rank(s), "
+    threads = mpi.rank_blas_threads(comm)  # the cores it is bound to, or its share of the node's
+    mpi.log(comm, f"zoo: {len(todo)} of {len(args.models)} model(s) to analyse on {comm.size} rank(s), "
               f"{threads} BLAS thread(s) each")
     t0 = time.perf_counter()
     mine = []
     for i in parts[comm.rank]:
         key, src, name = todo[i]
-        row = run_model(key, src, args.out, options, threads, name=name)
+        row = mpi.run_model(key, src, args.out, options, threads, name=name)
         mine.append(row["status"])
         print(f"[rank {comm.rank}] {name}: {row['status']} ({row['seconds']:.1f} s)"
               + (f" {row['error']}" if row["status"] != "ok" else ""), file=sys.stderr, flush=True)
     statuses = comm.gather(mine, root=0)
     code = 0
     if comm.rank == 0:
-        _, summaries = read_zoo(args.out)
+        _, summaries = mpi.read_zoo(args.out)
         ok = int((summaries["status"] == "ok").sum()) if len(summaries) else 0
-        print(dumps({"out": args.out, "models": len(summaries), "ok": ok, "errors": len(summaries) - ok,
+        mpi.emit(comm, {"out": args.out, "models": len(summaries), "ok": ok, "errors": len(summaries) - ok,
                      "analysed_now": sum(len(s) for s in statuses), "ranks": comm.size,
-                     "seconds": round(time.perf_counter() - t0, 3)}), flush=True)
+                     "seconds": round(time.perf_counter() - t0, 3)})
         code = 0 if ok == len(summaries) else 1
     return comm.bcast(code, root=0)
 
 
 def main(argv=None):
     args = parse(argv)
-    return run_guarded("distsketch zoo", lambda comm: body(comm, args))
+    return mpi.run_guarded("distsketch zoo", lambda comm: body(comm, args))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_generate_then_sketch(tmp_path):
     A = zarr.open_array(str(tmp_path / "p.zarr/A"), mode="r")[...]
     op = make_operator("srct", 64, 20000, seed=9)
     np.testing.assert_allclose(S, op.toarray() @ A, rtol=1e-12, atol=1e-12 * np.abs(S).max())
-    assert not any(n.startswith("s.zarr.tmp") for n in os.listdir(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["p.zarr", "s.zarr"]  # no temporary left beside the output
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -89,3 +89,60 @@ def test_svd_command(tmp_path):
     assert np.linalg.norm(A - (U * s) @ Vt) <= 1.1 * np.sqrt(np.sum(sref[10:] ** 2))
     p = run("svd", str(tmp_path / "p.zarr/A"), "--out", str(tmp_path / "t.zarr"), "--quiet", check=False)
     assert p.returncode == 2 and "exactly one of --rank and --tol" in p.stderr
+
+
+@pytest.mark.cluster
+def test_results_on_stdout_progress_on_stderr(tmp_path):
+    """`distsketch lstsq A.zarr b.zarr --out x.zarr > out.json` (and sketch, svd) with progress bars on:
+    the file holds exactly one valid JSON document, the bars went to stderr (main printed dask's bars
+    into the JSON), and the results match LAPACK."""
+    import scipy.linalg
+
+    run("generate", str(tmp_path / "p.zarr"), "--m", "6000", "--n", "8", "--chunks", "1500", "--seed", "1",
+        "--quiet")
+    A = zarr.open_array(str(tmp_path / "p.zarr/A"), mode="r")[...]
+    b = zarr.open_array(str(tmp_path / "p.zarr/b"), mode="r")[...]
+    commands = {
+        "lstsq": ["lstsq", f"{tmp_path}/p.zarr/A", f"{tmp_path}/p.zarr/b", "--out", f"{tmp_path}/x.zarr"],
+        "sketch": ["sketch", f"{tmp_path}/p.zarr/A", "--d", "40", "--out", f"{tmp_path}/s.zarr"],
+        "svd": ["svd", f"{tmp_path}/p.zarr/A", "--rank", "3", "--out", f"{tmp_path}/u.zarr"],
+    }
+    for name, args in commands.items():
+        out = tmp_path / f"{name}.json"
+        with open(out, "w") as f:  # the shell's `> out.json`
+            p = subprocess.run([*CLI, *args, "--workers", "1", "--seed", "3"], stdout=f, stderr=subprocess.PIPE,
+                               text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        meta = json.loads(out.read_text())  # one valid JSON document, nothing else
+        assert meta["out"].endswith(".zarr"), name
+        assert "% Completed" in p.stderr, f"{name}: no progress bar on stderr"
+    x = zarr.open_array(str(tmp_path / "x.zarr/x"), mode="r")[...]
+    ref = scipy.linalg.lstsq(A, b)[0]
+    assert np.linalg.norm(x - ref) <= 1e-10 * np.linalg.norm(ref)
+    s = zarr.open_array(str(tmp_path / "u.zarr/s"), mode="r")[...]
+    np.testing.assert_allclose(s, scipy.linalg.svd(A, compute_uv=False)[:3], rtol=1e-8)
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from distsketch.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{cmd} {act.option_strings or act.dest}" for cmd, sp in sub.choices.items() for act in sp._actions
+               if not isinstance(act, argparse._HelpAction) and not act.help]
+    assert missing == []
+
+
+@pytest.mark.cluster
+def test_demo_prints_its_report_alone_on_stdout(tmp_path):
+    """`distsketch demo > report.json`: the log line and the bars go to stderr, the report to stdout."""
+    out = tmp_path / "demo.json"
+    with open(out, "w") as f:
+        p = subprocess.run([*CLI, "demo", "--m", "20000", "--n", "10", "--workers", "1", "--workdir", str(tmp_path)],
+                           stdout=f, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(out.read_text())
+    # the stopping test (atol = 1e-12) bounds the forward error by about cond(A) x atol
+    assert report["shape"] == [20000, 10] and report["forward_error"] <= 1e-12 * report["cond_A"]
+    assert "[demo] A is 20,000 x 10" in p.stderr

@@ -147,3 +147,57 @@ def test_zoo_driver_matches_in_process_and_resumes(tmp_path):
     again = json.loads(p.stdout)  # the failed model stays recorded (no --retry-failed): exit code 1 again
     assert p.returncode == 1 and again["analysed_now"] == 0 and again["ok"] == 5
     assert mtimes == {f: os.path.getmtime(out / "layers" / f) for f in os.listdir(out / "layers")}
+
+
+def test_drivers_import_only_public_names():
+    """drivers/ import distsketch's public modules and names only, without touching sys.path."""
+    import ast
+
+    for f in sorted(os.listdir(os.path.join(ROOT, "drivers"))):
+        if not f.endswith(".py"):
+            continue
+        src = open(os.path.join(ROOT, "drivers", f)).read()
+        assert "sys.path" not in src, f
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                assert node.level == 0, f"{f}: relative import"
+                if mod.startswith("distsketch"):
+                    assert not any(p.startswith("_") for p in mod.split(".")), f"{f}: from {mod}"
+                    assert not any(a.name.startswith("_") for a in node.names), f"{f}: private name from {mod}"
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    assert not any(p.startswith("_") for p in a.name.split(".")), f"{f}: import {a.name}"
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "mpi":
+                assert not node.attr.startswith("_"), f"{f}: mpi.{node.attr}"
+
+
+def test_mpi_module_writes_results_on_comm_self(tmp_path, prob):
+    """distsketch.mpi in-process on COMM_SELF: the row range is the whole matrix, a result group is
+    published atomically (marked as ours, nothing staged left), output checks refuse foreign folders."""
+    from mpi4py import MPI
+
+    from distsketch import mpi
+    from distsketch.errors import ParameterError
+
+    comm = MPI.COMM_SELF
+    data = mpi.open_rows(f"{prob.path}/A", comm)
+    assert data.local_rows == (0, prob.shape[0])
+    (SA,) = distsketch.passes.left_sketch(data, distsketch.make_operator("gaussian", 48, prob.shape[0], seed=1))
+    ref = distsketch.sketch(prob.numpy("A"), 48, kind="gaussian", seed=1)
+    assert rel(SA, ref) <= 1e-12
+    out = tmp_path / "s.zarr"
+    mpi.check_out(comm, str(out), False)
+    mpi.write_result(comm, str(out), {"S": SA}, {"passes": data.passes})
+    g = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(g["S"][...], SA)
+    assert g.attrs["passes"] == 1 and g.attrs["distsketch"] == {"output": True}
+    assert os.listdir(tmp_path) == ["s.zarr"]
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        mpi.check_out(comm, str(out), False)
+    mpi.write_result(comm, str(out), {"S": 2 * SA}, {"passes": 2})  # ours: replaced
+    np.testing.assert_array_equal(zarr.open_array(str(out / "S"), mode="r")[...], 2 * SA)
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ParameterError, match="not a Zarr group written by distsketch"):
+        mpi.check_out(comm, str(tmp_path / "notes"), True)
+    assert mpi.shared_seed(comm, 5) == 5

@@ -146,9 +146,11 @@ def test_killed_job_resumes_from_checkpoint(slurm_env, prob, tmp_path):
     ck = tmp_path / "ck"
     job = submit(slurm_env, "lstsq.sbatch", tmp_path, export={**base, "OUT": tmp_path / "clean.zarr"})
     assert wait(slurm_env, job) == "COMPLETED", output(tmp_path, "distsketch-lstsq", job)
+    hook = tmp_path / "python-stop-after-12"  # PYTHON for the template: the driver under the test hook
+    hook.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{os.path.join(ROOT, "tests", "stop_after_passes.py")}" 12 "$@"\n')
+    hook.chmod(0o755)
     killed = submit(slurm_env, "lstsq.sbatch", tmp_path,
-                    export={**base, "OUT": tmp_path / "x.zarr", "CHECKPOINT": ck,
-                            "EXTRA_ARGS": "--atol 1e-14 --btol 1e-14 --stop-after-passes 12"})
+                    export={**base, "OUT": tmp_path / "x.zarr", "CHECKPOINT": ck, "PYTHON": hook})
     assert wait(slurm_env, killed) != "COMPLETED"
     assert "stopping after pass 12" in output(tmp_path, "distsketch-lstsq", killed)
     assert not (tmp_path / "x.zarr").exists() and sorted(os.listdir(ck)) == ["lstsq.rank0.npz", "lstsq.rank1.npz"]

@@ -12,11 +12,9 @@ An algorithm never sees this class: it calls :mod:`distsketch.passes` as for any
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from .._threads import blas_limit, rank_blas_threads
 from ..errors import ShapeError
 from ._protocol import RowData, check_finite_block, run_kernel
 
@@ -61,15 +59,8 @@ class MPIRowData(RowData):
         self.bytes_reduced = 0
         self.allreduce_calls = 0
         self.last_allreduce_bytes = 0
-        # ranks sharing this node split its cores: BLAS threads per rank = cores // local ranks,
-        # or two ranks on two cores would run four BLAS threads (measured: 3x slower than one rank)
-        try:
-            from mpi4py import MPI
-
-            local = comm.Split_type(MPI.COMM_TYPE_SHARED).size
-        except Exception:  # pragma: no cover - a communicator without shared-memory split
-            local = 1
-        self.blas_threads = max(1, (os.cpu_count() or 1) // max(1, local))
+        # ranks sharing this node split its cores (distsketch._threads: ranks x BLAS threads <= cores)
+        self.blas_threads = rank_blas_threads(comm)
         n = max(1, self.shape[1])
         self.block_rows = max(1024, (_BLOCK_BYTES // (n * A_local.dtype.itemsize)) // 1024 * 1024)
 
@@ -140,7 +131,7 @@ class MPIRowData(RowData):
 
         t = time.perf_counter()
         check = self._count()
-        with threadpool_limits(self.blas_threads):
+        with blas_limit(self.blas_threads):
             outs, total = self._local(None, dist, True, kernel, small, check, len(dist_out))
         total = self._take_checksum(total, check, combine=lambda h: sum(self.comm.allgather(h)))
         self._checked = True
@@ -153,7 +144,7 @@ class MPIRowData(RowData):
         return outs, reduced
 
     def dist_pass(self, kernel, *, dist=(), small=(), dist_out=()):
-        with threadpool_limits(self.blas_threads):
+        with blas_limit(self.blas_threads):
             outs, total = self._local(None, dist, False, kernel, small, False, len(dist_out))
         return outs, self._allreduce(total)
 

@@ -6,8 +6,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from .._threads import blas_limit, threads_per_worker
 from ..errors import ShapeError
 from ._protocol import RowData, check_finite_block, run_kernel
 
@@ -80,9 +80,9 @@ class NumpyRowData(RowData):
     def _blockwise(self, one, dist_out):
         ranges = list(self._ranges())
         if self.workers > 1 and len(ranges) > 1:
-            # blocks in parallel threads (numpy, BLAS and scipy.sparse release the GIL) with one
-            # BLAS thread each, so threads x BLAS threads never exceed the cores
-            with threadpool_limits(1), ThreadPoolExecutor(self.workers) as ex:
+            # blocks in parallel threads (numpy, BLAS and scipy.sparse release the GIL), sharing the
+            # cores: threads x BLAS threads never exceed them (one BLAS thread each by default)
+            with blas_limit(threads_per_worker(self.workers)), ThreadPoolExecutor(self.workers) as ex:
                 results = list(ex.map(one, ranges))
         else:
             results = [one(rr) for rr in ranges]

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from .._atomic import atomic_file
 from ..errors import CheckpointError, ParameterError
 
 __all__ = ["Checkpoint", "MPICheckpoint"]
@@ -87,17 +87,8 @@ class Checkpoint:
         seed = json.loads(self.fingerprint).get("seed")
         if seed is not None:
             meta["__seed__"] = np.array(str(seed))
-        folder = os.path.dirname(os.path.abspath(self.path)) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **meta, **state)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(self.path, "wb") as f:
+            np.savez(f, **meta, **state)
 
     def remove(self) -> None:
         if os.path.exists(self.path):

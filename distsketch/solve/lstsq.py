@@ -10,7 +10,8 @@ import numpy as np
 from .. import passes
 from .._inputs import as_matrix, is_lazy
 from ..backends import RowData, as_rowdata
-from ..errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
+from ..errors import (ConvergenceWarning, IllConditionedWarning, InputTypeError, NonFiniteError,  # noqa: F401
+                      ParameterError, ShapeError)  # (the warnings are re-exported from here)
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._checkpoint import Checkpoint
@@ -25,14 +26,6 @@ __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "c
            "machine_rates"]
 
 METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr")
-
-
-class IllConditionedWarning(UserWarning):
-    """cond(A) is estimated beyond 1/eps: the solution is the minimum-norm one over the kept rank."""
-
-
-class ConvergenceWarning(UserWarning):
-    """The iteration limit was reached before the stopping test held."""
 
 
 def _sketch_eps(n: int, d: int) -> float:
@@ -64,7 +57,7 @@ def machine_rates() -> dict:
         return dict(_RATES)
     import time
 
-    from threadpoolctl import threadpool_limits
+    from .._threads import blas_limit as threadpool_limits  # single-thread rates (a measurement)
 
     def best(f, k=3):
         ts = []

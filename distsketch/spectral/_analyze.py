@@ -8,6 +8,7 @@ import time
 import numpy as np
 from scipy import stats
 
+from .._threads import blas_limit, current_blas_threads, other_blas_single_threaded, threads_per_worker
 from ..errors import ParameterError
 from ..random.streams import resolve_seed
 from ._esd import singular_values_squared
@@ -386,37 +387,7 @@ def _topk_errors(top, prev):
     return err
 
 
-def _other_blas_single_threaded():
-    """Keep BLAS libraries other than numpy's (scipy's own OpenBLAS copy, used by the small-
-    eigenvalue refinement) on one thread while numpy's may use several: after each call an
-    OpenBLAS pool spins for a while, and two pools alternating on few cores steal them from
-    each other (measured here: 2.4 s became 6-9 s for a BERT-sized model)."""
-    import contextlib
-    import os
-
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return contextlib.nullcontext()
-    ctl = ThreadpoolController()
-    npdir = os.path.dirname(np.__file__)
-    blas = [lc.filepath for lc in ctl.lib_controllers if lc.user_api == "blas"]
-    mine = [f for f in blas if f.startswith(npdir) or "numpy.libs" in f]
-    others = [f for f in blas if f not in mine]
-    if not mine or not others:
-        return contextlib.nullcontext()
-    return ctl.select(filepath=others).limit(limits=1)
-
-
 _MAX_THREADS = 8  # layers in flight at once by default (each holds its weight and Gram matrix)
-
-
-def _blas_threads():
-    """How many BLAS threads this process may use now (threadpoolctl's view), at least 1."""
-    from threadpoolctl import threadpool_info
-
-    n = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
-    return max(n) if n else 1
 
 
 def _safe_mp(evals, N, M):
@@ -524,15 +495,15 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
         return analyze_layer(L, W, mp_fit=mp_fit, randomize=randomize, detX=detX, fix_fingers=fix_fingers or None,
                              xmax=xmax, rng=np.random.default_rng(ss), eig_method=eig_method)
 
-    threads = min(_blas_threads(), _MAX_THREADS) if threads is None else int(threads)
+    threads = min(current_blas_threads(), _MAX_THREADS) if threads is None else int(threads)
     if threads > 1 and len(kept) > 1:
-        # layers in parallel threads, one BLAS thread each: numpy's BLAS/LAPACK calls release the
-        # GIL, and two single-threaded eigensolvers outrun one two-threaded (memory-bound) one
+        # layers in parallel threads, sharing the BLAS threads (workers x BLAS threads <= threads):
+        # numpy's BLAS/LAPACK calls release the GIL, and two single-threaded eigensolvers outrun
+        # one two-threaded (memory-bound) one
         from concurrent.futures import ThreadPoolExecutor
 
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1), ThreadPoolExecutor(min(threads, len(kept))) as ex:
+        workers = min(threads, len(kept))
+        with blas_limit(threads_per_worker(workers, cores=threads)), ThreadPoolExecutor(workers) as ex:
             futures = [ex.submit(one, L) for L in kept]
             try:
                 results = [f.result() for f in futures]
@@ -540,7 +511,7 @@ def analyze(source, *, min_evals=8, max_evals=15000, max_N=50000, layers=None, m
                 ex.shutdown(wait=True, cancel_futures=True)  # do not analyse the rest for nothing
                 raise
     else:
-        with _other_blas_single_threaded():
+        with other_blas_single_threaded():
             results = [one(L) for L in kept]
     skipped += [(L, "all-zero weight (no spectrum)") for L, r in zip(kept, results) if r is None]
     done = [(L, r) for L, r in zip(kept, results) if r is not None]

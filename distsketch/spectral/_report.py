@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import ParameterError
 from ._analyze import SUMMARY_METRICS
 
@@ -22,10 +23,8 @@ def _plt():
 
 
 def _save(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:  # the extension picks the format
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_esd(evals, row, path):

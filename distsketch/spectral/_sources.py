@@ -28,13 +28,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputTypeError, ParameterError
+from ..errors import InputTypeError, SourceError, SourceNotFoundError
 
-__all__ = ["Layer", "list_layers", "describe_source", "source_files", "fingerprint", "SourceError"]
-
-
-class SourceError(ParameterError):
-    """A model source that cannot be read (missing, truncated, corrupt or of an unknown format)."""
+__all__ = ["Layer", "list_layers", "describe_source", "source_files", "fingerprint", "SourceError", "SourceNotFoundError"]
 
 
 @dataclass
@@ -250,14 +246,14 @@ def source_files(path) -> list[str]:
     ``.safetensors`` files, else its ``.bin/.pt/.pth`` files), sorted."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise SourceError(f"{path}: no such file or folder")
+        raise SourceNotFoundError(f"{path}: no such file or folder")
     if not os.path.isdir(path):
         return [path]
     shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not shards:
         shards = sorted(f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth")))
     if not shards:
-        raise SourceError(f"{path}: folder holds no .safetensors, .bin, .pt or .pth files")
+        raise SourceNotFoundError(f"{path}: folder holds no .safetensors, .bin, .pt or .pth files")
     return [os.path.join(path, f) for f in shards]
 
 

@@ -24,9 +24,7 @@ with ``status="error"`` and the message, and the run goes on.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import json
 import os
 import re
 import time
@@ -35,6 +33,8 @@ import uuid
 
 import numpy as np
 
+from .._atomic import atomic_path, write_json
+from .._threads import blas_limit, dask_local_blas_threads
 from ..errors import ParameterError
 from ._analyze import SUMMARY_METRICS, analyze, summary
 from ._sources import SourceError, describe_source, fingerprint
@@ -90,40 +90,21 @@ def _check_out(out, sources):
         for sub in ("layers", "summaries"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)
         if not os.path.exists(os.path.join(out, MARKER)):
-            with open(os.path.join(out, MARKER), "w") as f:
-                json.dump({"format": "distsketch zoo", "version": 1}, f)
+            write_json(os.path.join(out, MARKER), {"format": "distsketch zoo", "version": 1})
     except OSError as e:
         raise ParameterError(f"out: cannot create the zoo's output folder {out!r} ({e.strerror}); "
                              "give a writable path") from None
 
 
 def _write_parquet_atomic(df, path):
-    d = os.path.dirname(path)
-    tmp = os.path.join(d, f"_{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _local_blas_threads(client):
-    """BLAS threads per task when every worker runs on this machine: its cores shared out
-    between the worker threads (oversubscription costs more than it gains on few cores)."""
-    nthreads = client.nthreads()
-    hosts = {a.split("://")[-1].rsplit(":", 1)[0] for a in nthreads}
-    if not hosts <= {"127.0.0.1", "localhost", "::1"}:
-        return None
-    return max(1, (os.cpu_count() or 1) // max(1, sum(nthreads.values())))
 
 
 def run_model(key, source, out, options, threads=None, name=None):
     """Analyse one model and write its two files under ``out`` (``<key>.parquet``); never raises
     (a failure is recorded in the summary row). Returns the summary row as a dict."""
     import pandas as pd
-    from threadpoolctl import threadpool_limits
-
     t0 = time.perf_counter()
     name = key if name is None else name
     fp = key.rsplit("-", 1)[-1] if isinstance(source, (str, os.PathLike)) else ""
@@ -131,7 +112,7 @@ def run_model(key, source, out, options, threads=None, name=None):
            "error": "", "num_layers": 0, "num_skipped": 0}
     details = None
     try:
-        with threadpool_limits(threads) if threads else contextlib.nullcontext():
+        with blas_limit(threads):
             details = analyze(source, **options)
         if len(details) == 0:
             reasons = "; ".join(f"{name}: {why}" for _, name, why in details.attrs.get("skipped", [])[:10])
@@ -274,7 +255,7 @@ def analyze_zoo(sources, out, *, client=None, names=None, retry_failed=False, pr
         else:
             from distributed import as_completed
 
-            threads = _local_blas_threads(client)
+            threads = dask_local_blas_threads(client)
             if threads is None:  # remote workers: their cores are unknown here; layers one at a time
                 options = {**options, "threads": options.get("threads", 1)}
             futs = [client.submit(run_model, key, src, out, options, threads, name,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 
@@ -44,10 +42,7 @@ def environment() -> dict:
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-    os.replace(tmp, path)
+    """Write JSON atomically (distsketch's one writer: temporary file beside it, fsync, rename)."""
+    from distsketch._atomic import write_json as _write
+
+    _write(path, payload, indent=2, default=float)

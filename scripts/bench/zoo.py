@@ -71,12 +71,12 @@ def write_safetensors(path, tensors):
         header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
         off += a.nbytes
     h = json.dumps(header).encode()
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    from distsketch._atomic import atomic_file
+
+    with atomic_file(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
         for a in tensors.values():
             f.write(np.ascontiguousarray(a, dtype=np.float32).tobytes())
-    os.replace(tmp, path)
 
 
 def layer(rng, out_f, in_f, spikes=4):
@@ -288,13 +288,13 @@ def bench_zoo(tmp, n_models, repeats):
                 if blas is not None:
                     import distsketch.spectral._zoo as z
 
-                    orig = z._local_blas_threads
-                    z._local_blas_threads = lambda client, b=blas: b
+                    orig = z.dask_local_blas_threads
+                    z.dask_local_blas_threads = lambda client, b=blas: b
                 t = time.perf_counter()
                 layers, summ = analyze_zoo(paths, out, client=c, progress=False)
                 ts.append(time.perf_counter() - t)
                 if blas is not None:
-                    z._local_blas_threads = orig
+                    z.dask_local_blas_threads = orig
                 assert (summ.status == "ok").all() and len(layers) == 6 * n_models
         times[label] = ts
     res = {"config": "zoo", "models": n_models, "layers_per_model": 6, "repeats": repeats,

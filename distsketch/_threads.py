@@ -1,0 +1,108 @@
+"""BLAS-thread policy: the one place that decides how many BLAS threads a piece of work may use.
+
+The rule: **workers x BLAS threads <= cores**. Whoever runs work in parallel (threads over
+row blocks, layers in flight, MPI ranks on a node, Dask workers) gives each worker
+``cores // workers`` BLAS threads (at least one), through threadpoolctl, so the machine is
+never oversubscribed (measured here: two ranks on two cores with two BLAS threads each ran
+3x slower than one rank). Worker processes started by a batch system get one BLAS thread
+through the environment (:func:`worker_environment`), as dask's nanny does for LocalCluster.
+
+What is deliberately not set: ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (the machine's
+own detection stands; the benchmarks record them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+__all__ = ["available_cores", "threads_per_worker", "blas_limit", "current_blas_threads", "ranks_on_node",
+           "rank_blas_threads", "dask_local_blas_threads", "other_blas_single_threaded", "worker_environment"]
+
+#: environment of worker processes a batch system starts (one worker process per core)
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, *, cores: int | None = None) -> int:
+    """BLAS threads for each of ``workers`` parallel workers: ``cores // workers``, at least 1."""
+    cores = available_cores() if cores is None else int(cores)
+    return max(1, cores // max(1, int(workers)))
+
+
+def blas_limit(threads: int | None):
+    """Context manager limiting every BLAS library to ``threads`` threads (None: no limit)."""
+    if not threads:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(int(threads))
+
+
+def current_blas_threads() -> int:
+    """How many BLAS threads this process may use now (threadpoolctl's view), at least 1."""
+    from threadpoolctl import threadpool_info
+
+    n = [int(i.get("num_threads") or 1) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(n) if n else 1
+
+
+def ranks_on_node(comm) -> int:
+    """How many ranks of ``comm`` share this node (1 where the communicator cannot tell)."""
+    try:
+        from mpi4py import MPI
+
+        return comm.Split_type(MPI.COMM_TYPE_SHARED).size
+    except Exception:  # pragma: no cover - a communicator without shared-memory split
+        return 1
+
+
+def rank_blas_threads(comm) -> int:
+    """BLAS threads of this MPI rank: the cores it is bound to, if the launcher bound it to some;
+    unbound, the node's cores shared between the ranks on it."""
+    allowed = available_cores()
+    if allowed < (os.cpu_count() or 1):  # bound (srun --cpu-bind, mpiexec --bind-to): those cores are ours
+        return allowed
+    return threads_per_worker(ranks_on_node(comm), cores=allowed)
+
+
+def dask_local_blas_threads(client) -> int | None:
+    """BLAS threads per task when every worker of ``client`` runs on this machine: its cores
+    shared between all worker threads; None for remote workers (their cores are unknown here)."""
+    nthreads = client.nthreads()
+    hosts = {a.split("://")[-1].rsplit(":", 1)[0] for a in nthreads}
+    if not hosts <= {"127.0.0.1", "localhost", "::1"}:
+        return None
+    return threads_per_worker(sum(nthreads.values()), cores=os.cpu_count() or 1)
+
+
+def other_blas_single_threaded():
+    """Keep BLAS libraries other than numpy's (scipy's own OpenBLAS copy) on one thread while
+    numpy's may use several: after each call an OpenBLAS pool spins for a while, and two pools
+    alternating on few cores steal them from each other (measured: 2.4 s became 6-9 s for a
+    BERT-sized model's spectra)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return contextlib.nullcontext()
+    import numpy as np
+
+    ctl = ThreadpoolController()
+    npdir = os.path.dirname(np.__file__)
+    blas = [lc.filepath for lc in ctl.lib_controllers if lc.user_api == "blas"]
+    mine = [f for f in blas if f.startswith(npdir) or "numpy.libs" in f]
+    others = [f for f in blas if f not in mine]
+    if not mine or not others:
+        return contextlib.nullcontext()
+    return ctl.select(filepath=others).limit(limits=1)
+
+
+def worker_environment() -> dict:
+    """Environment variables for worker processes a batch system starts, one per core."""
+    return dict(_WORKER_ENV)

@@ -1,0 +1,91 @@
+"""distsketch._threads, the one BLAS-thread policy: workers x BLAS threads <= cores, applied by the
+numpy backend, the layer pool of the spectral analysis and the MPI ranks; worker processes of a
+batch system get one BLAS thread through their environment."""
+
+import os
+
+import numpy as np
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+from distsketch import _threads  # noqa: E402
+
+
+@pytest.mark.parametrize("workers, cores, expected", [
+    (1, 8, 8),   # one worker: every core
+    (2, 8, 4),
+    (3, 8, 2),   # rounded down: 3 x 2 <= 8
+    (8, 8, 1),
+    (16, 8, 1),  # more workers than cores: never below one thread
+    (0, 4, 4),   # no workers given: treated as one
+])
+def test_threads_per_worker(workers, cores, expected):
+    got = _threads.threads_per_worker(workers, cores=cores)
+    assert got == expected and (got * max(1, workers) <= cores or got == 1)
+
+
+def test_available_cores_is_the_affinity():
+    ref = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _threads.available_cores() == ref
+
+
+def blas_threads_now():
+    return max(i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas")
+
+
+def test_blas_limit_sets_and_restores():
+    before = blas_threads_now()
+    with _threads.blas_limit(1):
+        assert blas_threads_now() == 1 and _threads.current_blas_threads() == 1
+    assert blas_threads_now() == before
+    with _threads.blas_limit(None):  # no limit: unchanged
+        assert blas_threads_now() == before
+
+
+def test_numpy_backend_workers_share_the_cores(monkeypatch):
+    """Inside a pass, each of the backend's block threads runs with cores // workers BLAS threads."""
+    from distsketch.backends import NumpyRowData
+
+    seen = []
+
+    def kernel(r0, dist):
+        (A_blk,) = dist
+        seen.append(blas_threads_now())
+        return (), (A_blk.T @ A_blk,)
+
+    A = np.random.default_rng(0).standard_normal((4000, 5))
+    cores = _threads.available_cores()
+    for workers in (2, 4):
+        seen.clear()
+        data = NumpyRowData(A, workers=workers, block_rows=500)
+        _, (G,) = data.dist_pass(kernel, dist=(A,))
+        np.testing.assert_allclose(G, A.T @ A, rtol=1e-12)
+        assert seen and set(seen) == {max(1, cores // workers)}
+
+
+def test_mpi_rank_threads_share_the_node():
+    """COMM_SELF: one rank on the node gets every core it may run on."""
+    pytest.importorskip("mpi4py")
+    from mpi4py import MPI
+
+    assert _threads.ranks_on_node(MPI.COMM_SELF) == 1
+    assert _threads.rank_blas_threads(MPI.COMM_SELF) == _threads.available_cores()
+
+
+def test_worker_environment_and_slurm_prologue():
+    env = _threads.worker_environment()
+    assert env == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+
+
+def test_no_other_module_talks_to_threadpoolctl():
+    """The policy is decided in one place: no other module of the package imports threadpoolctl."""
+    import distsketch
+
+    pkg = os.path.dirname(distsketch.__file__)
+    users = []
+    for folder, _, files in os.walk(pkg):
+        for f in files:
+            if f.endswith(".py") and f != "_threads.py" and "threadpoolctl" in open(os.path.join(folder, f)).read():
+                users.append(f)
+    assert users == []
