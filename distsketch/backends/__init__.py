@@ -1,10 +1,11 @@
-"""Backends of the pass protocol: numpy (in memory), Dask (chunked, out of core), MPI (later).
+"""Backends of the pass protocol: numpy (in memory), Dask (chunked, out of core), MPI (row ranges per rank).
 
 An algorithm receives a :class:`RowData` and only ever calls the fused passes of
 :mod:`distsketch.passes`; it never asks which backend it runs on.
 """
 
 from ._protocol import RowData
+from ._scaled import pow2_scale
 from .numpy import NumpyRowData
 from .dask import DaskRowData
 
@@ -27,4 +28,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["RowData", "NumpyRowData", "DaskRowData", "MPIRowData", "as_rowdata"]
+__all__ = ["RowData", "NumpyRowData", "DaskRowData", "MPIRowData", "as_rowdata", "pow2_scale"]

@@ -1,4 +1,9 @@
-"""The pass protocol: one primitive, :meth:`RowData.row_pass`, that reads every row block once.
+"""The pass protocol: what an algorithm may ask of the data, and what each backend promises.
+
+An algorithm (least squares, low rank, spectra) receives a :class:`RowData` from
+:func:`distsketch.backends.as_rowdata` and never asks which backend it runs on: it reads
+``A`` only through :mod:`distsketch.passes` (built on :meth:`RowData.row_pass`) and handles
+its tall ``m``-row factors only through the methods below.
 
 A *pass* maps a kernel over the row blocks ``A_i = A[r0:r1, :]`` of the matrix::
 
@@ -16,9 +21,34 @@ pass also checks that ``A`` (and every distributed operand flagged for checking)
 finite, and names the offending row range if not; and it folds a checksum of every
 byte of every block into :attr:`RowData.fingerprint` (see :func:`block_checksum`):
 a checkpoint records it, and a resumed solve refuses data whose fingerprint differs.
-A backend implements the primitive and the handling of distributed operands;
-:mod:`distsketch.passes` builds every fused operation the algorithms need from it,
-once, for all backends.
+
+The contract
+------------
+Abstract (each backend implements them; numpy, Dask and MPI do):
+
+=====================  =========================================================================
+``row_pass``           one read of ``A``: kernel per row block, distributed outputs aligned with
+                       the rows, reduced outputs summed in a fixed order; counts the pass, checks
+                       finiteness and records the fingerprint on the first (or a re-armed) pass
+``dist_pass``          the same over distributed operands only; ``A`` is not read, nothing counted
+``distribute``         place an ``m``-row operand (``b``) beside the rows of ``A`` (checked finite)
+``gather``             a distributed operand as one numpy array on this process (all of its rows;
+                       for thin factors and vectors only)
+``combine``            ``fn`` applied blockwise to aligned distributed operands
+``norm``               2-norm of a distributed operand (reads the operand, not ``A``)
+``output``             a distributed result in the caller's family: numpy for numpy data, a lazy
+                       dask array for Dask data, this rank's rows for MPI data; optionally cast
+``peek``               a small block ``A[r0:r1, c0:c1]`` as numpy (not a pass: no count, no check)
+=====================  =========================================================================
+
+Provided here, the same for every backend: ``passes``, ``checked``, ``fingerprint`` and
+``expect_fingerprint`` (checkpoints), ``restore_state`` (the counters a checkpoint
+recorded), ``scaled`` (an exact power-of-two view, :mod:`._scaled`) and ``max_exponent``,
+and the hints ``persist``, ``prefer_sketch_blocks`` and ``transposed`` that a backend may
+override. Attributes: ``shape``, ``dtype``, ``out_of_core`` (cost models weigh a pass by
+it), ``lazy`` (distributed outputs may be deferred: an algorithm may then recompute a cheap
+chain where it is used instead of storing it), ``cached`` (the blocks are held in memory)
+and ``scale`` (1 unless this is a scaled view).
 """
 
 from __future__ import annotations
@@ -28,7 +58,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import DataChangedError, NonFiniteError
+from ..errors import DataChangedError, NonFiniteError, ParameterError, ShapeError
 
 __all__ = ["RowData", "block_checksum", "check_finite_block", "run_kernel"]
 
@@ -150,6 +180,10 @@ class RowData(ABC):
     out_of_core: bool = False
     #: whether distributed outputs of :meth:`dist_pass` may be deferred (computed where used)
     lazy: bool = False
+    #: whether the row blocks are held in memory, so a stored factor costs no re-read
+    cached: bool = False
+    #: the exact power-of-two factor this view applies to ``A`` (:meth:`scaled`); 1 for the data itself
+    scale: float = 1.0
 
     def __init__(self):
         self.passes = 0
@@ -205,6 +239,23 @@ class RowData(ABC):
     def norm(self, x) -> float:
         """Euclidean (Frobenius) norm of a distributed operand; reads the operand, not ``A``."""
 
+    @abstractmethod
+    def output(self, x, *, dtype=None):
+        """A distributed ``m``-row result in the family the caller gave ``A`` in, cast to ``dtype``.
+
+        numpy data: a numpy array; Dask data: a dask array (lazy, aligned with the row chunks of
+        ``A``, nothing computed); MPI data: this rank's rows (the rank's share of the result, as
+        every rank holds its share of ``A``). Nothing is gathered, and no pass is counted.
+        """
+
+    @abstractmethod
+    def peek(self, rows: slice, cols: slice) -> np.ndarray:
+        """The small block ``A[rows, cols]`` as a numpy array on this process (every rank, for MPI).
+
+        For cheap checks before the first pass (symmetry of a few blocks): not a pass, so it is
+        neither counted nor checked for finiteness. Keep it small (``128 x 128``).
+        """
+
     @property
     def fingerprint(self) -> str | None:
         """Checksum of every byte of the matrix (with its dtype and shape), known after the first pass.
@@ -251,6 +302,48 @@ class RowData(ABC):
         if self._expected is not None:
             self._verify()
         return tuple(rest)
+
+    def restore_state(self, *, passes: int | None = None, checked: bool | None = None) -> None:
+        """Restore the counters a checkpoint recorded, for a solve that resumes from it.
+
+        ``passes``: the reads of ``A`` made before the checkpoint was saved, so that the
+        result's ``passes`` counts every read of the whole solve. ``checked``: whether those
+        reads verified the data finite. ``checked=True`` is refused while a fingerprint
+        is expected (:meth:`expect_fingerprint`): the next pass must read every byte.
+        """
+        if passes is not None:
+            if int(passes) != passes or passes < 0:
+                raise ParameterError(f"passes must be a non-negative integer; got {passes!r}")
+            self.passes = int(passes)
+        if checked is not None:
+            if checked and self._expected is not None and self._fingerprint is None:
+                raise ParameterError("checked=True while a checkpoint's fingerprint is expected: the next pass "
+                                     "must read every byte of A to verify it; restore only the pass count")
+            self._checked = bool(checked)
+
+    def scaled(self, scale: float) -> "RowData":
+        """This data seen as ``scale * A`` (an exact power of two): every block is scaled as it
+        is read; passes and checks are counted on ``self`` (:class:`~._scaled.ScaledRowData`)."""
+        from ._scaled import ScaledRowData
+
+        return ScaledRowData(self, scale)
+
+    def max_exponent(self, x=None) -> int | None:
+        """``e`` with ``max |A_ij|`` in ``[2^(e-1), 2^e)``: one pass (for a distributed ``x``: none,
+        its entries instead). ``None`` when every entry is zero."""
+        from ._scaled import max_exponent
+
+        return max_exponent(self, x)
+
+    def transposed(self) -> "RowData":
+        """The same data held as its transpose ``A.T`` (for a wide matrix), without a copy.
+
+        In-memory and Dask backends re-wrap ``A.T``; a backend whose rows are distributed
+        over processes (MPI) cannot, and raises :class:`~distsketch.errors.ShapeError`.
+        """
+        raise ShapeError(f"{type(self).__name__} holds row blocks of a {self.shape[0]} x {self.shape[1]} matrix "
+                         "and cannot hold its transpose; store the matrix transposed (tall) or pass it as a "
+                         "numpy or dask array")
 
     def persist(self, x):
         """Store a deferred distributed operand that will be used several times (eager backends: ``x``)."""

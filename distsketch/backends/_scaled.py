@@ -109,6 +109,30 @@ class ScaledRowData(RowData):
     def norm(self, x):
         return self.inner.norm(x)
 
+    def output(self, x, *, dtype=None):
+        return self.inner.output(x, dtype=dtype)
+
+    def peek(self, rows, cols):
+        return self.inner.peek(rows, cols) * self.scale
+
+    def restore_state(self, *, passes=None, checked=None):
+        self.inner.restore_state(passes=passes, checked=checked)
+
+    def persist(self, x):
+        return self.inner.persist(x)
+
+    @property
+    def lazy(self):
+        return self.inner.lazy
+
+    @property
+    def cached(self):
+        return self.inner.cached
+
+    @property
+    def fingerprint(self):
+        return self.inner.fingerprint
+
     def __getattr__(self, name):  # backend extras (source, comm, progress) are inner's
         if name == "inner":
             raise AttributeError(name)

@@ -113,6 +113,7 @@ class DaskRowData(RowData):
     def __init__(self, A: da.Array, *, progress: bool = False, cache="auto"):
         super().__init__()
         self._cache = cache
+        self._given = A  # as given (before the whole-rows rechunk): transposed() wraps its .T
         if A.numblocks[1] > 1:
             # whole rows per task; split tall column chunks into row blocks of ~64 MiB
             rows = max(1, int(64 * 2**20 // max(1, A.shape[1] * A.dtype.itemsize)))
@@ -242,6 +243,18 @@ class DaskRowData(RowData):
 
     def gather(self, x):
         return np.asarray(x.compute()) if isinstance(x, da.Array) else np.asarray(x)
+
+    def output(self, x, *, dtype=None):
+        if not isinstance(x, da.Array):
+            x = da.from_array(np.asarray(x), chunks=(self.row_chunks,) + tuple((s,) for s in np.shape(x)[1:]))
+        return x if dtype is None else x.astype(dtype)
+
+    def peek(self, rows, cols):
+        return np.asarray(self.A[rows, cols].compute())
+
+    def transposed(self):
+        return DaskRowData(self._given.T, progress=self.progress, cache=self._cache if self._cache != "kept"
+                           else "auto")
 
     def combine(self, fn, *xs, ncols=None, dtype=None):
         xs = [self._align(x) for x in xs]

@@ -169,3 +169,17 @@ class MPIRowData(RowData):
 
     def combine(self, fn, *xs, ncols=None, dtype=None):
         return fn(*xs)
+
+    def output(self, x, *, dtype=None):
+        x = np.asarray(x)  # this rank's rows: every rank returns its share
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+    def peek(self, rows, cols):
+        """Every rank contributes the rows of the block it holds (one allgather of a small block)."""
+        lo, hi, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("peek takes contiguous row ranges")
+        r0, r1 = self.local_rows
+        a, b = max(lo, r0), min(hi, r1)
+        mine = self.A_local[a - r0:b - r0, cols] if a < b else self.A_local[:0, cols]
+        return np.concatenate(self.comm.allgather(np.asarray(mine)))

@@ -108,3 +108,13 @@ class NumpyRowData(RowData):
 
     def combine(self, fn, *xs, ncols=None, dtype=None):
         return fn(*xs)
+
+    def output(self, x, *, dtype=None):
+        x = np.asarray(x)
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+    def peek(self, rows, cols):
+        return np.array(self.A[rows, cols])
+
+    def transposed(self):
+        return NumpyRowData(self.A.T, workers=self.workers)

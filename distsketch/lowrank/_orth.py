@@ -57,7 +57,7 @@ def orthonormalize(data, Y):
     recompute the chain; out of core only ``Y`` is stored.
     """
     blocks = tuple(Y) if isinstance(Y, (list, tuple)) else (Y,)
-    lazy = getattr(data, "lazy", False)
+    lazy = data.lazy  # the protocol says whether distributed outputs may stay deferred
     m = data.shape[0]
     eps = np.finfo(np.float64).eps
     G = _gram(data, blocks)
@@ -90,4 +90,4 @@ def orthonormalize(data, Y):
     Q = _chain(data, blocks, Ms)
     # stored once when A itself fits in worker memory; out of core, Y and Q together could
     # exceed a worker's limit, so Q stays a chain formed where it is used
-    return (data.persist(Q) if getattr(data, "cached", False) else Q), R
+    return (data.persist(Q) if data.cached else Q), R

@@ -68,3 +68,4 @@ class NystromResult:
     passes: int
     shift: float
     seed: int
+    n_power_iter: int = 0
