@@ -342,3 +342,13 @@ def test_lowrank_asks_nothing_of_the_backend():
                 call = ast.unparse(node)  # isinstance on its own arguments (a list of blocks, an int) is fine
                 assert node.func.id == "isinstance" and not any(
                     w in call for w in ("RowData", "Array", "ndarray", "da.")), f"{path.name}:{node.lineno}: {call}"
+
+
+def test_docstring_examples_run():
+    """The Examples of svd, qb and nystrom are run (and checked) here."""
+    import doctest
+
+    from distsketch.lowrank import _svd
+
+    res = doctest.testmod(_svd)
+    assert res.failed == 0 and res.attempted >= 15, res
