@@ -4,7 +4,7 @@ Seeded, chunking-independent sketching operators over numpy, Dask/Zarr (and MPI)
 row blocks, and the algorithms built on them.
 """
 
-from . import errors, operators, passes, random
+from . import errors, operators, passes, problems, random, slurm  # cheap: numpy only until called
 from . import matfree
 from ._inputs import open_array
 from .backends import as_rowdata
@@ -36,7 +36,9 @@ __all__ = [
     "errors",
     "operators",
     "passes",
+    "problems",
     "random",
+    "slurm",
     "DistsketchError",
     "ShapeError",
     "ParameterError",
