@@ -1,0 +1,201 @@
+"""The backend contract (distsketch.backends.RowData), as one abstract suite run on every backend.
+
+:class:`ProtocolTests` holds the tests; each subclass says how a backend holds ``A`` (numpy row
+blocks, a Dask array with uneven row and split column chunks, MPI on ``COMM_SELF`` with small
+blocks) and in which dtype (float64, float32): the zarr ``StoreTests`` pattern. References are
+numpy/LAPACK products of the same values in float64, with dtype-aware tolerances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from distsketch import passes
+from distsketch.backends import DaskRowData, NumpyRowData
+from distsketch.backends._protocol import block_checksum
+from distsketch.errors import NonFiniteError, ParameterError, ShapeError
+from distsketch.operators import make_operator
+
+M, N = 9_000, 10
+
+
+class ProtocolTests:
+    """What every backend promises to the algorithms (see the table in backends/_protocol.py)."""
+
+    dtype = np.float64
+    family = np.ndarray  # what RowData.output returns
+    can_transpose = True
+
+    def make(self, A):
+        raise NotImplementedError
+
+    @pytest.fixture
+    def A(self):
+        return np.random.default_rng(3).standard_normal((M, N)).astype(self.dtype)
+
+    def tol(self, x):
+        rel = 1e-12 if self.dtype == np.float64 else 3e-4
+        return rel * max(1.0, float(np.abs(x).max()))
+
+    def test_each_pass_matches_numpy(self, A):
+        data = self.make(A)
+        A64 = A.astype(np.float64)  # the same values: an exact reference
+        rng = np.random.default_rng(0)
+        b, u = rng.standard_normal(M), rng.standard_normal(M)
+        X, v = rng.standard_normal((N, 3)), rng.standard_normal(N)
+        op = make_operator("sparse_sign", 40, M, seed=1)
+        Omega = make_operator("gaussian", 6, N, seed=2)
+        SA, Sb = passes.left_sketch(data, op, extra=[data.distribute(b)])
+        S = op.toarray()
+        np.testing.assert_allclose(SA, S @ A64, atol=self.tol(S @ A64))
+        np.testing.assert_allclose(Sb[:, 0], S @ b, atol=self.tol(S @ b))
+        Y = passes.matmul(data, X)
+        np.testing.assert_allclose(data.gather(Y), A64 @ X, atol=self.tol(A64 @ X))
+        np.testing.assert_allclose(passes.rmatmul(data, Y), A64.T @ (A64 @ X), atol=self.tol(A64.T @ A64 @ X))
+        _, Z = passes.matmul_rmatmul(data, X)
+        np.testing.assert_allclose(Z, A64.T @ A64 @ X, atol=self.tol(Z))
+        w, ATw, ww = passes.lsqr_step(data, v, data.distribute(u), 0.7)
+        ref_w = A64 @ v - 0.7 * u
+        np.testing.assert_allclose(data.gather(w)[:, 0], ref_w, atol=self.tol(ref_w))
+        np.testing.assert_allclose(ATw[:, 0], A64.T @ ref_w, atol=self.tol(A64.T @ ref_w))
+        assert abs(ww - ref_w @ ref_w) <= self.tol(1.0) * (ref_w @ ref_w)
+        G, ATb = passes.gram(data, extra=[data.distribute(b)])
+        np.testing.assert_allclose(G, A64.T @ A64, atol=self.tol(G))
+        np.testing.assert_allclose(ATb[:, 0], A64.T @ b, atol=self.tol(ATb))
+        np.testing.assert_allclose(passes.col_norms(data), np.linalg.norm(A64, axis=0), rtol=self.tol(1.0))
+        R = passes.right_sketch(data, Omega)
+        np.testing.assert_allclose(data.gather(R), A64 @ Omega.toarray().T, atol=self.tol(A64))
+        assert data.passes == 8
+
+    def test_first_pass_checks_finite_and_names_the_chunk(self, A):
+        B = A.copy()
+        B[6100, 7] = np.nan
+        data = self.make(B)
+        with pytest.raises(NonFiniteError, match=r"chunk of rows (\d+):(\d+), columns 0:10 .*row 6100, column 7") as e:
+            passes.gram(data)
+        r0, r1 = map(int, e.value.args[0].split("chunk of rows ")[1].split(",")[0].split(":"))
+        assert r0 <= 6100 < r1 and not data.checked
+
+    def test_fingerprint_is_the_checksum_of_every_byte(self, A):
+        """The same value for any backend and blocking: the sum over blocks of block_checksum."""
+        data = self.make(A)
+        assert data.fingerprint is None
+        passes.col_norms(data)
+        h = int(block_checksum(A, 0)[0])
+        assert data.fingerprint == f"{np.dtype(self.dtype).name}[{M}x{N}]:{h:016x}" and data.checked
+
+    def test_distribute_checks_rows_and_values(self, A):
+        data = self.make(A)
+        with pytest.raises(ShapeError, match=r"operand must have m=9000 rows like A; got shape \(10,\)"):
+            data.distribute(np.ones(10))
+        b = np.ones(M)
+        b[4500] = np.inf
+        with pytest.raises(NonFiniteError, match="b holds 1 non-finite value.*row 4500"):
+            passes.gram(data, extra=[data.distribute(b)])
+
+    def test_output_is_in_the_callers_family_and_dtype(self, A):
+        data = self.make(A)
+        X = np.random.default_rng(1).standard_normal((N, 2))
+        Y = passes.matmul(data, X)
+        for dt in (None, np.float32):
+            out = data.output(Y, dtype=dt)
+            assert isinstance(out, self.family) and out.dtype == (dt or Y.dtype)
+            np.testing.assert_allclose(np.asarray(out, dtype=np.float64), A.astype(np.float64) @ X,
+                                       atol=self.tol(A) * (1e4 if dt == np.float32 else 1))
+        assert data.passes == 1  # output reads nothing
+
+    def test_peek_reads_a_block_without_a_pass(self, A):
+        data = self.make(A)
+        np.testing.assert_array_equal(data.peek(slice(4090, 4110), slice(3, 9)), A[4090:4110, 3:9])
+        assert data.passes == 0 and not data.checked
+
+    def test_restore_state(self, A):
+        data = self.make(A)
+        data.restore_state(passes=7)
+        passes.col_norms(data)
+        assert data.passes == 8 and data.checked
+        data.restore_state(checked=False)
+        assert not data.checked
+        with pytest.raises(ParameterError, match=r"passes must be a non-negative integer; got -1"):
+            data.restore_state(passes=-1)
+        fresh = self.make(A)
+        fresh.expect_fingerprint("float64[1x1]:0000000000000000", "checkpoint 'c.npz'")
+        with pytest.raises(ParameterError, match=r"checked=True while a checkpoint's fingerprint is expected"):
+            fresh.restore_state(checked=True)
+
+    def test_scaled_view_and_max_exponent(self, A):
+        data = self.make(A)
+        e = data.max_exponent()
+        top = float(np.abs(A).max())
+        assert 2.0 ** (e - 1) <= top < 2.0 ** e and e == math.frexp(top)[1]
+        s = data.scaled(2.0**-3)
+        assert s.scale == 2.0**-3 and data.scale == 1.0 and s.shape == data.shape
+        np.testing.assert_allclose(passes.col_norms(s), np.linalg.norm(A.astype(np.float64), axis=0) / 8,
+                                   rtol=self.tol(1.0))
+        assert data.passes == s.passes == 2  # counted on the data
+        np.testing.assert_array_equal(s.peek(slice(0, 3), slice(0, 3)), A[:3, :3] / 8)
+
+    def test_transposed(self, A):
+        W = np.ascontiguousarray(A[:40].T)  # a wide 10 x 40 matrix
+        data = self.make(W) if self.can_transpose else None
+        if not self.can_transpose:
+            data = self.make(A)
+            with pytest.raises(ShapeError, match="cannot hold its transpose"):
+                data.transposed()
+            return
+        t = data.transposed()
+        assert t.shape == (40, N)
+        np.testing.assert_allclose(passes.col_norms(t), np.linalg.norm(W.astype(np.float64), axis=1),
+                                   rtol=self.tol(1.0))
+
+
+class NumpyBackend(ProtocolTests):
+    def make(self, A):
+        return NumpyRowData(A, block_rows=4096 if A.shape[0] > 4096 else None)
+
+
+class DaskBackend(ProtocolTests):
+    family = da.Array
+
+    def make(self, A):  # uneven row chunks, split columns (the backend merges them into whole rows)
+        return DaskRowData(da.from_array(A, chunks=(min(2999, A.shape[0]), 4)))
+
+
+class MPIBackend(ProtocolTests):
+    can_transpose = False
+
+    def make(self, A):
+        MPI = pytest.importorskip("mpi4py.MPI")
+        from distsketch.backends.mpi import MPIRowData
+
+        data = MPIRowData(A, 0, A.shape[0], MPI.COMM_SELF)
+        data.block_rows = 4096  # several blocks per rank
+        return data
+
+
+class TestNumpyFloat64(NumpyBackend):
+    dtype = np.float64
+
+
+class TestNumpyFloat32(NumpyBackend):
+    dtype = np.float32
+
+
+class TestDaskFloat64(DaskBackend):
+    dtype = np.float64
+
+
+class TestDaskFloat32(DaskBackend):
+    dtype = np.float32
+
+
+class TestMPIFloat64(MPIBackend):
+    dtype = np.float64
+
+
+class TestMPIFloat32(MPIBackend):
+    dtype = np.float32
