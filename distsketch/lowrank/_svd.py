@@ -666,7 +666,8 @@ def nystrom(A, rank, *, n_oversamples=10, n_power_iter="auto", seed=None) -> Nys
     ``Y_nu = Y + nu Omega_q``; ``C = chol(Omega_q.T Y_nu)``; ``Y_nu C^{-1} = Q R`` (on the
     backend: ``Q`` is never gathered); ``R = U_R S V.T``; ``A ~ (Q U_R) diag(max(S^2 - nu, 0))
     (Q U_R).T``, the stabilised Nystrom approximation of Tropp, Yurtsever, Udell, Cevher [1]_
-    (Alg. 3; RandLAPACK's REVD2 [3]_) applied to the test matrix ``Omega_q`` ([2]_, section 5.4).
+    (Alg. 3; RandLAPACK's REVD2 [3]_) applied to the test matrix ``Omega_q`` (power iteration
+    before Nystrom, as in [2]_).
 
     Reads of ``A``: ``q + 1``. Each power step is one read computing ``A Z`` and
     ``A.T (A Z) = A^2 Z`` together; for ``"auto"`` the first read is such a step (its ``A Omega``
@@ -675,7 +676,7 @@ def nystrom(A, rank, *, n_oversamples=10, n_power_iter="auto", seed=None) -> Nys
 
     Error: no a-posteriori estimate is returned. ``A - A_hat`` is positive semidefinite, and for
     ``q = 0`` ``E ||A - A_hat||_* <= (1 + k / (p - 1)) sum_{j > k} lambda_j`` with
-    ``p = l - k`` ([1]_, Thm 4.1); power iterations shrink the tail's weight by
+    ``p = l - k`` ([1]_); power iterations shrink the tail's weight by
     ``(lambda_j / lambda_k)^(4q)``. The eigenvalues are estimates from below. Without
     iterations, slowly decaying spectra (``lambda_j = j^-1/2``) give top eigenvalues tens of
     percent low; ``"auto"`` chooses iterations there.
