@@ -1,4 +1,4 @@
-"""Make the WeightWatcher 0.7.7 reference fixtures used by tests/test_spectral.py.
+"""Make the WeightWatcher 0.7.7 reference fixtures used by tests/test_spectral_*.py (loaded by tests/_spectral_ww.py).
 
 Run once, in an environment of its own (torch and weightwatcher are not test dependencies):
 
