@@ -201,6 +201,7 @@ def _cmd_zoo(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .operators import KINDS
     from .problems import DECAYS
+    from .solve import METHODS as LSTSQ_METHODS
 
     p = argparse.ArgumentParser(prog="distsketch", description=__doc__.split("\n")[1])
     sub = p.add_subparsers(dest="command", required=True)
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("A", help="path of the Zarr array A (a group member as store.zarr/A)")
     ls.add_argument("b", help="path of the Zarr array b")
     ls.add_argument("--out", required=True, help="Zarr group to write x into (atomically)")
-    ls.add_argument("--method", choices=["auto", "sketch_solve", "sketch_precondition", "cholqr"], default="auto",
+    ls.add_argument("--method", choices=LSTSQ_METHODS, default="auto",
                     help="solver (default auto: chosen by a cost model; the choice and why are in the output)")
     ls.add_argument("--atol", type=float, default=1e-12, help="stopping tolerance on ||A^T r|| / (||A|| ||r||)")
     ls.add_argument("--btol", type=float, default=1e-12, help="stopping tolerance on ||r|| / ||b||")

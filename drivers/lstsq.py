@@ -23,6 +23,7 @@ import sys
 import distsketch
 from distsketch import mpi
 from distsketch.errors import ShapeError
+from distsketch.solve import METHODS
 
 
 def parse(argv=None):
@@ -30,7 +31,7 @@ def parse(argv=None):
     p.add_argument("A", help="path of the Zarr array A (a group member as store.zarr/A)")
     p.add_argument("b", help="path of the Zarr array b")
     mpi.output_arguments(p)
-    p.add_argument("--method", default="auto", choices=["auto", "sketch_solve", "sketch_precondition", "cholqr"],
+    p.add_argument("--method", default="auto", choices=METHODS,
                    help="solver (default auto: chosen by a cost model, recorded in the output)")
     p.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
     p.add_argument("--checkpoint", default=None, help="folder for per-rank checkpoint files (resume a killed job)")

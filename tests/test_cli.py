@@ -134,6 +134,36 @@ def test_every_option_has_help():
     assert missing == []
 
 
+def test_lstsq_method_choices_are_the_solvers_methods():
+    """`distsketch lstsq --method` and the MPI driver offer exactly what distsketch.lstsq accepts (one tuple)."""
+    import argparse
+
+    import distsketch
+    from distsketch.cli import build_parser
+    from distsketch.solve import METHODS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    act = next(a for a in sub.choices["lstsq"]._actions if "--method" in a.option_strings)
+    assert tuple(act.choices) == METHODS and "normal_cholqr" in METHODS
+    args = build_parser().parse_args(["lstsq", "A.zarr", "b.zarr", "--out", "x.zarr", "--method", "normal_cholqr"])
+    assert args.method == "normal_cholqr"
+    # every listed method is one lstsq runs (and an unlisted one is refused by both)
+    rng = np.random.default_rng(0)
+    A, b = rng.standard_normal((400, 5)), rng.standard_normal(400)
+    ref = np.linalg.lstsq(A, b, rcond=None)[0]
+    rmin = np.linalg.norm(A @ ref - b)
+    for meth in METHODS:
+        res = distsketch.lstsq(A, b, method=meth, seed=1)
+        if meth == "sketch_solve":  # its documented bound on the residual
+            assert np.linalg.norm(A @ res.x - b) <= (1 + res.eps_sketch) / (1 - res.eps_sketch) * rmin
+        else:
+            assert np.linalg.norm(res.x - ref) <= 1e-10 * np.linalg.norm(ref)
+    with pytest.raises(ValueError, match="unknown method 'qr'"):
+        distsketch.lstsq(A, b, method="qr")
+    p = run("lstsq", "A.zarr", "b.zarr", "--out", "x.zarr", "--method", "qr", check=False)
+    assert p.returncode == 2 and "invalid choice: 'qr'" in p.stderr
+
+
 @pytest.mark.cluster
 def test_demo_prints_its_report_alone_on_stdout(tmp_path):
     """`distsketch demo > report.json`: the log line and the bars go to stderr, the report to stdout."""

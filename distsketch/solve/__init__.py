@@ -1,6 +1,6 @@
 """Least squares: sketch-and-solve, sketch-and-precondition LSQR, randomized Cholesky QR."""
 
 from ._result import LstsqResult
-from .lstsq import ConvergenceWarning, IllConditionedWarning, choose_method, lstsq
+from .lstsq import METHODS, ConvergenceWarning, IllConditionedWarning, choose_method, lstsq
 
-__all__ = ["lstsq", "LstsqResult", "IllConditionedWarning", "ConvergenceWarning", "choose_method"]
+__all__ = ["lstsq", "LstsqResult", "IllConditionedWarning", "ConvergenceWarning", "choose_method", "METHODS"]
