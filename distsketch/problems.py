@@ -168,8 +168,73 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
     Chunks are compressed by zstd with its content checksum, so a truncated or altered
     chunk fails to decode (``CorruptChunkError`` naming it) instead of reading as other numbers.
     """
-    import zarr
+    spec = _validate(path, m, n, cond=cond, decay=decay, rank=rank, power=power, flat=flat, s=s,
+                     frac_in_range=frac_in_range, chunks=chunks, dtype=dtype, seed=seed, overwrite=overwrite)
+    bar = _bar(progress, len(_spans(spec.M, PANEL)) + 2 * len(spec.blocks), "generate")
+    try:
+        gen = _Generator(spec, bar)  # pass 1: the Gram matrix of G (nothing written yet)
+        with atomic_folder(spec.path) as tmp:  # written beside path, fsync-ed, renamed into place
+            _write(tmp, spec, gen, bar)
+    finally:
+        bar.close()
+    return open_problem(spec.path)
 
+
+#: rows of the tall factor per panel: every product is formed on whole panels (and the
+#: Gaussian's panels have this size), so the matrix is bit for bit the same for any chunking
+PANEL = 4096
+
+
+def _spans(total: int, step: int) -> list[tuple[int, int]]:
+    return [(r0, min(total, r0 + step)) for r0 in range(0, total, step)]
+
+
+@dataclass(frozen=True, eq=False)
+class _Spec:
+    """The validated arguments of :func:`generate_problem`. The tall factor ``T`` (``A``, or
+    ``A.T`` when ``m < n``) is ``M x N`` and is generated in row blocks ``blocks`` (a chunk of
+    ``A``'s rows, or of its columns for a wide ``A``)."""
+
+    path: str
+    m: int
+    n: int
+    dtype: np.dtype
+    sv: np.ndarray
+    decay: str
+    frac_in_range: float
+    chunks: tuple[int, int]
+    seed: int
+
+    @property
+    def tall(self) -> bool:
+        return self.m >= self.n
+
+    @property
+    def M(self) -> int:
+        return max(self.m, self.n)
+
+    @property
+    def N(self) -> int:
+        return min(self.m, self.n)
+
+    @property
+    def rank(self) -> int:
+        return int(np.count_nonzero(self.sv))
+
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        return _spans(self.M, max(self.chunks[0] if self.tall else self.chunks[1], 1))
+
+    def attrs(self, norm_r: float) -> dict:
+        return {"m": self.m, "n": self.n, "dtype": str(self.dtype), "seed": self.seed,
+                "cond": float(self.sv[0] / self.sv[self.rank - 1]), "rank": self.rank, "decay": self.decay,
+                "frac_in_range": self.frac_in_range, "norm_r": norm_r, "chunks": list(self.chunks),
+                "generator": "distsketch.problems.generate_problem"}
+
+
+def _validate(path, m, n, *, cond, decay, rank, power, flat, s, frac_in_range, chunks, dtype, seed,
+              overwrite) -> _Spec:
+    """Every check of :func:`generate_problem`'s arguments, before any work."""
     m, n = int(m), int(n)
     if m < 1 or n < 1:
         raise ParameterError(f"m and n must be positive; got m={m}, n={n}")
@@ -178,139 +243,166 @@ def generate_problem(path, m: int, n: int, *, cond: float = 1e4, decay: str = "g
         raise ParameterError(f"dtype must be float32 or float64; got {dtype}")
     if not 0.0 <= frac_in_range <= 1.0:
         raise ParameterError(f"frac_in_range must lie in [0, 1]; got {frac_in_range}")
-    tall = m >= n
-    if not tall and frac_in_range != 1.0:
+    if m < n and frac_in_range != 1.0:
         raise ParameterError("an underdetermined (m < n) problem is consistent: frac_in_range must be 1")
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True (--overwrite) to replace it")
-    seed = resolve_seed(seed)
-    # the long dimension is generated in row blocks of the tall factor T (= A or A.T)
-    M, N = (m, n) if tall else (n, m)
+    N = min(m, n)
     sv = np.asarray(s, dtype=float) if s is not None else singular_values(
         N, cond=cond, decay=decay, rank=rank, power=power, flat=flat)
     if sv.shape != (N,):
         raise ParameterError(f"s must have min(m, n)={N} values; got shape {sv.shape}")
     if np.any(sv < 0) or np.any(np.diff(sv) > 0):
         raise ParameterError("s must be non-negative and non-increasing")
-    r = int(np.count_nonzero(sv))
-    ch = _row_chunks(m, n, chunks, dtype.itemsize)
-    G = Gaussian(d=N, m=M, seed=seed, stream=0, panel=4096)  # G.T is the M x N Gaussian factor
-    rng = stream_generator(seed, 100, 0)
-    V = np.linalg.qr(rng.standard_normal((N, N)))[0]
-    step = ch[0] if tall else ch[1]
-    step = max(step, 1)
-    blocks = [(r0, min(M, r0 + step)) for r0 in range(0, M, step)]
-    scale = np.sqrt(N)  # Gaussian panels are N(0, 1/N)
+    return _Spec(path=path, m=m, n=n, dtype=dtype, sv=sv, decay=decay if s is None else "given",
+                 frac_in_range=frac_in_range, chunks=_row_chunks(m, n, chunks, dtype.itemsize),
+                 seed=resolve_seed(seed))
 
-    def gblock(r0, r1):
-        return G.columns(r0, r1).T * scale
 
-    cache = {}
+class _PanelCache:
+    """Products ``F(p0, p1)`` over whole panels of the tall factor's rows, sliced to a row block.
 
-    def panelwise(r0, r1, F, tag):
-        """F(p0, p1) for the 4096-row panels over [r0, r1), sliced: every product is formed on
-        whole panels, so the rounding (and the matrix, bit for bit) does not depend on chunks."""
+    Keyed by ``(tag, panel index)``: a chunk boundary inside a panel reuses the panel's
+    product instead of forming it again on fewer rows (which would round differently). At
+    most ``keep + 1`` panels are held: blocks are visited in order, so older ones are not
+    needed again.
+    """
+
+    def __init__(self, M: int, keep: int = 4):
+        self.M, self.keep, self._store = M, keep, {}
+
+    def rows(self, r0: int, r1: int, tag: str, F) -> np.ndarray:
         out = []
-        for q in range(r0 // 4096, (r1 - 1) // 4096 + 1):
+        for q in range(r0 // PANEL, (r1 - 1) // PANEL + 1):
+            p0 = q * PANEL
             key = (tag, q)
-            if key not in cache:
-                cache.clear() if len(cache) > 4 else None
-                p0 = q * 4096
-                cache[key] = F(p0, min(M, p0 + 4096))
-            p0 = q * 4096
-            out.append(cache[key][max(r0, p0) - p0:min(r1, p0 + 4096) - p0])
+            if key not in self._store:
+                if len(self._store) > self.keep:
+                    self._store.clear()
+                self._store[key] = F(p0, min(self.M, p0 + PANEL))
+            out.append(self._store[key][max(r0, p0) - p0:min(r1, p0 + PANEL) - p0])
         return np.concatenate(out)
 
-    # pass 1: Gram matrix of G over fixed 4096-row panels, so it does not depend on chunks
-    panels = [(r0, min(M, r0 + 4096)) for r0 in range(0, M, 4096)]
-    bar = _bar(progress, len(panels) + 2 * len(blocks), "generate")
-    gvec = Gaussian(d=1, m=M, seed=seed, stream=1, panel=4096)  # g ~ N(0, I) for the residual
-    C = np.zeros((N, N))
-    Gtg = np.zeros(N)
-    gg = 0.0
-    for r0, r1 in panels:  # also G.T g and ||g||^2, so U.T g = R^{-T} G.T g needs no pass of its own
-        Gi = gblock(r0, r1)
-        C += Gi.T @ Gi
-        if tall:
-            gi = gvec.columns(r0, r1)[0]
-            Gtg += Gi.T @ gi
-            gg += gi @ gi
-        bar.update()
-    Rinv = np.linalg.inv(np.linalg.cholesky(C).T)  # U = G R^{-1}, R upper triangular
-    W = Rinv * sv @ V.T  # T_i = G_i R^{-1} diag(s) V.T
 
-    # right-hand side pieces: y = s * (V.T x), b_range = U y; g ~ N(0, I) for the residual
-    c = np.zeros(N)
-    c[:r] = rng.standard_normal(r)
-    x = V @ c  # in the row space (V[:, :r]) of T's column side
-    with atomic_folder(path) as tmp:  # written beside path, fsync-ed, renamed into place
-        grp = zarr.open_group(tmp, mode="w")
-        codec = _zstd()
-        zA = grp.create_array("A", shape=(m, n), chunks=ch, dtype=dtype, fill_value=np.nan, compressors=codec)
-        Utg = Rinv.T @ Gtg
-        for r0, r1 in blocks:  # pass 2: write A
-            Ti = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ W, "T")
-            if tall:
-                zA[r0:r1, :] = Ti.astype(dtype)
-            else:
-                zA[:, r0:r1] = Ti.T.astype(dtype)
+class _Generator:
+    """The problem's content as functions of row ranges of the tall factor ``T = U diag(s) V.T``.
+
+    ``U = G R^{-1}`` with ``G`` the seeded Gaussian (``M x N``, unit variance) and ``R`` the
+    Cholesky factor of ``G.T G``, formed in a first pass over fixed panels (constructor).
+    For a tall ``A`` the same pass accumulates ``G.T g`` and ``||g||^2`` of the residual's
+    Gaussian ``g``, so ``U.T g = R^{-T} G.T g`` needs no pass of its own:
+    ``b = U y + alpha (g - U U.T g)`` with ``y = s * c``, ``x = V c``. For a wide ``A``
+    (``T = A.T``) the minimum-norm ``x = U z`` and ``b = A x = V (s * z)``.
+    """
+
+    def __init__(self, spec: _Spec, bar):
+        M, N, r = spec.M, spec.N, spec.rank
+        self.spec, self.sv = spec, spec.sv
+        self.G = Gaussian(d=N, m=M, seed=spec.seed, stream=0, panel=PANEL)  # G.T is the M x N factor
+        self.gvec = Gaussian(d=1, m=M, seed=spec.seed, stream=1, panel=PANEL)  # g ~ N(0, I), the residual
+        self.scale = np.sqrt(N)  # Gaussian panels are N(0, 1/N)
+        self.cache = _PanelCache(M)
+        rng = stream_generator(spec.seed, 100, 0)  # draws, in this order: V, c, then z (wide)
+        self.V = np.linalg.qr(rng.standard_normal((N, N)))[0]
+        C = np.zeros((N, N))
+        Gtg = np.zeros(N)
+        gg = 0.0
+        for r0, r1 in _spans(M, PANEL):  # pass 1, over fixed panels so that C does not depend on chunks
+            Gi = self.gblock(r0, r1)
+            C += Gi.T @ Gi
+            if spec.tall:
+                gi = self.gvec.columns(r0, r1)[0]
+                Gtg += Gi.T @ gi
+                gg += gi @ gi
             bar.update()
-        if tall:
-            # A x = U (s * V.T x) = U (s * c)
-            y = sv * c
-            nrm_range = np.linalg.norm(y)
-            if frac_in_range == 0.0:
-                x[:] = 0.0
-                y[:] = 0.0
-                nrm_range = 0.0
-            nperp2 = max(gg - Utg @ Utg, 0.0)
-            if frac_in_range < 1.0:
-                target = 1.0 if frac_in_range == 0.0 else nrm_range * np.sqrt(1 - frac_in_range**2) / frac_in_range
-                alpha = target / np.sqrt(nperp2)
-            else:
-                alpha = 0.0
-
-            def b_panel(p0, p1):
-                Ui = gblock(p0, p1) @ Rinv
-                bi = Ui @ y
-                if alpha:
-                    bi += alpha * (gvec.columns(p0, p1)[0] - Ui @ Utg)
-                return bi
-
-            zb = grp.create_array("b", shape=(m,), chunks=(ch[0],), dtype=dtype, fill_value=np.nan,
-                                  compressors=codec)
-            for r0, r1 in blocks:  # pass 3: b = U y + alpha (g - U U.T g)
-                zb[r0:r1] = panelwise(r0, r1, b_panel, "b").astype(dtype)
-                bar.update()
-            norm_r = float(alpha * np.sqrt(nperp2))
-            xs = x
+        self.Rinv = np.linalg.inv(np.linalg.cholesky(C).T)  # U = G R^{-1}, R upper triangular
+        self.W = self.Rinv * self.sv @ self.V.T  # T_i = G_i R^{-1} diag(s) V.T
+        c = np.zeros(N)
+        c[:r] = rng.standard_normal(r)
+        self.x = self.V @ c  # in the row space of T (V[:, :r]): the minimum-norm solution when tall
+        self.y = self.sv * c  # A x = U (s * c)
+        self.z = None
+        self.alpha = self.norm_r = 0.0
+        if spec.tall:
+            self._residual(Rinv_T_Gtg=self.Rinv.T @ Gtg, gg=gg)
         else:
-            # A = (U s V.T).T = V s U.T; min-norm x lives in range(U): x = U c'. Choose b = A x
-            # with x = U z, then A x = V (s * z); x is written block by block below.
-            z = np.zeros(N)
-            z[:r] = rng.standard_normal(r)
-            zx = grp.create_array("x", shape=(n,), chunks=(ch[1],), dtype=np.float64, fill_value=np.nan,
-                                  compressors=codec)
-            for r0, r1 in blocks:
-                zx[r0:r1] = panelwise(r0, r1, lambda p0, p1: gblock(p0, p1) @ Rinv @ z, "x")
-                bar.update()
-            b = V @ (sv * z)
-            grp.create_array("b", shape=(m,), chunks=(m,), dtype=dtype, fill_value=np.nan,
-                             compressors=codec)[...] = b.astype(dtype)
-            norm_r = 0.0
-            xs = None
-        bar.close()
-        if xs is not None:
-            grp.create_array("x", shape=(n,), chunks=(n,), dtype=np.float64, fill_value=np.nan,
-                             compressors=codec)[...] = xs
-        grp.create_array("s", shape=(N,), chunks=(N,), dtype=np.float64, fill_value=np.nan,
-                         compressors=codec)[...] = sv
-        attrs = {"m": m, "n": n, "dtype": str(dtype), "seed": seed, "cond": float(sv[0] / sv[r - 1]),
-                 "rank": r, "decay": decay if s is None else "given", "frac_in_range": frac_in_range,
-                 "norm_r": norm_r, "chunks": list(ch), "generator": "distsketch.problems.generate_problem"}
-        grp.attrs.update(attrs)
-    return open_problem(path)
+            self.z = np.zeros(N)
+            self.z[:r] = rng.standard_normal(r)
+
+    def _residual(self, Rinv_T_Gtg, gg):
+        """``alpha`` such that ``||A A^+ b|| = frac ||b||``; ``frac = 0`` makes ``x = 0``, ``b = g - U U.T g``."""
+        frac = self.spec.frac_in_range
+        self.Utg = Rinv_T_Gtg
+        nrm_range = np.linalg.norm(self.y)
+        if frac == 0.0:
+            self.x[:] = 0.0
+            self.y[:] = 0.0
+            nrm_range = 0.0
+        nperp2 = max(gg - self.Utg @ self.Utg, 0.0)  # ||g - U U.T g||^2
+        if frac < 1.0:
+            target = 1.0 if frac == 0.0 else nrm_range * np.sqrt(1 - frac**2) / frac
+            self.alpha = target / np.sqrt(nperp2)
+        self.norm_r = float(self.alpha * np.sqrt(nperp2))
+
+    def gblock(self, r0, r1):
+        return self.G.columns(r0, r1).T * self.scale
+
+    def t_rows(self, r0, r1):
+        """Rows ``[r0, r1)`` of ``T``."""
+        return self.cache.rows(r0, r1, "T", lambda p0, p1: self.gblock(p0, p1) @ self.W)
+
+    def b_rows(self, r0, r1):
+        """Entries ``[r0, r1)`` of ``b`` (tall ``A``)."""
+        def panel(p0, p1):
+            Ui = self.gblock(p0, p1) @ self.Rinv
+            bi = Ui @ self.y
+            if self.alpha:
+                bi += self.alpha * (self.gvec.columns(p0, p1)[0] - Ui @ self.Utg)
+            return bi
+
+        return self.cache.rows(r0, r1, "b", panel)
+
+    def x_rows(self, r0, r1):
+        """Entries ``[r0, r1)`` of the minimum-norm ``x = U z`` (wide ``A``)."""
+        return self.cache.rows(r0, r1, "x", lambda p0, p1: self.gblock(p0, p1) @ self.Rinv @ self.z)
+
+    def b_wide(self):
+        return self.V @ (self.sv * self.z)
+
+
+def _write(tmp: str, spec: _Spec, gen: _Generator, bar) -> None:
+    """Passes 2 and 3: ``A`` (and ``b`` or ``x``, whichever is long) block by block, then the short arrays."""
+    import zarr
+
+    m, n, ch, dtype = spec.m, spec.n, spec.chunks, spec.dtype
+    grp = zarr.open_group(tmp, mode="w")
+
+    def create(name, shape, chunks, dt):
+        return grp.create_array(name, shape=shape, chunks=chunks, dtype=dt, fill_value=np.nan, compressors=_zstd())
+
+    zA = create("A", (m, n), ch, dtype)
+    for r0, r1 in spec.blocks:  # pass 2: A
+        Ti = gen.t_rows(r0, r1)
+        if spec.tall:
+            zA[r0:r1, :] = Ti.astype(dtype)
+        else:
+            zA[:, r0:r1] = Ti.T.astype(dtype)
+        bar.update()
+    if spec.tall:
+        zb = create("b", (m,), (ch[0],), dtype)
+        for r0, r1 in spec.blocks:  # pass 3: b = U y + alpha (g - U U.T g)
+            zb[r0:r1] = gen.b_rows(r0, r1).astype(dtype)
+            bar.update()
+        create("x", (n,), (n,), np.float64)[...] = gen.x
+    else:
+        zx = create("x", (n,), (ch[1],), np.float64)
+        for r0, r1 in spec.blocks:  # pass 3: x = U z
+            zx[r0:r1] = gen.x_rows(r0, r1)
+            bar.update()
+        create("b", (m,), (m,), dtype)[...] = gen.b_wide().astype(dtype)
+    create("s", (spec.N,), (spec.N,), np.float64)[...] = spec.sv
+    grp.attrs.update(spec.attrs(gen.norm_r))
 
 
 class _NoBar:
