@@ -163,6 +163,12 @@ def run_kernel(kernel, Ai, r0, dist_i, small, check: bool):
     return douts, reds
 
 
+def _k_operand_checksum(r0, dist):
+    x = dist[0]
+    h = int(block_checksum(np.asarray(x if x.ndim == 2 else x[:, None]), r0)[0])
+    return (), (np.array([(h >> (16 * k)) & 0xFFFF for k in range(4)], dtype=np.float64),)
+
+
 class RowData(ABC):
     """An ``m x n`` matrix held in row blocks, with a pass counter.
 
@@ -184,6 +190,9 @@ class RowData(ABC):
     cached: bool = False
     #: the exact power-of-two factor this view applies to ``A`` (:meth:`scaled`); 1 for the data itself
     scale: float = 1.0
+    #: row blocks a pass runs at once on this process, where the backend decides it (in memory);
+    #: ``None`` where a scheduler does (Dask) or one block per rank (MPI). Cost models read it
+    workers: int | None = None
 
     def __init__(self):
         self.passes = 0
@@ -255,6 +264,17 @@ class RowData(ABC):
         For cheap checks before the first pass (symmetry of a few blocks): not a pass, so it is
         neither counted nor checked for finiteness. Keep it small (``128 x 128``).
         """
+
+    def checksum(self, x) -> int:
+        """Checksum of every entry of a distributed ``m``-row operand (``b``): reads ``x``, not ``A``.
+
+        The sum mod ``2**64`` of :func:`block_checksum` over its blocks, so the same for any
+        chunking, backend and worker count (the ``A`` part of :attr:`fingerprint`, for an
+        operand). Each block's value travels as four 16-bit limbs in float64, which every
+        backend's reduction adds exactly (up to ``2**37`` blocks).
+        """
+        _, (limbs,) = self.dist_pass(_k_operand_checksum, dist=(x,))
+        return sum(int(v) << (16 * k) for k, v in enumerate(np.asarray(limbs).ravel())) & _MASK
 
     @property
     def fingerprint(self) -> str | None:

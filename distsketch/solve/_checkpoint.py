@@ -30,13 +30,25 @@ _META = ("__fingerprint__", "__data__", "__seed__")
 
 
 class Checkpoint:
-    def __init__(self, path, fingerprint: dict):
+    """A checkpoint file at ``path`` for the call described by ``fingerprint`` (or bound later: :meth:`bind`)."""
+
+    def __init__(self, path, fingerprint: dict | None = None):
         self.path = os.fspath(path)
-        self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
+        self.fingerprint = None if fingerprint is None else json.dumps(fingerprint, sort_keys=True, default=str)
         #: the RowData whose fingerprint is saved (set by the solver)
         self.data = None
         #: the data fingerprint read from the file by :meth:`load`
         self.saved_data = None
+
+    @classmethod
+    def of(cls, checkpoint) -> "Checkpoint":
+        """A path as a :class:`Checkpoint`; a checkpoint object (an :class:`MPICheckpoint`) as it is."""
+        return checkpoint if isinstance(checkpoint, Checkpoint) else cls(checkpoint)
+
+    def bind(self, fingerprint: dict) -> "Checkpoint":
+        """Describe the call whose state this file holds (a file for other arguments is refused on load)."""
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
+        return self
 
     def _read(self) -> dict | None:
         """Every array of the file, or None if there is none; CheckpointError if it cannot be read."""
@@ -80,7 +92,7 @@ class Checkpoint:
         return state
 
     def save(self, **state) -> None:
-        fp = getattr(self.data, "fingerprint", None) or self.saved_data
+        fp = (self.data.fingerprint if self.data is not None else None) or self.saved_data
         meta = {"__fingerprint__": np.array(self.fingerprint)}
         if fp is not None:
             meta["__data__"] = np.array(fp)

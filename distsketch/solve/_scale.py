@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..backends._scaled import ScaledRowData, max_exponent, pow2_scale
+from ..backends import pow2_scale
 
 __all__ = ["scale_rhs", "scale_sketch", "SAFE"]
 
@@ -34,11 +34,11 @@ def _safe(v: float) -> bool:
 
 def scale_rhs(data, bd, bnorm):
     """Return ``(bd', ||b'||, sb)``; ``sb = 1`` unless ``||b||`` is out of the safe range (``b = 0`` stays)."""
-    if bnorm == 0.0 and max_exponent(data, bd) is None:
+    if bnorm == 0.0 and data.max_exponent(bd) is None:
         return bd, 0.0, 1.0
     if _safe(bnorm):
         return bd, bnorm, 1.0
-    sb = pow2_scale(max_exponent(data, bd))
+    sb = pow2_scale(data.max_exponent(bd))
     bd = data.combine(functools.partial(np.multiply, sb), bd)
     return bd, data.norm(bd), sb
 
@@ -65,8 +65,8 @@ def scale_sketch(data, SA, Sb, resketch):
         return data, SA, Sb, 1.0
     if math.isfinite(top):  # exact: S (sA A) = sA (S A)
         sA = pow2_scale(math.frexp(top)[1])
-        return ScaledRowData(data, sA), SA * sA, Sb, sA
-    sA = pow2_scale(max_exponent(data), data.dtype)  # the sketch overflowed: one pass for the scale, one to redo it
-    data = ScaledRowData(data, sA)
+        return data.scaled(sA), SA * sA, Sb, sA
+    sA = pow2_scale(data.max_exponent(), data.dtype)  # the sketch overflowed: one pass for the scale, one to redo it
+    data = data.scaled(sA)
     SA, Sb = resketch(data)
     return data, SA, Sb, sA

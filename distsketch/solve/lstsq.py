@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
-from .. import passes
-from .._inputs import as_matrix, is_lazy
-from ..backends import RowData, as_rowdata
-from ..errors import (ConvergenceWarning, IllConditionedWarning, InputTypeError, NonFiniteError,  # noqa: F401
-                      ParameterError, ShapeError)  # (the warnings are re-exported from here)
+from ..errors import ConvergenceWarning, IllConditionedWarning  # noqa: F401 (re-exported from here)
 from ..operators import make_operator
 from ..random.streams import resolve_seed
-from ._checkpoint import Checkpoint
-from ._cholqr import (NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, cond2_estimate,
-                      normal_factor)
-from ._lsqr import LSQRState, lsqr_precond
-from ._precond import build_precond
-from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
-from ._scale import scale_rhs, scale_sketch, scale_vector
+from ._result import LstsqResult
+from ._runners import Solve, build_result, run, sketch_eps, sketch_stage, zero_result
+from ._scale import scale_rhs, scale_vector
+from ._session import CheckpointSession, _digest
+from ._validate import METHODS, sketch_keywords, validate
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "choose_method", "method_costs",
            "machine_rates"]
 
-METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr")
-
-
-def _sketch_eps(n: int, d: int) -> float:
-    """Distortion a d-row sketch allows for an (n+1)-dimensional subspace (Davidson-Szarek with t=3,
-    which sparse sign embeddings match in practice): sqrt((n+1)/d) + 3/sqrt(d), capped below 1."""
-    return float(min(0.99, math.sqrt((n + 1) / d) + 3 / math.sqrt(d)))
+_sketch_eps = sketch_eps  # (its old name)
 
 
 #: assumed out-of-core read rate of the whole cluster, bytes/s (reading and decompressing Zarr
@@ -159,38 +146,10 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None,
     return best, est
 
 
-def _vector_checksum(v) -> str:
-    """A checksum of every entry of a numpy or dask vector (one read of it; see block_checksum)."""
-    from ..backends._protocol import block_checksum
-
-    if is_lazy(v):
-        import dask.array as da
-
-        v2 = v if v.ndim == 2 else v[:, None]
-
-        def _ck(x, block_info=None):
-            r0 = int(block_info[0]["array-location"][0][0])
-            return block_checksum(np.ascontiguousarray(x), r0)[:, None]
-
-        parts = da.map_blocks(_ck, v2.rechunk({1: -1}), chunks=((1,) * v2.numblocks[0], (1,)), dtype=np.uint64)
-        h = int(np.sum(parts.compute(), dtype=np.uint64))
-    else:
-        v = np.asarray(v)
-        h = int(block_checksum(np.ascontiguousarray(v if v.ndim == 2 else v[:, None]), 0)[0])
-    return f"{v.dtype}{list(v.shape)}:{h:016x}"
-
-
-def _fingerprint(A, b, c, **kw):
-    """The arguments of a checkpointed call. ``A`` enters by shape and dtype only: its content is
-    verified by the data fingerprint the first pass computes (RowData.fingerprint)."""
-    from dask.base import tokenize
-
-    return {"shape": list(A.shape), "dtype": str(A.dtype), "b": _vector_checksum(b), "c": tokenize(c), **kw}
-
-
 def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-12, maxiter: int | None = None,
-          damp: float = 0.0, c=None, seed=None, x0=None, checkpoint=None, sketch_kind: str = "sparse_sign",
-          sketch_size: int | None = None, conlim: float = 1e16) -> LstsqResult:
+          damp: float = 0.0, c=None, seed=None, x0=None, checkpoint=None, kind: str = "sparse_sign",
+          d: int | None = None, conlim: float = 1e16, sketch_kind: str | None = None,
+          sketch_size: int | None = None) -> LstsqResult:
     """Solve least-squares problems with sketching, in few passes over ``A``.
 
     Overdetermined (``m >= n``): ``min ||A x - b||^2 + damp^2 ||x||^2 + 2 c.T x``; with
@@ -327,297 +286,52 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     >>> bool(np.allclose(res.x, np.linalg.lstsq(A, b, rcond=None)[0], rtol=1e-10)), res.passes <= 5
     (True, True)
     """
-    # ---- validation: all before any pass over the data --------------------------------------
-    if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}; expected one of {METHODS}")
-    for name, val in (("atol", atol), ("btol", btol), ("damp", damp)):
-        if not (isinstance(val, (int, float)) and val >= 0 and math.isfinite(val)):
-            raise ParameterError(f"{name} must be a finite number >= 0; got {val!r}")
-    if maxiter is not None and (int(maxiter) != maxiter or maxiter < 0):
-        raise ParameterError(f"maxiter must be a non-negative integer; got {maxiter!r}")
-    data_in = A if isinstance(A, RowData) else None
-    if data_in is None:
-        A = as_matrix(A)
-    m, n = A.shape if data_in is None else data_in.shape
-    dtype_in = A.dtype if data_in is None else data_in.dtype
-    if m == 0 or n == 0:
-        raise ShapeError(f"A is empty (shape {A.shape}); least squares needs m >= 1 and n >= 1")
-    bm = as_matrix(b, "b", ndim=(1, 2))
-    if bm.ndim == 2 and bm.shape[1] != 1:
-        raise ShapeError(f"b must be a vector (m,) or (m, 1); got shape {bm.shape}")
-    if bm.shape[0] != m:
-        raise ShapeError(f"b must have m={m} entries to match A {A.shape}; got shape {bm.shape}")
-    bm = bm[:, 0] if bm.ndim == 2 else bm
-    minnorm = m < n
-    if c is not None:
-        c = _small_vector(c, "c")
-        if minnorm:
-            raise ParameterError("c (the saddle-point problem) needs m >= n; for m < n pass A.T and b=0, c=b")
-        if c.shape != (n,):
-            raise ShapeError(f"c must have n={n} entries; got shape {c.shape}")
-        if not np.all(np.isfinite(c)):
-            raise ParameterError("c holds NaN or Inf")
-    if minnorm and damp:
-        raise ParameterError("damp with m < n is not supported; solve the ridge problem for A.T or pass m >= n")
-    if x0 is not None:
-        x0 = _small_vector(x0, "x0")
-        if x0.shape != (n,) or minnorm:
-            raise ShapeError(f"x0 must have n={n} entries (and m >= n); got shape {x0.shape}")
-        if not np.all(np.isfinite(x0)):
-            raise NonFiniteError(f"x0 holds {int(np.sum(~np.isfinite(x0)))} NaN or Inf value(s) (first at index "
-                                 f"{int(np.flatnonzero(~np.isfinite(x0))[0])}); pass a finite starting point or "
-                                 "x0=None (the sketch-and-solve start)")
-    if method == "sketch_solve" and c is not None:
-        raise ParameterError("sketch_solve does not solve the saddle-point problem (c given): its y = b - A x "
-                             "would need a pass of its own; use method='cholqr' or 'auto'")
-    if method == "sketch_solve" and minnorm:
-        raise ParameterError(f"sketch_solve solves m >= n problems; A is {m} x {n} (wide): use method='cholqr' "
-                             "or 'auto' for the minimum-norm solution")
-    T_n_req = m if minnorm else n  # columns of the tall factor the sketch must embed
-    if sketch_size is not None:
-        if not (isinstance(sketch_size, (int, np.integer)) and not isinstance(sketch_size, bool)):
-            raise ParameterError(f"sketch_size must be an integer; got {sketch_size!r}")
-        if sketch_size < T_n_req:
-            raise ParameterError(
-                f"sketch_size={sketch_size} is smaller than {'m' if minnorm else 'n'}={T_n_req}: a sketch needs at "
-                f"least as many rows as the {'rows' if minnorm else 'columns'} of A to embed its "
-                f"{'row' if minnorm else 'column'} space; use sketch_size >= {T_n_req} (default "
-                f"{4 * T_n_req}, {2 * T_n_req} for cholqr) or omit it")
-    if minnorm and method == "sketch_precondition":
-        raise ParameterError("sketch_precondition solves m >= n problems; use method='cholqr' or 'auto' for m < n")
-    if c is not None and method == "sketch_precondition":
-        raise ParameterError("the c-term is solved by method='cholqr' (or 'auto')")
-    seed_given = seed
-    seed = resolve_seed(seed)
-    out_dtype = dtype_in
-    if data_in is not None and minnorm:
-        raise ParameterError("a RowData backend must hold a tall matrix (m >= n); pass the wide matrix itself")
+    kind, d, d_name = sketch_keywords(kind, d, sketch_kind, sketch_size)
+    req = validate(A, b, method=method, atol=atol, btol=btol, maxiter=maxiter, damp=damp, c=c, seed=seed, x0=x0,
+                   kind=kind, d=d, conlim=conlim, d_name=d_name)
+    s = _orient(req)
+    session = CheckpointSession.open(checkpoint, s, b_checksum=_rhs_checksum(s))
+    if not s.minnorm and req.c is None and s.bnorm == 0.0:  # b = 0: x = 0 exactly, as scipy's lsqr
+        return zero_result(s, session, stacklevel=2)
+    fac, gram_A = sketch_stage(s, session, stacklevel=2)  # pass 1 (or the checkpoint's sketch)
+    out = run(s, fac, gram_A, session)  # the method's runner (and the one it hands over to)
+    return build_result(s, fac, out, session, stacklevel=2)
 
-    # ---- orientation: the tall factor T is A, or A.T for the minimum-norm problem -------------
-    if data_in is not None and not minnorm:
-        data = data_in
-    else:
-        data = as_rowdata(A.T if minnorm else A)
+
+def _orient(req) -> Solve:
+    """The tall factor ``T`` (``A``, or ``A.T`` for the minimum-norm problem), the method that runs and
+    why, the sketch size ``d``, and ``b`` beside ``T``'s rows (scaled when its norm nears over/underflow)."""
+    data = req.data.transposed() if req.minnorm else req.data
     T_m, T_n = data.shape
-    if method == "auto":
-        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=dtype_in.itemsize, atol=atol,
-                                     c_given=c is not None, minnorm=minnorm, threads=getattr(data, "workers", None))
+    seed = resolve_seed(req.seed)
+    if req.method == "auto":
+        meth, reason = choose_method(T_m, T_n, lazy=data.out_of_core, itemsize=req.dtype.itemsize, atol=req.atol,
+                                     c_given=req.c is not None, minnorm=req.minnorm, threads=data.workers)
     else:
-        meth, reason = method, "requested"
-    if meth == "normal_cholqr" and (minnorm or c is not None):
+        meth, reason = req.method, "requested"
+    if meth == "normal_cholqr" and (req.minnorm or req.c is not None):
         meth, reason = "cholqr", reason + "; normal_cholqr solves m >= n problems without c: ran cholqr"
     # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
     # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
-    d = sketch_size or max((2 if meth in ("cholqr", "normal_cholqr") else 4) * T_n, 8)
-    if sketch_size is None and sketch_kind in ("uniform", "srct"):
+    d = req.d or max((2 if meth in ("cholqr", "normal_cholqr") else 4) * T_n, 8)
+    if req.d is None and req.kind in ("uniform", "srct"):
         d = min(d, T_m)  # these draw d distinct rows of m (d >= T_n still holds: T_m >= T_n)
-    # sA, sb: exact power-of-two scales of A and b, 1 unless their norms near over/underflow (_scale.py)
-    sA = sb = 1.0
-    if minnorm:
-        bT, cT = None, (bm.compute() if is_lazy(bm) else np.asarray(bm)).astype(np.float64)
-        bd = None
-        cT, sb = scale_vector(cT)
-        bnorm = float(np.linalg.norm(cT))
+    s = Solve(req=req, data=data, meth=meth, reason=reason, d=d, seed=seed)
+    # sb: an exact power-of-two scale of b, 1 unless its norm nears over/underflow (_scale.py)
+    if req.minnorm:  # b is short (m < n): held here as the right-hand side of T.T y = b
+        s.cT, s.sb = scale_vector(np.asarray(req.b).astype(np.float64))
+        s.bnorm = float(np.linalg.norm(s.cT))
     else:
-        bT, cT = bm, c
-        bd = data.distribute(bm)
+        s.cT = req.c
+        bd = data.distribute(req.b)
         with np.errstate(over="ignore", under="ignore"):  # a norm that overflows is scaled next
             bnorm = data.norm(bd)
-        bd, bnorm, sb = scale_rhs(data, bd, bnorm)
-    maxit = maxiter if maxiter is not None else (20 if meth in ("cholqr", "normal_cholqr") else 200)
-    ckpt = None
-    state = None
-    if checkpoint is not None and meth != "sketch_solve":
-        if seed_given is None:  # resume with the seed the checkpointed solve drew
-            path = checkpoint if hasattr(checkpoint, "saved_seed") else Checkpoint(checkpoint, {})
-            saved_seed = path.saved_seed()
-            seed = saved_seed if saved_seed is not None else seed
-        fp = _fingerprint(A if data_in is None else data_in, bm, c, method=method, atol=atol, btol=btol, maxiter=maxit,
-                                                   damp=damp, seed=seed, sketch=(sketch_kind, d),
-                                                   x0=None if x0 is None else x0.tolist())
-        # a path, or a checkpoint object (the MPI drivers pass one that keeps a file per rank)
-        ckpt = checkpoint.bind(fp) if hasattr(checkpoint, "bind") else Checkpoint(checkpoint, fp)
-        ckpt.data = data
-        state = ckpt.load()
-        if state is not None:  # the next pass re-reads every byte of A and must find the same fingerprint
-            data.expect_fingerprint(ckpt.saved_data, f"checkpoint {ckpt.path!r}")
-
-    def finish(x, y, meth, reason, istop, itn, normr, normar, fac, history):
-        anorm = fac.anorm
-        if sA != 1.0 or sb != 1.0:  # back from the scaled problem: x = (sA / sb) x'
-            x = x * sA / sb
-            y = None if y is None else y / sb
-            normr, normar, anorm = normr / sb, normar / sA / sb, anorm / sA
-            reason += f"; A and b scaled by 2^{round(math.log2(sA))} and 2^{round(math.log2(sb))} internally (exact)"
-        x = _cast(x, out_dtype)
-        if istop == 7:
-            warnings.warn(f"lstsq ({meth}) reached maxiter={maxit} before its stopping test held "
-                          f"(normr={normr:.3g}, normar={normar:.3g}); x is the best iterate. Raise maxiter "
-                          "or loosen atol/btol", ConvergenceWarning, stacklevel=3)
-        if istop == STALLED:
-            what = f"||A x - b|| = {normr:.3g}" if minnorm else f"||A.T r|| = {normar:.3g}"
-            warnings.warn(f"lstsq ({meth}) did not converge: the refinement stopped improving with the true "
-                          f"{what} above the rounding level (sketch {sketch_kind!r}, d={d}, rank {fac.rank} of "
-                          f"{T_n} kept); x is the best iterate. Use a mixing sketch_kind ('sparse_sign', "
-                          "'gaussian', 'srct') or a larger sketch_size; if rank < n, A is numerically "
-                          "rank-deficient and b is not in its numerical range", ConvergenceWarning, stacklevel=3)
-        if ckpt is not None:
-            ckpt.remove()
-        return LstsqResult(x=x, y=y, method=meth, reason=reason, istop=int(istop), message=MESSAGES[istop],
-                           iterations=int(itn), passes=data.passes, normr=float(normr), normar=float(normar),
-                           anorm=anorm, cond=fac.cond, rank=fac.rank, eps_sketch=_sketch_eps(T_n, d), seed=seed,
-                           history=tuple(history), verified=istop != NOT_VERIFIED)
-
-    # b = 0 (and no c): x = 0 exactly, as scipy's lsqr
-    if not minnorm and c is None and bnorm == 0.0:
-        class _F:  # nothing was factored
-            anorm, cond, rank = float("nan"), float("nan"), n
-        return finish(np.zeros(n), None, method, "b = 0: x = 0 is the exact solution", 0, 0, 0.0, 0.0, _F, [])
-
-    # ---- pass 1: the sketch [S A, S b] in one read, factored locally -----------------------------
-    op = make_operator(sketch_kind, d, T_m, seed=seed, nnz=min(8, d))
-    if data_in is None:  # a backend lstsq built itself: its blocks may suit the sketch
-        data.prefer_sketch_blocks(d)
-
-    def sketch_pass(data):
-        nonlocal gram_A
-        if meth == "normal_cholqr":  # one read: S A, S b, A.T A, A.T b
-            SA, Sbs, G_A, hs = passes.sketch_gram(data, op, extra=[bd])
-            gram_A = (G_A, hs[0][:, 0])
-            return SA, Sbs[0]
-        sk = passes.left_sketch(data, op, extra=[] if bd is None else [bd], dtype=np.float64)
-        return sk[0], (sk[1] if bd is not None else None)
-
-    if state is not None:
-        SA, Sb = state["SA"], (state["Sb"] if "Sb" in state else None)
-        gram_A = (state["G_A"], state["h_A"]) if "G_A" in state else None
-        data.passes = int(state["passes_sketch"])
-        sA = float(state["scale_A"]) if "scale_A" in state else 1.0
-        if sA != 1.0:
-            from ..backends._scaled import ScaledRowData
-
-            data = ScaledRowData(data, sA)
-    else:
-        gram_A = None
-        SA, Sb = sketch_pass(data)
-        data, SA, Sb, sA = scale_sketch(data, SA, Sb, sketch_pass)
-    # the scaled problem's options (see _scale.py): damp' = sA damp, c' = sA sb c, x0' = (sb / sA) x0
-    if damp * sA > 1e150:  # damp'^2 would overflow: relative to ||A||, damp is beyond float64
-        raise ParameterError(
-            f"damp={damp:.3g} is so large relative to A (||S A||_F ~ {np.linalg.norm(SA) / sA:.3g}) that damp^2 "
-            "overflows float64; the ridge solution is x = 0 to working precision: pass a smaller damp")
-    damp = damp * sA
-    if c is not None:
-        cT = c * sA * sb
-    if x0 is not None:
-        x0 = x0 * sb / sA
-    fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=damp)
-    eps = np.finfo(np.float64 if out_dtype == np.float64 else np.float32).eps
-    if fac.cond > 1 / eps or fac.rank < T_n:
-        warnings.warn(
-            f"cond(A) is estimated at {fac.cond:.3g}, beyond 1/eps = {1 / eps:.3g} for {out_dtype}: A is "
-            f"numerically rank-deficient (rank {fac.rank} of {T_n} kept), and the solution returned is the "
-            "minimum-norm one over that rank (or the sketch did not embed A: the refinement then reports "
-            "istop 9). Silence with warnings.simplefilter('ignore', "
-            "distsketch.IllConditionedWarning)", IllConditionedWarning, stacklevel=2)
-    if method == "auto" and not minnorm and c is None:
-        reason += f"; cond estimate {fac.cond:.3g}"
-    if ckpt is not None and state is None:
-        save = {"SA": SA, "passes_sketch": np.array(data.passes), "scale_A": np.array(sA)}
-        if Sb is not None:
-            save["Sb"] = Sb
-        if gram_A is not None:
-            save["G_A"], save["h_A"] = gram_A
-        ckpt.save(stage=np.array("sketch"), **save)
-        sketch_state = save
-    else:
-        sketch_state = ({k: state[k] for k in ("SA", "Sb", "G_A", "h_A", "passes_sketch", "scale_A") if k in state}
-                        if state else None)
-
-    class _Ckpt:  # keeps the sketch in every later checkpoint, so a resume skips pass 1
-        def save(self, **kw):
-            ckpt.save(**sketch_state, passes_done=np.array(data.passes), **kw)
-
-    inner = _Ckpt() if ckpt is not None else None
-    if state is not None and "passes_done" in state:
-        data.passes = int(state["passes_done"])
-    stage = str(state["stage"]) if state is not None else None
-
-    if meth == "sketch_solve":  # nothing is verified: normr is the sketched ||S (A x - b)||
-        return finish(fac.x_sketch, None, meth, reason, NOT_VERIFIED, 0, fac.rho, float("nan"), fac,
-                      [{"normr_sketched": fac.rho}])
-    factor = None
-    if meth == "normal_cholqr":
-        # the Gram of A is usable when the sketch says cond(A) <= NORMAL_COND_LIMIT; otherwise
-        # (or if its Cholesky fails) cholqr forms the Gram of A R^-1 in a read of its own
-        # (the same decision on a resume: the checkpoint keeps S A and the Gram of A)
-        if gram_A is None:
-            meth, reason = "cholqr", reason + "; the checkpoint holds no Gram of A: ran cholqr"
-        elif fac.precond.R is None or (cond2 := cond2_estimate(fac.precond.R)) > NORMAL_COND_LIMIT:
-            c2 = f"{cond2:.3g}" if fac.precond.R is not None else "inf (rank-deficient)"
-            meth, reason = "cholqr", (reason + f"; 2-norm cond estimate {c2} > {NORMAL_COND_LIMIT:.0e}: the Gram "
-                                      "of A is too inaccurate, ran cholqr (one more read)")
-        elif stage == "cholqr":
-            factor = ()  # resuming the refinement: the checkpoint holds R2 and x
-            reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
-        else:
-            reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
-            try:
-                factor = normal_factor(gram_A[0], gram_A[1], fac.precond.R, damp)
-            except GramFactorError as exc:
-                meth, reason = "cholqr", reason + f"; Cholesky of the preconditioned A.T A failed ({exc}): ran cholqr"
-    if meth == "normal_cholqr":
-        x, r, istop, itn, normr, normar, hist = cholqr_solve(
-            data, bd, cT, fac.precond, damp=damp, atol=atol, btol=btol, maxiter=maxit, bnorm=bnorm,
-            anorm_A=fac.anorm, x0=x0, checkpoint=inner, state=state if stage == "cholqr" else None,
-            factor=factor or None, min_steps=1)
-        return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
-    if meth == "cholqr" and minnorm:
-        y, istop, itn, normr, hist = cholqr_minnorm(
-            data, cT, fac.precond, atol=atol, btol=btol, maxiter=maxit, anorm_A=fac.anorm, checkpoint=inner,
-            state=state if stage == "minnorm" else None)
-        # T = A.T: y is the user's minimum-norm x, and c - T.T y = b - A x
-        return finish(_dist_out(data, y), None, meth, reason, istop, itn, normr, float("nan"), fac, hist)
-    if meth == "cholqr":
-        try:
-            x, r, istop, itn, normr, normar, hist = cholqr_solve(
-                data, bd, cT, fac.precond, damp=damp, atol=atol, btol=btol, maxiter=maxit, bnorm=bnorm,
-                anorm_A=fac.anorm, x0=x0, checkpoint=inner, state=state if stage == "cholqr" else None)
-        except GramFactorError as exc:
-            if c is not None:
-                raise
-            meth, reason = "sketch_precondition", f"cholqr's Gram factor failed ({exc}); fell back to LSQR"
-        else:
-            y = _dist_out(data, r) if c is not None else None
-            return finish(x, y, meth, reason, istop, itn, normr, normar, fac, hist)
-    # sketch_precondition
-    start = x0 if x0 is not None else fac.x_sketch
-    lstate = LSQRState.from_arrays(data, state) if stage == "lsqr" else None
-    x, r, istop, itn, normr, normar, hist = lsqr_precond(
-        data, bd, fac.precond, start, damp=damp, atol=atol, btol=btol, conlim=conlim, maxiter=maxit, bnorm=bnorm,
-        anorm_A=fac.anorm, checkpoint=inner, state=lstate)
-    return finish(x, None, meth, reason, istop, itn, normr, normar, fac, hist)
+        s.bd, s.bnorm, s.sb = scale_rhs(data, bd, bnorm)
+    return s
 
 
-def _small_vector(v, name):
-    """A length-n option (``c``, ``x0``) as a float64 vector; complex or ragged input is refused."""
-    try:
-        arr = np.asarray(v)
-    except ValueError as exc:
-        raise ShapeError(f"{name} must be a vector of numbers; got a ragged sequence ({exc})") from None
-    if arr.dtype.kind not in "iufb":
-        raise InputTypeError(f"{name} must hold real numbers; got dtype {arr.dtype}. Pass the real part explicitly "
-                             "if that is what you mean")
-    return arr.astype(np.float64).ravel()
-
-
-def _cast(x, dtype):
-    if is_lazy(x):
-        return x.astype(dtype)
-    return np.asarray(x).astype(dtype, copy=False)
-
-
-def _dist_out(data, r):
-    """A distributed m x 1 result as a 1-D array of the backend's family (numpy or dask)."""
-    r = r[:, 0] if r.ndim == 2 else r
-    return r if is_lazy(r) else np.asarray(r)
+def _rhs_checksum(s: Solve) -> str:
+    """``b`` in a checkpoint's fingerprint: a checksum of every entry (the backend reads ``b``, not ``A``)."""
+    b = s.req.b
+    h = s.data.checksum(s.bd) if s.bd is not None else int(_digest(s.cT)[:16], 16)
+    return f"{b.dtype}{list(b.shape)}:{h:016x}"
