@@ -43,7 +43,7 @@ import scipy.linalg
 
 from .. import passes
 from ..errors import GramFactorError
-from ._result import STALLED, rounding_level
+from ._result import rounding_stop
 
 __all__ = ["cholqr_solve", "normal_factor", "cond2_estimate", "GramFactorError", "NORMAL_COND_LIMIT"]
 
@@ -184,8 +184,8 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         if checkpoint is not None:
             checkpoint.save(stage=np.array("cholqr"), R2=R2, x=x, steps=np.array(steps))
     x, r, normr, normg = best
-    if istop == 5 and normg > rounding_level(anrm, normr, float(np.linalg.norm(x)), n, float(np.linalg.norm(cvec))):
-        istop = STALLED  # the true ||A.T r - damp^2 x - c|| of the returned x is above the rounding level
+    if istop == 5:  # 5 if the true ||A.T r - damp^2 x - c|| of the returned x is at the rounding level, else 9
+        istop = rounding_stop(normg, anrm, normr, float(np.linalg.norm(x)), n, float(np.linalg.norm(cvec)))
     return x, r, istop, steps, normr, normg, history
 
 
@@ -234,6 +234,6 @@ def cholqr_minnorm(data, c, P, *, atol, btol, maxiter, anorm_A, checkpoint=None,
         steps += 1
     ynorm = data.norm(best[0])
     # ||c - T.T y|| that rounding alone explains: eps (||T|| ||y|| + ||c||), as rounding_level
-    if istop == 4 and best[1] > rounding_level(anrm, 0.0, 0.0, len(c), anrm * ynorm + cnorm):
-        istop = STALLED
+    if istop == 4:
+        istop = rounding_stop(best[1], anrm, 0.0, 0.0, len(c), anrm * ynorm + cnorm, code=4)
     return best[0], istop, steps, best[1], history

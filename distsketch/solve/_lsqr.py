@@ -24,12 +24,14 @@ embed ``A``: not converged).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import passes
-from ._result import STALLED, rounding_level
+from ._result import rounding_stop
 
-__all__ = ["lsqr_precond"]
+__all__ = ["lsqr_precond", "lsqr_stop", "Estimates", "LSQRState"]
 
 EPS = np.finfo(np.float64).eps
 
@@ -82,11 +84,103 @@ def _start(data, b, P, x0, damp, w, ATw, ww, itn=0, restarts=0):
                      res2=0.0, itn=itn, restarts=restarts)
 
 
+class Estimates(NamedTuple):
+    """LSQR's running estimates after an iteration, on ``M = [A N; damp N]`` (scipy's names)."""
+
+    rnorm: float  # ||r_k|| (with the damping rows)
+    arnorm: float  # ||M.T r_k||
+    anorm: float  # ||M||_F, accumulated from the bidiagonal
+    acond: float  # cond(M) estimate
+    xnorm: float  # ||z_k||
+
+
+def lsqr_stop(est: Estimates, *, bnorm: float, atol: float, btol: float, ctol: float) -> int | None:
+    """The stopping cascade of LSQR (Paige & Saunders 1982, section 6; scipy ``lsqr``): istop or None.
+
+    With ``test1 = ||r|| / ||b||``, ``test2 = ||M.T r|| / (||M|| ||r||)``,
+    ``test3 = 1 / cond(M)`` and ``rtol = btol + atol ||M|| ||z|| / ||b||``, later tests win::
+
+        6  1 + test3 <= 1                          cond(M) too large for this machine
+        5  1 + test2 <= 1                          M.T r at the machine precision
+        4  1 + test1 / (1 + ||M|| ||z|| / ||b||) <= 1   r at the machine precision
+        3  test3 <= ctol  (ctol = 1 / conlim)      cond(M) exceeds conlim
+        2  test2 <= atol                           least-squares solution good enough
+        1  test1 <= rtol                           A x - b small enough
+
+    These are estimates: :func:`lsqr_precond` then verifies the returned ``x`` on the true residual.
+    """
+    test1 = est.rnorm / bnorm
+    test2 = est.arnorm / (est.anorm * est.rnorm + EPS)
+    test3 = 1.0 / (est.acond + EPS)
+    t1 = test1 / (1 + est.anorm * est.xnorm / bnorm)
+    rtol = btol + atol * est.anorm * est.xnorm / bnorm
+    istop = None
+    if 1 + test3 <= 1:
+        istop = 6
+    if 1 + test2 <= 1:
+        istop = 5
+    if 1 + t1 <= 1:
+        istop = 4
+    if test3 <= ctol:
+        istop = 3
+    if test2 <= atol:
+        istop = 2
+    if test1 <= rtol:
+        istop = 1
+    return istop
+
+
+def _iterate(st: LSQRState, data, P, damp) -> Estimates:
+    """One LSQR iteration (one read of ``A``): the next bidiagonalisation step, the plane rotation, the
+    update of ``z`` and of the estimates (Paige & Saunders' recurrences). Updates ``st`` in place."""
+    st.itn += 1
+    Nv = P.apply(st.v)
+    # invariant: w = A N v - alpha u  (u = c u_raw),  beta u_new = [w; wb]
+    w, ATw, ww = passes.lsqr_step_tiled(data, Nv, st.u_top, st.alpha * st.c)
+    wb = damp * Nv - st.alpha * st.c * st.u_bot if damp else np.zeros(0)
+    beta = float(np.sqrt(ww + wb @ wb))
+    st.anorm = float(np.sqrt(st.anorm**2 + st.alpha**2 + beta**2))
+    if beta > 0:
+        st.c = 1.0 / beta
+        st.u_top, st.u_bot = w, wb
+        p = P.applyT(ATw[:, 0] + (damp * wb if damp else 0.0)) * st.c - beta * st.v
+        st.alpha = float(np.linalg.norm(p))
+        if st.alpha > 0:
+            st.v = p / st.alpha
+    st.beta = beta
+    # plane rotation eliminating the subdiagonal beta of the bidiagonal matrix
+    rho = float(np.hypot(st.rhobar, beta))
+    cs, sn = st.rhobar / rho, beta / rho
+    theta = sn * st.alpha
+    st.rhobar = -cs * st.alpha
+    phi = cs * st.phibar
+    st.phibar = sn * st.phibar
+    tau = sn * phi
+    t1, t2 = phi / rho, -theta / rho
+    st.ddnorm += float(np.linalg.norm(st.wdir / rho) ** 2)
+    st.z = st.z + t1 * st.wdir
+    st.wdir = st.v + t2 * st.wdir
+    # estimate ||z|| (Paige & Saunders' recurrence)
+    delta = st.sn2 * rho
+    gambar = -st.cs2 * rho
+    rhs = phi - delta * st.zz
+    zbar = rhs / gambar
+    xnorm = float(np.sqrt(st.xxnorm + zbar**2))
+    gamma = float(np.hypot(gambar, theta))
+    st.cs2, st.sn2 = gambar / gamma, theta / gamma
+    st.zz = rhs / gamma
+    st.xxnorm += st.zz**2
+    return Estimates(rnorm=float(np.sqrt(st.phibar**2 + st.res2)), arnorm=float(st.alpha * abs(tau)),
+                     anorm=st.anorm, acond=float(st.anorm * np.sqrt(st.ddnorm)), xnorm=xnorm)
+
+
 def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, anorm_A, checkpoint=None,
                  every=5, state=None, on_iteration=None):
     """Run preconditioned LSQR from ``x0``; return ``(x, r, istop, itn, normr, normar, history)``.
 
     ``r`` is the distributed true residual ``b - A x`` of the returned ``x``.
+    ``on_iteration(state, estimates, istop)`` is called after each iteration (``x_k`` is
+    ``state.x0 + N state.z``; ``istop`` that of :func:`lsqr_stop`, before verification).
     """
     ctol = 1.0 / conlim if conlim > 0 else 0.0
     history = []
@@ -104,66 +198,11 @@ def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, an
             if st.itn >= maxiter:
                 istop = 7
                 break
-            st.itn += 1
-            Nv = P.apply(st.v)
-            # invariant: w = A N v - alpha u  (u = c u_raw),  beta u_new = [w; wb]
-            w, ATw, ww = passes.lsqr_step_tiled(data, Nv, st.u_top, st.alpha * st.c)
-            wb = damp * Nv - st.alpha * st.c * st.u_bot if damp else np.zeros(0)
-            beta = float(np.sqrt(ww + wb @ wb))
-            st.anorm = float(np.sqrt(st.anorm**2 + st.alpha**2 + beta**2))
-            if beta > 0:
-                st.c = 1.0 / beta
-                st.u_top, st.u_bot = w, wb
-                p = P.applyT(ATw[:, 0] + (damp * wb if damp else 0.0)) * st.c - beta * st.v
-                st.alpha = float(np.linalg.norm(p))
-                if st.alpha > 0:
-                    st.v = p / st.alpha
-            st.beta = beta
-            # plane rotation eliminating the subdiagonal beta of the bidiagonal matrix
-            rho = float(np.hypot(st.rhobar, beta))
-            cs, sn = st.rhobar / rho, beta / rho
-            theta = sn * st.alpha
-            st.rhobar = -cs * st.alpha
-            phi = cs * st.phibar
-            st.phibar = sn * st.phibar
-            tau = sn * phi
-            t1, t2 = phi / rho, -theta / rho
-            st.ddnorm += float(np.linalg.norm(st.wdir / rho) ** 2)
-            st.z = st.z + t1 * st.wdir
-            st.wdir = st.v + t2 * st.wdir
-            # estimate ||z|| (Paige & Saunders' recurrence)
-            delta = st.sn2 * rho
-            gambar = -st.cs2 * rho
-            rhs = phi - delta * st.zz
-            zbar = rhs / gambar
-            xnorm = float(np.sqrt(st.xxnorm + zbar**2))
-            gamma = float(np.hypot(gambar, theta))
-            st.cs2, st.sn2 = gambar / gamma, theta / gamma
-            st.zz = rhs / gamma
-            st.xxnorm += st.zz**2
-            acond = st.anorm * np.sqrt(st.ddnorm)
-            rnorm = float(np.sqrt(st.phibar**2 + st.res2))
-            arnorm = st.alpha * abs(tau)
-            history.append({"iteration": st.itn, "normr_est": rnorm, "normar_est": arnorm})
-            test1 = rnorm / bnorm
-            test2 = arnorm / (st.anorm * rnorm + EPS)
-            test3 = 1.0 / (acond + EPS)
-            t1_ = test1 / (1 + st.anorm * xnorm / bnorm)
-            rtol = btol + atol * st.anorm * xnorm / bnorm
-            if 1 + test3 <= 1:
-                istop = 6
-            if 1 + test2 <= 1:
-                istop = 5
-            if 1 + t1_ <= 1:
-                istop = 4
-            if test3 <= ctol:
-                istop = 3
-            if test2 <= atol:
-                istop = 2
-            if test1 <= rtol:
-                istop = 1
+            est = _iterate(st, data, P, damp)
+            history.append({"iteration": st.itn, "normr_est": est.rnorm, "normar_est": est.arnorm})
+            istop = lsqr_stop(est, bnorm=bnorm, atol=atol, btol=btol, ctol=ctol)
             if on_iteration is not None:
-                on_iteration(st.itn, rnorm)
+                on_iteration(st, est, istop)
             if checkpoint is not None and istop is None and st.itn % every == 0:
                 checkpoint.save(stage=np.array("lsqr"), **st.arrays(data))
         x = st.x0 + P.apply(st.z)
@@ -184,9 +223,7 @@ def lsqr_precond(data, b, P, x0, *, damp, atol, btol, conlim, maxiter, bnorm, an
             if ok1 or ok2:  # the test held on the true residual of this x: return it
                 return x, w, 1 if ok1 else 2, st.itn, normr, normar, history
             x, w, normr, normar = best  # the verified iterate with the smallest ||A.T r||
-            if istop not in (3, 6, 7):
-                istop = 5
-            if istop == 5 and normar > rounding_level(anrm, normr, float(np.linalg.norm(x)), len(x)):
-                istop = STALLED  # stagnated above the rounding level: "good enough for this machine" is false
+            if istop not in (3, 6, 7):  # the refinement stopped: 5 at the rounding level, else 9
+                istop = rounding_stop(normar, anrm, normr, float(np.linalg.norm(x)), len(x))
             return x, w, istop, st.itn, normr, normar, history
         st = _start(data, b, P, x, damp, w, ATw, ww, itn=st.itn, restarts=st.restarts + 1)

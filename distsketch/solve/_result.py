@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LstsqResult", "MESSAGES", "CONVERGED", "NOT_VERIFIED", "STALLED", "rounding_level"]
+__all__ = ["LstsqResult", "MESSAGES", "CONVERGED", "NOT_VERIFIED", "STALLED", "rounding_level", "rounding_stop"]
 
 # scipy.sparse.linalg.lsqr's istop codes and wording (0-7), and two of distsketch's own (8, 9)
 MESSAGES = (
@@ -45,6 +45,19 @@ def rounding_level(anrm: float, normr: float, xnorm: float, n: int, extra: float
     """
     eps = np.finfo(np.float64).eps
     return float(10 * np.sqrt(max(n, 1)) * eps * (anrm * (normr + anrm * xnorm) + extra))
+
+
+def rounding_stop(normar: float, anrm: float, normr: float, xnorm: float, n: int, extra: float = 0.0,
+                  code: int = 5) -> int:
+    """The istop of a refinement that stopped improving before a tolerance test held, on the returned ``x``.
+
+    ``code`` (5: ``||A.T r - damp^2 x - c||``; 4 for the minimum-norm problem:
+    ``||A x - b||``, passed as ``normar``) when that true quantity is within
+    :func:`rounding_level` ("good enough for this machine"), else :data:`STALLED` (9, not
+    converged). One definition for every solver: LSQR (stagnation of the verified
+    iterates, or its restarts spent), the Cholesky QR refinement and its minimum-norm form.
+    """
+    return code if normar <= rounding_level(anrm, normr, xnorm, n, extra) else STALLED
 
 
 @dataclass(frozen=True)

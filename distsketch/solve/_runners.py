@@ -75,7 +75,8 @@ class Solve:
         return self.req.maxiter if self.req.maxiter is not None else DEFAULT_MAXITER[meth or self.meth]
 
     def scale_options(self, sA: float, SA) -> None:
-        """Enter the scaled problem ``sA A``, ``sb b``: ``damp' = sA damp``, ``c' = sA sb c``, ``x0' = (sb / sA) x0``."""
+        """Enter the scaled problem ``sA A``, ``sb b``: ``damp' = sA damp``, ``c' = sA sb c``,
+        ``x0' = (sb / sA) x0``."""
         self.sA = sA
         if self.req.damp * sA > 1e150:  # damp'^2 would overflow: relative to ||A||, damp is beyond float64
             raise ParameterError(
