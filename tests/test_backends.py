@@ -88,6 +88,17 @@ class ProtocolTests:
         h = int(block_checksum(A, 0)[0])
         assert data.fingerprint == f"{np.dtype(self.dtype).name}[{M}x{N}]:{h:016x}" and data.checked
 
+    def test_checksum_of_an_operand(self, A):
+        """RowData.checksum: block_checksum of the whole vector, whatever the blocks; no read of A; any change seen."""
+        data = self.make(A)
+        b = np.random.default_rng(4).standard_normal(M).astype(self.dtype)
+        h = data.checksum(data.distribute(b))
+        assert h == int(block_checksum(b[:, None], 0)[0]) and data.passes == 0
+        b2 = b.copy()
+        b2[7001] = np.nextafter(b2[7001], np.inf, dtype=self.dtype)  # one bit of one entry
+        assert data.checksum(data.distribute(b2)) != h
+        assert data.scaled(2.0).checksum(data.distribute(b)) == h  # the operand's bytes, not A's scale
+
     def test_distribute_checks_rows_and_values(self, A):
         data = self.make(A)
         with pytest.raises(ShapeError, match=r"operand must have m=9000 rows like A; got shape \(10,\)"):

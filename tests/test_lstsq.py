@@ -98,7 +98,7 @@ def test_sketch_solve_meets_its_bound(problems, kind):
     p = problems(6000, 30, 1e6, 0.9, None, "float64")
     A, b = p.numpy("A"), p.numpy("b")
     for seed in range(4):
-        res = distsketch.lstsq(A, b, method="sketch_solve", seed=seed, sketch_kind=kind)
+        res = distsketch.lstsq(A, b, method="sketch_solve", seed=seed, kind=kind)
         assert res.passes == 1
         eps = res.eps_sketch
         assert np.linalg.norm(b - A @ res.x) <= (1 + eps) / (1 - eps) * p.norm_r

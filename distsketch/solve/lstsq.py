@@ -178,7 +178,10 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     atol, btol : float
         Stopping tolerances (scipy lsqr's meaning; see the Notes).
     maxiter : int, optional
-        LSQR iterations (default 200) or refinement steps of ``cholqr`` (default 20).
+        LSQR iterations (default 200) or refinement steps of ``cholqr`` and
+        ``normal_cholqr`` (default 20). The default is that of the method that runs: the
+        one ``auto`` chooses, and the one a method hands over to (``normal_cholqr`` to
+        ``cholqr``: 20; ``cholqr`` to LSQR when its Gram factor fails: 200).
     damp : float
         Ridge parameter.
     c : array_like of length n, optional
@@ -195,12 +198,17 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         ``A`` (:attr:`RowData.fingerprint`, computed in the first pass): the resumed solve
         recomputes it in its first pass and refuses changed data before saving or
         returning anything. Not used by ``method="sketch_solve"`` (one pass: nothing to resume).
-    sketch_kind, sketch_size : str, int
-        The sketching operator (default ``sparse_sign``; ``d = max(4n, 8)``, ``max(2n, 8)``
-        for ``cholqr``, at most ``m`` for ``uniform``/``srct``; ``n`` is ``m`` for wide
-        ``A``). ``sketch_size`` must be at least ``n``.
+    kind, d : str, int
+        The sketching operator's family and number of rows, named as in
+        :func:`distsketch.sketch`, :func:`distsketch.operators.make_operator` and the command
+        line (default ``sparse_sign``; ``d = max(4n, 8)``, ``max(2n, 8)`` for ``cholqr``,
+        at most ``m`` for ``uniform``/``srct``; ``n`` is ``m`` for wide ``A``). ``d`` must
+        be at least ``n``.
     conlim : float
         LSQR's limit on the condition estimate of the preconditioned operator.
+    sketch_kind, sketch_size : str, int, optional
+        Deprecated names of ``kind`` and ``d`` (a ``DeprecationWarning``): one name for
+        the sketch across the library.
 
     Returns
     -------
@@ -212,7 +220,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         ``b`` (or ``c``, ``x0``) of the wrong length or ragged; empty ``A``.
     ParameterError
         Unknown method; negative tolerances, ``damp`` or ``maxiter``; a ``c`` or ``damp``
-        with ``m < n``; ``sketch_size`` below ``n`` (``m`` for wide ``A``); ``sketch_solve``
+        with ``m < n``; ``d`` below ``n`` (``m`` for wide ``A``); ``sketch_solve``
         with ``c`` or wide ``A``; a checkpoint written for other arguments; a ``damp`` whose
         square overflows relative to ``||A||`` (raised after the sketch, which gives the scale).
     DataChangedError
@@ -256,13 +264,36 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     the first ``x`` already meets the residual tests but has a forward error
     ``~ eps cond(A)^2``, hence the step that is always taken.
 
-    The final tests, on the returned ``x`` with ``||A||`` estimated by ``||S A||_F``:
-    ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (istop 1) or
-    ``||A.T r - damp^2 x - c|| <= atol ||A|| ||r||`` (istop 2), or, when the refinement stops
-    improving, ``||A.T r - damp^2 x - c|| <= 10 sqrt(n) eps ||A|| (||r|| + ||A|| ||x||)``
-    (istop 5, the rounding level; istop 4 for the minimum-norm problem). All are
-    evaluated on the true residual of the returned ``x``; a stall above the rounding level
-    is istop 9 and ``converged`` is False. ``sketch_solve`` checks nothing (istop 8).
+    Stopping codes. Every test is evaluated on the true residual ``r = b - A x`` of the
+    returned ``x`` (the pass that verifies it is counted; for the minimum-norm problem
+    ``A x - b`` as the refinement accumulates it, equal to the true one to
+    ``eps ||A|| ||x||``, so tolerances 0 can end in istop 1), with ``||A||`` estimated by
+    ``||S A||_F`` (``sqrt(||S A||_F^2 + n damp^2)`` for ridge), ``g = A.T r - damp^2 x - c``
+    and the rounding level ``rho = 10 sqrt(n) eps (||A|| (||r|| + ||A|| ||x||) + ||c||)``
+    (for the minimum-norm problem ``10 sqrt(m) eps (||A|| ||x|| + ||b||)``). The codes
+    are scipy lsqr's with the same wording (``message``), plus 8 and 9; the same code
+    means the same thing for every method:
+
+    =====  ======================================================================  =========
+    istop  meaning                                                                 converged
+    =====  ======================================================================  =========
+    0      ``b = 0`` (no ``c``): ``x = 0`` is exact, no pass                       yes
+    1      ``||r|| <= btol ||b|| + atol ||A|| ||x||`` (minimum-norm problem:       yes
+           ``||A x - b|| <= btol ||b|| + atol ||A|| ||x||``)
+    2      ``||g|| <= atol ||A|| ||r||``                                           yes
+    3      LSQR's estimate of ``cond(A N)`` exceeded ``conlim``                    no
+    4      minimum-norm problem: the refinement stopped improving with             yes
+           ``||A x - b|| <= rho``
+    5      the refinement stopped improving (a verified step reduced ``||g||``     yes
+           by less than half, or LSQR spent its 3 restarts) with ``||g|| <= rho``
+    6      LSQR's estimate of ``cond(A N)`` is beyond ``1 / eps``                  no
+    7      ``maxiter`` reached (``ConvergenceWarning``)                            no
+    8      ``sketch_solve``: nothing verified (``verified`` is False)              no
+    9      as 4 or 5, but above ``rho``: the sketch did not embed ``A``, or ``A``  no
+           is numerically rank-deficient with ``b`` outside its numerical range
+    =====  ======================================================================  =========
+
+    Codes 3, 6, 7 and 9 return the verified iterate with the smallest ``||g||``.
 
     Scaling: ``A`` and ``b`` whose norms are outside ``[1e-100, 1e100]`` are multiplied by
     powers of two (exact) and the answer scaled back, so ``A * 1e-300`` gives ``x * 1e300``
