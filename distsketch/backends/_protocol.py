@@ -42,13 +42,15 @@ Abstract (each backend implements them; numpy, Dask and MPI do):
 =====================  =========================================================================
 
 Provided here, the same for every backend: ``passes``, ``checked``, ``fingerprint`` and
-``expect_fingerprint`` (checkpoints), ``restore_state`` (the counters a checkpoint
-recorded), ``scaled`` (an exact power-of-two view, :mod:`._scaled`) and ``max_exponent``,
-and the hints ``persist``, ``prefer_sketch_blocks`` and ``transposed`` that a backend may
+``expect_fingerprint`` (checkpoints), ``checksum`` (of a distributed operand such as ``b``,
+for a checkpoint's arguments), ``restore_state`` (the counters a checkpoint recorded),
+``scaled`` (an exact power-of-two view, :mod:`._scaled`) and ``max_exponent``, and the
+hints ``persist``, ``prefer_sketch_blocks`` and ``transposed`` that a backend may
 override. Attributes: ``shape``, ``dtype``, ``out_of_core`` (cost models weigh a pass by
 it), ``lazy`` (distributed outputs may be deferred: an algorithm may then recompute a cheap
-chain where it is used instead of storing it), ``cached`` (the blocks are held in memory)
-and ``scale`` (1 unless this is a scaled view).
+chain where it is used instead of storing it), ``cached`` (the blocks are held in memory),
+``scale`` (1 unless this is a scaled view) and ``workers`` (blocks a pass runs at once, where
+the backend decides it; ``None`` otherwise).
 """
 
 from __future__ import annotations
