@@ -45,10 +45,11 @@ class CheckpointSession:
         self._sketch = None
 
     @classmethod
-    def open(cls, checkpoint, solve, *, b_checksum: str):
+    def open(cls, checkpoint, solve, *, b_checksum):
         """Bind ``checkpoint`` to the call, load its state and expect its data; None without a checkpoint.
 
-        ``solve.seed`` becomes the saved seed when the caller gave none.
+        ``solve.seed`` becomes the saved seed when the caller gave none. ``b_checksum(solve)``
+        names ``b`` in the fingerprint (called only here: it reads ``b``).
         """
         if checkpoint is None or solve.meth == "sketch_solve":  # one pass: nothing to resume
             return None
@@ -57,7 +58,7 @@ class CheckpointSession:
         if req.seed is None:  # resume with the seed the checkpointed solve drew
             saved_seed = ckpt.saved_seed()
             solve.seed = saved_seed if saved_seed is not None else solve.seed
-        fp = {"shape": [req.m, req.n], "dtype": str(req.dtype), "b": b_checksum, "c": _digest(req.c),
+        fp = {"shape": [req.m, req.n], "dtype": str(req.dtype), "b": b_checksum(solve), "c": _digest(req.c),
               "method": req.method, "atol": req.atol, "btol": req.btol, "maxiter": req.maxiter, "damp": req.damp,
               "seed": solve.seed, "sketch": (req.kind, solve.d), "x0": None if req.x0 is None else req.x0.tolist()}
         ckpt.bind(fp)

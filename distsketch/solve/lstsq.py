@@ -10,16 +10,13 @@ from ..errors import ConvergenceWarning, IllConditionedWarning  # noqa: F401 (re
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._result import LstsqResult
-from ._runners import Solve, build_result, run, sketch_eps, sketch_stage, zero_result
+from ._runners import Solve, build_result, run, sketch_stage, zero_result
 from ._scale import scale_rhs, scale_vector
 from ._session import CheckpointSession, _digest
 from ._validate import METHODS, sketch_keywords, validate
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "choose_method", "method_costs",
            "machine_rates"]
-
-_sketch_eps = sketch_eps  # (its old name)
-
 
 #: assumed out-of-core read rate of the whole cluster, bytes/s (reading and decompressing Zarr
 #: chunks; the benchmark measures the real one): used only to weigh reads against flops
@@ -321,7 +318,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     req = validate(A, b, method=method, atol=atol, btol=btol, maxiter=maxiter, damp=damp, c=c, seed=seed, x0=x0,
                    kind=kind, d=d, conlim=conlim, d_name=d_name)
     s = _orient(req)
-    session = CheckpointSession.open(checkpoint, s, b_checksum=_rhs_checksum(s))
+    session = CheckpointSession.open(checkpoint, s, b_checksum=_rhs_checksum)
     if not s.minnorm and req.c is None and s.bnorm == 0.0:  # b = 0: x = 0 exactly, as scipy's lsqr
         return zero_result(s, session, stacklevel=2)
     fac, gram_A = sketch_stage(s, session, stacklevel=2)  # pass 1 (or the checkpoint's sketch)
