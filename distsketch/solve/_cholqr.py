@@ -66,7 +66,7 @@ def gram_factor(data, b, P, damp):
     except np.linalg.LinAlgError as exc:
         raise GramFactorError(
             f"the Gram matrix of A N (N from the sketch, rank {P.rank}) is not positive definite ({exc}): the "
-            "sketch did not embed the column space of A; use a larger sketch_size or a mixing sketch_kind "
+            "sketch did not embed the column space of A; use a larger d (formerly sketch_size) or a mixing kind "
             "('sparse_sign', 'gaussian', 'srct': uniform sampling fails on coherent data)") from None
     h = res[1][:, 0] if b is not None else np.zeros(P.rank)
     return L, h

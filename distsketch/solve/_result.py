@@ -22,8 +22,8 @@ MESSAGES = (
     "Not verified: sketch-and-solve bound only (no pass computed the true residual); use method='cholqr' or "
     "'sketch_precondition' for a verified solution",
     "The refinement stopped improving above the rounding level of the true residual: the sketch did not "
-    "embed A (use a mixing sketch, sketch_kind='sparse_sign', 'gaussian' or 'srct': uniform sampling fails on "
-    "coherent data; or a larger sketch_size), or A is numerically rank-deficient (see rank) and b is not in its "
+    "embed A (use a mixing sketch, kind='sparse_sign', 'gaussian' or 'srct': uniform sampling fails on "
+    "coherent data; or a larger d), or A is numerically rank-deficient (see rank) and b is not in its "
     "numerical range",
 )
 
