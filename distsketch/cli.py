@@ -2,7 +2,7 @@
 
     distsketch generate OUT.zarr --m M --n N [--cond C --decay D --rank R --frac-in-range F ...]
     distsketch sketch A.zarr --d D [--kind K --side left|right --seed S] --out SA.zarr
-    distsketch lstsq A.zarr b.zarr --out x.zarr [--method M --seed S --checkpoint FILE]
+    distsketch lstsq A.zarr b.zarr --out x.zarr [--method M --kind K --d D --seed S --checkpoint FILE]
     distsketch svd A.zarr --rank K (or --tol T) --out svd.zarr [--method M --seed S]
     distsketch demo [--m M --n N --worker-memory 400MB]
 
@@ -91,7 +91,7 @@ def _cmd_lstsq(a) -> int:
         data = DaskRowData(A, progress=not a.quiet) if not isinstance(A, np.ndarray) else A
         t = time.perf_counter()
         res = lstsq(data, b, method=a.method, atol=a.atol, btol=a.btol, maxiter=a.maxiter, damp=a.damp,
-                    seed=a.seed, checkpoint=a.checkpoint)
+                    seed=a.seed, checkpoint=a.checkpoint, kind=a.kind, d=a.d)
         x = res.x
         arrays = {"x": x}
         secs = time.perf_counter() - t
@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--maxiter", type=int, default=None, help="iteration limit (default: the method's own)")
     ls.add_argument("--damp", type=float, default=0.0, help="ridge: minimise ||A x - b||^2 + damp^2 ||x||^2")
     ls.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
+    ls.add_argument("--kind", choices=sorted(KINDS), default="sparse_sign", help="sketching operator (as for sketch)")
+    ls.add_argument("--d", type=int, default=None, help="rows of the sketch (default: the method's own, 2n-8n)")
     ls.add_argument("--checkpoint", default=None,
                     help="checkpoint file: resume an interrupted solve (refused if A changed since; keeps the seed)")
     ls.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")

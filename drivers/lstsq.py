@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """MPI least-squares driver.
 
-    mpiexec -n P python drivers/lstsq.py A.zarr b.zarr --out x.zarr [--method M] [--seed S]
+    mpiexec -n P python drivers/lstsq.py A.zarr b.zarr --out x.zarr [--method M] [--kind K] [--d D] [--seed S]
                                          [--checkpoint DIR] [--atol T] [--btol T] [--maxiter K]
 
 Every rank opens the Zarr arrays and reads only its own rows of A and b; the algorithm is
@@ -23,6 +23,7 @@ import sys
 import distsketch
 from distsketch import mpi
 from distsketch.errors import ShapeError
+from distsketch.operators import KINDS
 from distsketch.solve import METHODS
 
 
@@ -34,6 +35,9 @@ def parse(argv=None):
     p.add_argument("--method", default="auto", choices=METHODS,
                    help="solver (default auto: chosen by a cost model, recorded in the output)")
     p.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
+    p.add_argument("--kind", choices=sorted(KINDS), default="sparse_sign",
+                   help="sketching operator (as for distsketch sketch)")
+    p.add_argument("--d", type=int, default=None, help="rows of the sketch (default: the method's own, 2n-8n)")
     p.add_argument("--checkpoint", default=None, help="folder for per-rank checkpoint files (resume a killed job)")
     p.add_argument("--atol", type=float, default=1e-12, help="LSQR stopping tolerance on ||A^T r||")
     p.add_argument("--btol", type=float, default=1e-12, help="LSQR stopping tolerance on ||r|| / ||b||")
@@ -54,7 +58,7 @@ def body(comm, args):
         raise ShapeError(f"b must have m={data.shape[0]} entries to match A {data.shape}; got shape {b.shape}")
     mpi.log(comm, f"lstsq: A is {data.shape[0]:,} x {data.shape[1]:,}; rank 0 holds rows {data.local_rows}")
     res = distsketch.lstsq(data, b, method=args.method, seed=seed, atol=args.atol, btol=args.btol,
-                           maxiter=args.maxiter, checkpoint=ck)
+                           maxiter=args.maxiter, checkpoint=ck, kind=args.kind, d=args.d)
     meta = {"method": res.method, "reason": res.reason, "istop": res.istop, "message": res.message,
             "iterations": res.iterations, "passes": res.passes, "normr": res.normr, "normar": res.normar,
             "cond_estimate": res.cond, "rank": res.rank, "seed": res.seed, "verified": res.verified,

@@ -145,8 +145,9 @@ def test_lstsq_method_choices_are_the_solvers_methods():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     act = next(a for a in sub.choices["lstsq"]._actions if "--method" in a.option_strings)
     assert tuple(act.choices) == METHODS and "normal_cholqr" in METHODS
-    args = build_parser().parse_args(["lstsq", "A.zarr", "b.zarr", "--out", "x.zarr", "--method", "normal_cholqr"])
-    assert args.method == "normal_cholqr"
+    args = build_parser().parse_args(["lstsq", "A.zarr", "b.zarr", "--out", "x.zarr", "--method", "normal_cholqr",
+                                      "--kind", "gaussian", "--d", "50"])
+    assert (args.method, args.kind, args.d) == ("normal_cholqr", "gaussian", 50)  # the sketch named as for sketch
     # every listed method is one lstsq runs (and an unlisted one is refused by both)
     rng = np.random.default_rng(0)
     A, b = rng.standard_normal((400, 5)), rng.standard_normal(400)
