@@ -1,0 +1,436 @@
+"""Interpolative decompositions (column and row ID) and CUR, out of core, from sketches.
+
+Column ID, ``A ~ A[:, idx] X`` (one read of ``A``): the read forms ``S A`` (``l x n``, ``l = k + p``
+rows, or ``min(m, 2 min(m, n))`` rows when ``k`` is to be chosen) and a Gaussian test sketch
+``Theta A`` (10 rows). QR with column pivoting of ``S A``, ``S A P = Q [R11 R12]``, gives the
+columns ``idx = P[:k]`` and ``X P = [I, R11^{-1} R12]`` (Halko, Martinsson, Tropp 2011, section 5.2;
+Martinsson, Rokhlin, Tygert 2011): the randomized ID of ``scipy.linalg.interpolative``, without
+holding ``A``.
+
+Row ID, ``A ~ X A[idx, :]`` (one read): ``Y = A Omega`` (``m x l``, distributed) and ``Z = A Theta``
+(``m x 10``) in one read. The rows are chosen by *tournament pivoting* on ``Y`` (Demmel, Grigori,
+Gu, Xiang, SIMAX 2015): every row block proposes ``k`` rows by QRCP of ``Y_i.T``, and a QRCP of the
+proposed rows of ``Y`` picks ``k``; only the ``m``-vector of proposals and the candidate rows are
+gathered, never ``Y``. ``X = Y Y[idx]^+`` stays distributed (``X[idx] = I``).
+
+CUR, ``A ~ A[:, cols] U A[rows, :]`` (two reads): read 1 forms ``S A``, ``Theta A`` and ``Y = A Omega``;
+the column ID of ``S A`` gives ``cols`` (and ``k``), tournament pivoting on ``Y`` gives ``rows``.
+Read 2 forms ``C = A[:, cols]`` (kept, distributed), ``R = A[rows, :]``, and, with
+``B = C R11^{-1}`` (``R11`` from the sketch's QRCP: ``S`` embeds ``range(C)``, so ``B`` is well
+conditioned), ``B.T B`` and ``B.T A``. Then ``C^+ A = R11^{-1} (B.T B)^{-1} B.T A`` and
+``U = C^+ A R^+``: the ``U`` minimising ``||A - C U R||_F`` for the chosen ``C`` and ``R``.
+
+Error estimates (all three): ``||Theta (A - A_hat)||_F`` (or ``||(A - A_hat) Theta||_F`` for rows)
+with a Gaussian ``Theta`` of 10 rows drawn independently of the sketches that chose ``A_hat``:
+an unbiased estimate of ``||A - A_hat||_F^2`` squared, within a factor ``[0.5, 1.6]`` with
+probability > 0.99 for 10 rows (Tropp, Yurtsever, Udell, Cevher, SISC 2019, section 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+from .. import passes
+from ..errors import ParameterError
+from ..operators import KINDS, make_operator
+from ..passes import Kernel
+from ..random.streams import resolve_seed
+from ._orth import orthonormalize
+from ._qrcp import K_CQRRPT_GRAM, _precondition, _sym, _syrk, check_rank_tol, choose_rank, rowdata, sketch_qrcp
+
+__all__ = ["interpolative", "cur", "IDResult", "CURResult"]
+
+#: rows (or columns) of the Gaussian test sketch behind every error estimate
+N_TEST = 10
+
+
+@dataclass(frozen=True)
+class IDResult:
+    """Interpolative decomposition: ``A ~ A[:, idx] @ X`` (``axis="columns"``) or ``A ~ X @ A[idx, :]`` (rows).
+
+    Attributes
+    ----------
+    idx : numpy.ndarray
+        The ``k`` selected column (or row) indices, in pivot order.
+    X : numpy.ndarray or dask.array.Array
+        ``k x n`` for columns (``X[:, idx] = I``); ``m x k`` for rows, distributed like ``A``
+        (a dask array for lazy input; this rank's rows on MPI), ``X[idx] = I``.
+    rank : int
+    axis : str
+    error_estimate : float
+        Estimate of ``||A - A_hat||_F`` from an independent Gaussian test sketch (module notes).
+    norm_estimate : float
+        The same test sketch's estimate of ``||A||_F``.
+    passes : int
+    seed : int
+    reason : str
+    """
+
+    idx: Any
+    X: Any
+    rank: int
+    axis: str
+    error_estimate: float
+    norm_estimate: float
+    passes: int
+    seed: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CURResult:
+    """``A ~ A[:, cols] @ U @ A[rows, :]`` with ``C = A[:, cols]`` and ``R = A[rows, :]`` returned too.
+
+    Attributes
+    ----------
+    cols, rows : numpy.ndarray
+    U : numpy.ndarray
+        ``k x k``, ``U = C^+ A R^+``.
+    C : numpy.ndarray or dask.array.Array
+        ``m x k``, distributed like ``A``.
+    R : numpy.ndarray
+        ``k x n``.
+    rank : int
+    error_estimate, norm_estimate : float
+        Estimates of ``||A - C U R||_F`` and ``||A||_F`` from an independent test sketch.
+    passes : int
+    seed : int
+    reason : str
+    """
+
+    cols: Any
+    rows: Any
+    U: Any
+    C: Any
+    R: Any
+    rank: int
+    error_estimate: float
+    norm_estimate: float
+    passes: int
+    seed: int
+    reason: str
+
+
+# -- kernels -------------------------------------------------------------------------------------------
+def _k_right_two(Ai, r0, dist, om, th):
+    """``(A_i Omega, A_i Theta)`` in float64."""
+    Ai = np.asarray(Ai, dtype=np.float64)
+    return (om.apply_right(Ai, 0), th.apply_right(Ai, 0)), ()
+
+
+def _k_cur_sketch(Ai, r0, dist, S, th, om):
+    """``A_i Omega`` (distributed) and the partial sums of ``S A`` and ``Theta A``, float64."""
+    Ai = np.asarray(Ai, dtype=np.float64)
+    return (om.apply_right(Ai, 0),), (S.apply(Ai, r0), th.apply(Ai, r0))
+
+
+def _k_cur_second(Ai, r0, dist, J, R11, rows, dtype):
+    """``C_i = A_i[:, J]`` (kept), ``B_i = C_i R11^{-1}``: ``triu(B_i.T B_i)``, ``B_i.T A_i``, rows of ``A``."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    B = _precondition(A64, J, R11)
+    R = np.zeros((len(rows), Ai.shape[1]))
+    hit = (rows >= r0) & (rows < r0 + Ai.shape[0])
+    R[hit] = A64[rows[hit] - r0]
+    return (np.asarray(Ai)[:, J].astype(dtype, copy=False),), (_syrk(B), B.T @ A64, R)
+
+
+def _k_dist_candidates(r0, dist, k):
+    """1 for the (at most ``k``) rows of this block that QRCP of ``Y_i.T`` picks first, else 0."""
+    Y = dist[0]
+    rows = Y.shape[0]
+    out = np.zeros((rows, 1))
+    if rows <= k:
+        out[:] = 1.0
+    elif k > 0:
+        _, piv = scipy.linalg.qr(np.asarray(Y, dtype=np.float64).T, mode="r", pivoting=True, check_finite=False)
+        out[piv[:k]] = 1.0
+    return (out,), ()
+
+
+def _k_dist_take(r0, dist, idx):
+    """Rows ``idx`` (global) of each distributed operand, as sums (other blocks add zeros)."""
+    outs = []
+    hit = (idx >= r0) & (idx < r0 + dist[0].shape[0])
+    for x in dist:
+        out = np.zeros((len(idx), x.shape[1]))
+        out[hit] = x[idx[hit] - r0]
+        outs.append(out)
+    return (), tuple(outs)
+
+
+def _k_dist_row_interp(r0, dist, Qi, Ri, dtype):
+    """``X_i = Y_i Qi Ri^{-T}``, i.e. ``X = Y Y[idx]^+`` with ``Y[idx].T = Qi Ri``."""
+    Z = dist[0] @ Qi
+    X = scipy.linalg.solve_triangular(Ri, Z.T, lower=False, check_finite=False).T if Z.shape[1] else Z
+    return (X.astype(dtype, copy=False),), ()
+
+
+def _k_dist_row_resid(r0, dist, ZI):
+    """``||Z_i - X_i Z[idx]||_F^2`` and ``||Z_i||_F^2``."""
+    X, Z = dist
+    E = Z - np.asarray(X, dtype=np.float64) @ ZI
+    return (), (np.array([np.vdot(E, E)]), np.array([np.vdot(Z, Z)]))
+
+
+K_RIGHT_TWO = Kernel(_k_right_two, propagates_nonfinite=True, reduces=False)
+K_CUR_SKETCH = Kernel(_k_cur_sketch, propagates_nonfinite=True)
+K_CUR_SECOND = Kernel(_k_cur_second)  # rows of A are copied, not mixed: the block is scanned
+K_DIST_CANDIDATES = Kernel(_k_dist_candidates, reduces=False)
+K_DIST_TAKE = Kernel(_k_dist_take)
+K_DIST_ROW_INTERP = Kernel(_k_dist_row_interp, reduces=False)
+K_DIST_ROW_RESID = Kernel(_k_dist_row_resid)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def _check_common(data, rank, tol, kind, n_oversamples):
+    m, n = data.shape
+    check_rank_tol(rank, tol, min(m, n))
+    if kind not in KINDS or kind == "uniform":
+        raise ParameterError(f"kind must be one of 'sparse_sign', 'gaussian', 'srct'; got {kind!r}")
+    if isinstance(n_oversamples, bool) or int(n_oversamples) != n_oversamples or n_oversamples < 0:
+        raise ParameterError(f"n_oversamples must be a non-negative integer; got {n_oversamples!r}")
+
+
+def _sketch_rows(m, n, rank, n_oversamples, side):
+    """Sketch size: ``k + p`` for a given rank, else enough to embed the whole range (``2 min(m, n)``)."""
+    big = m if side == "left" else n
+    if rank is not None:
+        return min(big, int(rank) + int(n_oversamples))
+    return min(big, 2 * min(m, n))
+
+
+def _column_id_from_sketch(SA, rank, tol):
+    """``(idx, X, k, how, R11)`` of the column ID read off the pivoted QR of the sketch ``S A``."""
+    l, n = SA.shape
+    R, perm = sketch_qrcp(SA)
+    k, _, how = choose_rank(R, l, n, rank, tol)
+    R11 = np.ascontiguousarray(R[:k, :k])
+    X = np.zeros((k, n))
+    X[:, perm[:k]] = np.eye(k)
+    if k:
+        X[:, perm[k:]] = scipy.linalg.solve_triangular(R11, R[:k, k:], lower=False, check_finite=False)
+    return perm[:k].copy(), X, k, how, R11
+
+
+def _lsq_from_gram(G, BtA, R11):
+    """``C^+ A = R11^{-1} (B.T B)^{-1} B.T A`` from ``triu(B.T B)`` and ``B.T A``, ``B = C R11^{-1}``."""
+    L = scipy.linalg.cholesky(_sym(G), lower=False, check_finite=False)  # B.T B = L.T L
+    W = scipy.linalg.solve_triangular(L, scipy.linalg.solve_triangular(L, BtA, trans="T"), lower=False)
+    return scipy.linalg.solve_triangular(R11, W, lower=False)
+
+
+def _select_rows(data, Y, k):
+    """Tournament pivoting: ``k`` rows of the distributed ``Y`` (``m x l``) and the pivoted order.
+
+    Returns ``(idx, cand)`` with ``idx`` the chosen global rows in pivot order.
+    """
+    (ind,), _ = data.dist_pass(K_DIST_CANDIDATES, dist=(Y,), small=(int(k),), dist_out=((1, np.float64),))
+    cand = np.flatnonzero(data.gather(ind)[:, 0] > 0.5)
+    _, (Yc,) = data.dist_pass(K_DIST_TAKE, dist=(Y,), small=(cand,))
+    _, piv = scipy.linalg.qr(Yc.T, mode="r", pivoting=True, check_finite=False)
+    return cand[piv[:k]], Yc[piv[:k]]
+
+
+def _rank_from_range(data, Y, rank, tol):
+    """``(k, how)`` from the singular values of ``Y = A Omega`` (``Omega`` of ``2 min(m, n)`` columns)."""
+    if rank is not None:
+        return int(rank), f"rank {rank} requested"
+    _, Ry = orthonormalize(data, Y)
+    s = scipy.linalg.svdvals(Ry)
+    eps = np.finfo(np.float64).eps
+    nr = int(np.sum(s > max(data.shape) * eps * s[0])) if s.size and s[0] > 0 else 0
+    if tol is None:
+        return nr, "numerical rank of the range sketch A Omega (sigma_k > max(m, n) eps sigma_1)"
+    t = np.sqrt(np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]]))
+    k = min(int(np.argmax(t <= tol * t[0])) if t[0] > 0 else 0, nr)
+    return k, f"smallest k with the range sketch's tail ||s[k:]|| <= tol ||s|| (tol={tol:g})"
+
+
+# -- public functions -------------------------------------------------------------------------------------
+def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversamples=10,
+                  kind="sparse_sign", refine=False) -> IDResult:
+    """Interpolative decomposition from one read: ``A ~ A[:, idx] X`` or, with ``axis="rows"``, ``X A[idx, :]``.
+
+    Parameters
+    ----------
+    A : numpy.ndarray, dask.array.Array, zarr array, Zarr path, or RowData (MPI backend)
+        ``m x n``, any shape.
+    rank : int, optional
+        Number of columns (rows) to select, ``1 <= rank <= min(m, n)``.
+    tol : float, optional
+        Relative Frobenius tolerance in ``(0, 1)``: the smallest ``k`` whose sketched residual
+        (``||R_sk[k:, k:]||_F``, or the tail of the range sketch's singular values for rows) is at
+        most ``tol`` times the sketch's norm. Neither: the numerical rank. The sketch then has
+        ``2 min(m, n)`` rows (columns) and its QRCP costs ``O(min(m, n) n^2)``: give ``rank`` for
+        large matrices.
+    axis : {"columns", "rows"}
+    seed : None, int, SeedSequence or Generator
+    n_oversamples : int
+        ``p``: the sketch has ``rank + p`` rows (columns).
+    kind : {"sparse_sign", "gaussian", "srct"}
+        The sketching operator that chooses the skeleton (the test sketch is always Gaussian).
+    refine : bool
+        Columns only: one more read replaces the sketch's ``X = R11^{-1} R12`` by the least-squares
+        ``X = A[:, idx]^+ A`` (the best ``X`` for the chosen columns), computed as
+        ``R11^{-1} (B.T B)^{-1} B.T A`` with ``B = A[:, idx] R11^{-1}`` well conditioned.
+
+    Returns
+    -------
+    IDResult
+
+    Raises
+    ------
+    ParameterError
+        ``rank`` and ``tol`` both given or out of range; unknown ``axis`` or ``kind``; bad ``n_oversamples``.
+    ShapeError
+        ``A`` is empty.
+
+    Notes
+    -----
+    One read of ``A`` either way. Columns: the sketch costs ``nnz m n`` (sparse sign), its QRCP
+    ``4 l n^2``, ``X`` a triangular solve ``k^2 (n - k)``. Rows: ``Y = A Omega`` (``m x l``) and
+    ``Z = A Theta`` are kept distributed; tournament pivoting costs ``4 l^2 m`` flops spread over the
+    row blocks, plus a QRCP of at most ``k`` rows per block; ``X = Y Y[idx]^+`` is distributed.
+    For ``rank = k`` the error is close to ``sigma_{k+1}`` times a modest factor (the ID's
+    ``sqrt(1 + k (n - k))`` worst case is rarely approached); ``error_estimate`` says what it is.
+
+    References
+    ----------
+    1. N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with randomness", SIREV 2011
+       (arXiv 0909.4061), section 5.2.
+    2. P.-G. Martinsson, V. Rokhlin, M. Tygert, "A randomized algorithm for the decomposition of
+       matrices", ACHA 2011.
+    3. J. Demmel, L. Grigori, M. Gu, H. Xiang, "Communication avoiding rank revealing QR
+       factorization with column pivoting", SIMAX 2015 (tournament pivoting).
+
+    Examples
+    --------
+    >>> import numpy as np, distsketch
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((500, 20)) @ rng.standard_normal((20, 300))
+    >>> res = distsketch.interpolative(A, rank=20, seed=1)
+    >>> bool(np.allclose(A, A[:, res.idx] @ res.X))
+    True
+    """
+    data, _ = rowdata(A)
+    if axis not in ("columns", "rows"):
+        raise ParameterError(f"axis must be 'columns' or 'rows'; got {axis!r}")
+    _check_common(data, rank, tol, kind, n_oversamples)
+    m, n = data.shape
+    seed = resolve_seed(seed)
+    dtype = np.dtype(data.dtype)
+    if axis == "columns":
+        l = _sketch_rows(m, n, rank, n_oversamples, "left")
+        S = make_operator(kind, l, m, seed=seed, stream=0)
+        Th = make_operator("gaussian", N_TEST, m, seed=seed, stream=1)
+        SA, TA = passes.left_sketch(data, (S, Th), dtype=np.float64)
+        idx, X, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
+        if refine and k:
+            _, (G, BtA) = data.row_pass(K_CQRRPT_GRAM, small=(idx, np.arange(n), R11, False))
+            X = _lsq_from_gram(G, BtA, R11)
+            X[:, idx] = np.eye(k)
+            how += "; X by least squares on the chosen columns (one more read)"
+        est = float(np.linalg.norm(TA - TA[:, idx] @ X))
+        return IDResult(idx=idx, X=X.astype(dtype, copy=False), rank=k, axis=axis, error_estimate=est,
+                        norm_estimate=float(np.linalg.norm(TA)), passes=data.passes, seed=seed,
+                        reason=f"k={k}: {how}; one read: sketch {kind} {l} x {m} and a {N_TEST}-row test sketch")
+    l = _sketch_rows(m, n, rank, n_oversamples, "right")
+    om = make_operator(kind, l, n, seed=seed, stream=2)
+    th = make_operator("gaussian", N_TEST, n, seed=seed, stream=3)
+    (Y, Z), _ = data.row_pass(K_RIGHT_TWO, small=(om, th), dist_out=((l, np.float64), (N_TEST, np.float64)))
+    Y, Z = data.persist(Y), data.persist(Z)
+    k, how = _rank_from_range(data, Y, rank, tol)
+    if k == 0:
+        (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(np.zeros((l, 0)), np.zeros((0, 0)), dtype),
+                                 dist_out=((0, dtype),))
+        zz = float(data.dist_pass(passes.K_DIST_SUMSQ, dist=(Z,))[1][0][0])
+        return IDResult(idx=np.zeros(0, dtype=np.intp), X=X, rank=0, axis=axis, error_estimate=zz**0.5,
+                        norm_estimate=zz**0.5, passes=data.passes, seed=seed, reason=f"k=0: {how}")
+    idx, YI = _select_rows(data, Y, k)
+    Qi, Ri = scipy.linalg.qr(YI.T, mode="economic", check_finite=False)  # Y[idx].T = Qi Ri
+    (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(Qi, Ri, dtype), dist_out=((k, dtype),))
+    X = data.persist(X)
+    _, (ZI,) = data.dist_pass(K_DIST_TAKE, dist=(Z,), small=(idx,))
+    _, (e2, z2) = data.dist_pass(K_DIST_ROW_RESID, dist=(X, Z), small=(ZI,))
+    return IDResult(idx=idx, X=X, rank=k, axis=axis, error_estimate=float(np.sqrt(e2[0])),
+                    norm_estimate=float(np.sqrt(z2[0])), passes=data.passes, seed=seed,
+                    reason=(f"k={k}: {how}; one read: range sketch {kind} {n} x {l} and a {N_TEST}-column test "
+                            "sketch; rows by tournament pivoting over the row blocks"))
+
+
+def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sign") -> CURResult:
+    """CUR decomposition in two reads: ``A ~ A[:, cols] @ U @ A[rows, :]`` with ``U = C^+ A R^+``.
+
+    Parameters
+    ----------
+    A : numpy.ndarray, dask.array.Array, zarr array, Zarr path, or RowData (MPI backend)
+    rank, tol : as for :func:`interpolative` (``k`` is chosen on the column sketch)
+    seed, n_oversamples, kind : as for :func:`interpolative`
+
+    Returns
+    -------
+    CURResult
+
+    Raises
+    ------
+    ParameterError, ShapeError
+        As for :func:`interpolative`.
+
+    Notes
+    -----
+    Read 1: ``S A``, ``Theta A`` (test) and ``Y = A Omega``. The columns are the column ID of ``S A``;
+    the rows come from tournament pivoting on ``Y``. Read 2: ``C = A[:, cols]`` (kept distributed),
+    ``R = A[rows, :]`` and, with ``B = C R11^{-1}`` preconditioned by the sketch, ``B.T B`` and
+    ``B.T A``; then ``C^+ A = R11^{-1} (B.T B)^{-1} B.T A`` and ``U = (C^+ A) R^+`` (a least-squares
+    solve with ``R.T``): the best ``U`` for the chosen ``C`` and ``R`` in the Frobenius norm.
+    Cost of read 2: ``2 m n k`` flops (``B.T A``). ``error_estimate = ||Theta (A - C U R)||_F``.
+
+    References
+    ----------
+    1. S. Voronin, P.-G. Martinsson, "Efficient algorithms for CUR and interpolative matrix
+       decompositions", Adv. Comput. Math. 2017 (arXiv 1412.8447).
+    2. M. W. Mahoney, P. Drineas, "CUR matrix decompositions for improved data analysis", PNAS 2009.
+
+    Examples
+    --------
+    >>> import numpy as np, distsketch
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((400, 15)) @ rng.standard_normal((15, 300))
+    >>> res = distsketch.cur(A, rank=15, seed=1)
+    >>> bool(np.allclose(A, A[:, res.cols] @ res.U @ A[res.rows, :]))
+    True
+    """
+    data, _ = rowdata(A)
+    _check_common(data, rank, tol, kind, n_oversamples)
+    m, n = data.shape
+    seed = resolve_seed(seed)
+    dtype = np.dtype(data.dtype)
+    l = _sketch_rows(m, n, rank, n_oversamples, "left")
+    l2 = min(n, l)
+    S = make_operator(kind, l, m, seed=seed, stream=0)
+    th = make_operator("gaussian", N_TEST, m, seed=seed, stream=1)
+    om = make_operator(kind, l2, n, seed=seed, stream=2)
+    (Y,), (SA, TA) = data.row_pass(K_CUR_SKETCH, small=(S, th, om), dist_out=((l2, np.float64),))
+    cols, _, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
+    k = min(k, l2)
+    cols, R11 = cols[:k], R11[:k, :k]
+    if k == 0:
+        rows = np.zeros(0, dtype=np.intp)
+    else:
+        rows, _ = _select_rows(data, Y, k)
+    rows_sorted = np.asarray(rows)
+    (C,), (G, BtA, R) = data.row_pass(K_CUR_SECOND, small=(cols, R11, rows_sorted, dtype), dist_out=((k, dtype),))
+    if k:
+        CpA = _lsq_from_gram(G, BtA, R11)  # C^+ A (k x n)
+        U = scipy.linalg.lstsq(R.T, CpA.T, check_finite=False)[0].T  # U R ~ C^+ A
+    else:
+        U = np.zeros((0, 0))
+    est = float(np.linalg.norm(TA - TA[:, cols] @ U @ R))
+    return CURResult(cols=cols, rows=rows, U=U.astype(dtype, copy=False), C=C, R=R.astype(dtype, copy=False),
+                     rank=int(k), error_estimate=est, norm_estimate=float(np.linalg.norm(TA)), passes=data.passes,
+                     seed=seed, reason=(f"k={k}: {how}; read 1: sketches {kind} {l} x {m} (columns), {n} x {l2} "
+                                        f"(rows), {N_TEST}-row test; read 2: C, R, C^+ A"))
