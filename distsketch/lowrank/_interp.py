@@ -39,7 +39,6 @@ from ..errors import ParameterError
 from ..operators import KINDS, make_operator
 from ..passes import Kernel
 from ..random.streams import resolve_seed
-from ._orth import orthonormalize
 from ._qrcp import K_CQRRPT_GRAM, _precondition, _sym, _syrk, check_rank_tol, choose_rank, rowdata, sketch_qrcp
 
 __all__ = ["interpolative", "cur", "IDResult", "CURResult"]
@@ -117,15 +116,25 @@ class CURResult:
 
 # -- kernels -------------------------------------------------------------------------------------------
 def _k_right_two(Ai, r0, dist, om, th):
-    """``(A_i Omega, A_i Theta)`` in float64."""
-    Ai = np.asarray(Ai, dtype=np.float64)
-    return (om.apply_right(Ai, 0), th.apply_right(Ai, 0)), ()
+    """``(A_i Omega, A_i Theta)`` in float64 (``Omega = I`` when ``om`` is None: a float64 copy of ``A_i``)."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    return ((om.apply_right(A64, 0) if om is not None else A64.copy()), th.apply_right(A64, 0)), ()
+
+
+def _k_copy_test(Ai, r0, dist, th):
+    """A float64 copy of ``A_i`` (distributed) and the partial sum of ``Theta A``."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    return (A64.copy(),), (th.apply(A64, r0),)
 
 
 def _k_cur_sketch(Ai, r0, dist, S, th, om):
-    """``A_i Omega`` (distributed) and the partial sums of ``S A`` and ``Theta A``, float64."""
-    Ai = np.asarray(Ai, dtype=np.float64)
-    return (om.apply_right(Ai, 0),), (S.apply(Ai, r0), th.apply(Ai, r0))
+    """``A_i Omega`` (distributed) and the partial sums of ``Theta A`` and ``S A``, float64.
+
+    ``om=None``: ``Omega = I`` (a copy of ``A_i``); ``S=None``: a copy of ``A_i`` is a second
+    distributed output instead of ``S A``."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    douts = (om.apply_right(A64, 0) if om is not None else A64.copy(),) + ((A64.copy(),) if S is None else ())
+    return douts, (th.apply(A64, r0),) + ((S.apply(A64, r0),) if S is not None else ())
 
 
 def _k_cur_second(Ai, r0, dist, J, R11, rows, dtype):
@@ -174,6 +183,7 @@ def _k_dist_row_resid(r0, dist, ZI):
 
 
 K_RIGHT_TWO = Kernel(_k_right_two, propagates_nonfinite=True, reduces=False)
+K_COPY_TEST = Kernel(_k_copy_test, propagates_nonfinite=True)
 K_CUR_SKETCH = Kernel(_k_cur_sketch, propagates_nonfinite=True)
 K_CUR_SECOND = Kernel(_k_cur_second)  # rows of A are copied, not mixed: the block is scanned
 K_DIST_RESIDUAL = Kernel(_k_dist_residual, reduces=False)
@@ -193,11 +203,14 @@ def _check_common(data, rank, tol, kind, n_oversamples):
 
 
 def _sketch_rows(m, n, rank, n_oversamples, side):
-    """Sketch size: ``k + p`` for a given rank, else enough to embed the whole range (``2 min(m, n)``)."""
+    """Sketch size: ``k + p`` for a given rank, else enough to embed the whole range (``2 min(m, n)``).
+
+    ``None`` when the sketch would not be smaller than the contracted side of ``A`` (a square
+    sketch embeds badly): the data itself is used then.
+    """
     big = m if side == "left" else n
-    if rank is not None:
-        return min(big, int(rank) + int(n_oversamples))
-    return min(big, 2 * min(m, n))
+    l = int(rank) + int(n_oversamples) if rank is not None else 2 * min(m, n)
+    return None if l >= big else l
 
 
 def _column_id_from_sketch(SA, rank, tol):
@@ -225,8 +238,8 @@ ROUND_PIVOTS = 16
 CANDIDATES_PER_PIVOT = 4
 
 
-def _select_rows(data, Y, k):
-    """``k`` rows of the distributed ``Y`` (``m x l``), chosen as QR with column pivoting of ``Y.T`` would.
+def _select_rows(data, Y, k, tol=None):
+    """Up to ``k`` rows of the distributed ``Y`` (``m x l``), chosen as QR with column pivoting of ``Y.T`` would.
 
     Blocked greedy pivoting, the same for any row blocking: each round computes every row's
     residual norm against the rows chosen so far (one sweep over ``Y``, the ``m``-vector of norms
@@ -234,40 +247,48 @@ def _select_rows(data, Y, k):
     and a QRCP of their residuals picks ``b = 16`` pivots. With ``b = 1`` this is exactly the pivot
     order of ``geqp3`` on ``Y.T``; rounds of 16 keep the number of sweeps at ``k / 16``.
 
+    Stops early at the numerical rank (a pivot's residual norm ``<= max(m, l) eps`` times the
+    largest row norm, the rule of :func:`~._qrcp.numerical_rank`) and, with ``tol``, once the
+    residual ``||Y - Y_proj||_F`` falls to ``tol ||Y||_F`` (within a round, the pivots' own squared
+    residual norms are subtracted from the round's total: a lower bound of the decrease, so ``k``
+    may exceed the smallest sufficient one by less than a round).
+
     Returns ``(idx, Y[idx])`` with ``idx`` the chosen global rows in pivot order.
     """
     m, l = Y.shape
     chosen, rows = [], np.zeros((0, l))
     Qs = np.zeros((l, 0))
+    total = top = None
+    thresh = max(m, l) * np.finfo(np.float64).eps
     while len(chosen) < k:
         b = min(ROUND_PIVOTS, k - len(chosen))
         (res,), _ = data.dist_pass(K_DIST_RESIDUAL, dist=(Y,), small=(Qs,), dist_out=((1, np.float64),))
-        r = data.gather(res)[:, 0].copy()
-        r[np.asarray(chosen, dtype=np.intp)] = -np.inf
+        r = np.maximum(data.gather(res)[:, 0], 0.0)
+        r[np.asarray(chosen, dtype=np.intp)] = 0.0
+        left = float(r.sum())
+        if total is None:
+            total, top = left, (float(np.sqrt(r.max())) if r.size else 0.0)
+        if top == 0 or (tol is not None and left <= tol**2 * total):
+            break
         c = min(m - len(chosen), CANDIDATES_PER_PIVOT * b)
         cand = np.sort(np.argsort(-r, kind="stable")[:c])
         _, (Yc,) = data.dist_pass(K_DIST_TAKE, dist=(Y,), small=(cand,))
         Rc = Yc - (Yc @ Qs) @ Qs.T
-        _, piv = scipy.linalg.qr(Rc.T, mode="r", pivoting=True, check_finite=False)
-        chosen.extend(int(i) for i in cand[piv[:b]])
-        rows = np.vstack([rows, Yc[piv[:b]]])
+        Rp, piv = scipy.linalg.qr(Rc.T, mode="r", pivoting=True, check_finite=False)
+        dg = np.abs(np.diag(Rp))[:b]
+        take = int(np.sum(dg > thresh * top))  # pivots above the numerical-rank threshold
+        if tol is not None:  # the residual after j more pivots is at most left - sum(dg[:j]^2)
+            after = left - np.cumsum(dg[:take] ** 2)
+            hit = np.flatnonzero(after <= tol**2 * total)
+            take = min(take, int(hit[0]) + 1) if hit.size else take
+        if take == 0:
+            break
+        chosen.extend(int(i) for i in cand[piv[:take]])
+        rows = np.vstack([rows, Yc[piv[:take]]])
         Qs = scipy.linalg.qr(rows.T, mode="economic", check_finite=False)[0]
+        if take < b:
+            break
     return np.asarray(chosen, dtype=np.intp), rows
-
-
-def _rank_from_range(data, Y, rank, tol):
-    """``(k, how)`` from the singular values of ``Y = A Omega`` (``Omega`` of ``2 min(m, n)`` columns)."""
-    if rank is not None:
-        return int(rank), f"rank {rank} requested"
-    _, Ry = orthonormalize(data, Y)
-    s = scipy.linalg.svdvals(Ry)
-    eps = np.finfo(np.float64).eps
-    nr = int(np.sum(s > max(data.shape) * eps * s[0])) if s.size and s[0] > 0 else 0
-    if tol is None:
-        return nr, "numerical rank of the range sketch A Omega (sigma_k > max(m, n) eps sigma_1)"
-    t = np.sqrt(np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]]))
-    k = min(int(np.argmax(t <= tol * t[0])) if t[0] > 0 else 0, nr)
-    return k, f"smallest k with the range sketch's tail ||s[k:]|| <= tol ||s|| (tol={tol:g})"
 
 
 # -- public functions -------------------------------------------------------------------------------------
@@ -346,9 +367,12 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     dtype = np.dtype(data.dtype)
     if axis == "columns":
         l = _sketch_rows(m, n, rank, n_oversamples, "left")
-        S = make_operator(kind, l, m, seed=seed, stream=0)
         Th = make_operator("gaussian", N_TEST, m, seed=seed, stream=1)
-        SA, TA = passes.left_sketch(data, (S, Th), dtype=np.float64)
+        if l is None:  # a sketch would not be smaller than A: pivot on A itself (m x n, small here)
+            (Acopy,), (TA,) = data.row_pass(K_COPY_TEST, small=(Th,), dist_out=((n, np.float64),))
+            SA, l, kind = data.gather(Acopy), m, "identity"
+        else:
+            SA, TA = passes.left_sketch(data, (make_operator(kind, l, m, seed=seed, stream=0), Th), dtype=np.float64)
         idx, X, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
         if refine and k:
             _, (G, BtA) = data.row_pass(K_CQRRPT_GRAM, small=(idx, np.arange(n), R11, False))
@@ -360,18 +384,25 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
                         norm_estimate=float(np.linalg.norm(TA)), passes=data.passes, seed=seed,
                         reason=f"k={k}: {how}; sketch {kind} {l} x {m} and a {N_TEST}-row test sketch")
     l = _sketch_rows(m, n, rank, n_oversamples, "right")
-    om = make_operator(kind, l, n, seed=seed, stream=2)
+    om = make_operator(kind, l, n, seed=seed, stream=2) if l is not None else None
+    l, what = (l, f"range sketch {kind} {n} x {l}") if l is not None else (n, "A itself (a sketch would not be smaller)")
     th = make_operator("gaussian", N_TEST, n, seed=seed, stream=3)
     (Y, Z), _ = data.row_pass(K_RIGHT_TWO, small=(om, th), dist_out=((l, np.float64), (N_TEST, np.float64)))
     Y, Z = data.persist(Y), data.persist(Z)
-    k, how = _rank_from_range(data, Y, rank, tol)
+    kmax = int(rank) if rank is not None else min(m, n)
+    idx, YI = _select_rows(data, Y, kmax, tol)
+    k = len(idx)
+    how = (f"rank {rank} requested" if rank is not None else
+           f"smallest k with the sketched residual <= tol ||A Omega||_F (tol={tol:g})" if tol is not None else
+           "numerical rank of the pivoted A Omega")
+    if rank is not None and k < rank:
+        how += f", capped at the numerical rank {k}"
     if k == 0:
         (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(np.zeros((l, 0)), np.zeros((0, 0)), dtype),
                                  dist_out=((0, dtype),))
         zz = float(data.dist_pass(passes.K_DIST_SUMSQ, dist=(Z,))[1][0][0])
-        return IDResult(idx=np.zeros(0, dtype=np.intp), X=X, rank=0, axis=axis, error_estimate=zz**0.5,
+        return IDResult(idx=idx, X=X, rank=0, axis=axis, error_estimate=zz**0.5,
                         norm_estimate=zz**0.5, passes=data.passes, seed=seed, reason=f"k=0: {how}")
-    idx, YI = _select_rows(data, Y, k)
     Qi, Ri = scipy.linalg.qr(YI.T, mode="economic", check_finite=False)  # Y[idx].T = Qi Ri
     (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(Qi, Ri, dtype), dist_out=((k, dtype),))
     X = data.persist(X)
@@ -379,7 +410,7 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     _, (e2, z2) = data.dist_pass(K_DIST_ROW_RESID, dist=(X, Z), small=(ZI,))
     return IDResult(idx=idx, X=X, rank=k, axis=axis, error_estimate=float(np.sqrt(e2[0])),
                     norm_estimate=float(np.sqrt(z2[0])), passes=data.passes, seed=seed,
-                    reason=(f"k={k}: {how}; one read: range sketch {kind} {n} x {l} and a {N_TEST}-column test "
+                    reason=(f"k={k}: {how}; one read: {what} and a {N_TEST}-column test "
                             "sketch; rows by blocked greedy pivoting (16 a round)"))
 
 
@@ -431,18 +462,17 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     seed = resolve_seed(seed)
     dtype = np.dtype(data.dtype)
     l = _sketch_rows(m, n, rank, n_oversamples, "left")
-    l2 = min(n, l)
-    S = make_operator(kind, l, m, seed=seed, stream=0)
+    l2 = _sketch_rows(m, n, rank, n_oversamples, "right")
+    S = make_operator(kind, l, m, seed=seed, stream=0) if l is not None else None
     th = make_operator("gaussian", N_TEST, m, seed=seed, stream=1)
-    om = make_operator(kind, l2, n, seed=seed, stream=2)
-    (Y,), (SA, TA) = data.row_pass(K_CUR_SKETCH, small=(S, th, om), dist_out=((l2, np.float64),))
+    om = make_operator(kind, l2, n, seed=seed, stream=2) if l2 is not None else None
+    l2 = n if l2 is None else l2
+    outs, red = data.row_pass(K_CUR_SKETCH, small=(S, th, om),
+                              dist_out=((l2, np.float64),) + (((n, np.float64),) if S is None else ()))
+    Y, TA = outs[0], red[0]
+    SA = red[1] if S is not None else data.gather(outs[1])  # no smaller sketch: pivot on A (m <= 2 min(m, n))
     cols, _, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
-    k = min(k, l2)
-    cols, R11 = cols[:k], R11[:k, :k]
-    if k == 0:
-        rows = np.zeros(0, dtype=np.intp)
-    else:
-        rows, _ = _select_rows(data, Y, k)
+    rows = _select_rows(data, Y, k)[0] if k else np.zeros(0, dtype=np.intp)
     rows_sorted = np.asarray(rows)
     (C,), (G, BtA, R) = data.row_pass(K_CUR_SECOND, small=(cols, R11, rows_sorted, dtype), dist_out=((k, dtype),))
     if k:
@@ -453,5 +483,5 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     est = float(np.linalg.norm(TA - TA[:, cols] @ U @ R))
     return CURResult(cols=cols, rows=rows, U=U.astype(dtype, copy=False), C=C, R=R.astype(dtype, copy=False),
                      rank=int(k), error_estimate=est, norm_estimate=float(np.linalg.norm(TA)), passes=data.passes,
-                     seed=seed, reason=(f"k={k}: {how}; read 1: sketches {kind} {l} x {m} (columns), {n} x {l2} "
+                     seed=seed, reason=(f"k={k}: {how}; read 1: sketches {kind} {l or m} x {m} (columns), {n} x {l2} "
                                         f"(rows), {N_TEST}-row test; read 2: C, R, C^+ A"))
