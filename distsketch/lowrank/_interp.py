@@ -1,8 +1,8 @@
 """Interpolative decompositions (column and row ID) and CUR, out of core, from sketches.
 
 Column ID, ``A ~ A[:, idx] X`` (one read of ``A``): the read forms ``S A`` (``l x n``, ``l = k + p``
-rows, or ``min(m, 2 min(m, n))`` rows when ``k`` is to be chosen) and a Gaussian test sketch
-``Theta A`` (10 rows). QR with column pivoting of ``S A``, ``S A P = Q [R11 R12]``, gives the
+rows, or ``2 min(m, n)`` rows when ``k`` is to be chosen; ``A`` itself when that is not fewer
+than ``m``) and a Gaussian test sketch ``Theta A`` (10 rows). QR with column pivoting of ``S A``, ``S A P = Q [R11 R12]``, gives the
 columns ``idx = P[:k]`` and ``X P = [I, R11^{-1} R12]`` (Halko, Martinsson, Tropp 2011, section 5.2;
 Martinsson, Rokhlin, Tygert 2011): the randomized ID of ``scipy.linalg.interpolative``, without
 holding ``A``.
@@ -304,10 +304,11 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
         Number of columns (rows) to select, ``1 <= rank <= min(m, n)``.
     tol : float, optional
         Relative Frobenius tolerance in ``(0, 1)``: the smallest ``k`` whose sketched residual
-        (``||R_sk[k:, k:]||_F``, or the tail of the range sketch's singular values for rows) is at
-        most ``tol`` times the sketch's norm. Neither: the numerical rank. The sketch then has
-        ``2 min(m, n)`` rows (columns) and its QRCP costs ``O(min(m, n) n^2)``: give ``rank`` for
-        large matrices.
+        (``||R_sk[k:, k:]||_F`` of the column sketch; for rows, the residual of ``A Omega`` after
+        projecting on the chosen rows, checked as they are chosen) is at most ``tol`` times the
+        sketch's norm. Neither: the numerical rank. The sketch then has ``2 min(m, n)`` rows
+        (columns), or is ``A`` itself when that is not smaller: the column QRCP then costs
+        ``O(min(m, n) n^2)`` and holds a ``2 min(m, n) x n`` array; give ``rank`` for large matrices.
     axis : {"columns", "rows"}
     seed : None, int, SeedSequence or Generator
     n_oversamples : int
@@ -385,7 +386,8 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
                         reason=f"k={k}: {how}; sketch {kind} {l} x {m} and a {N_TEST}-row test sketch")
     l = _sketch_rows(m, n, rank, n_oversamples, "right")
     om = make_operator(kind, l, n, seed=seed, stream=2) if l is not None else None
-    l, what = (l, f"range sketch {kind} {n} x {l}") if l is not None else (n, "A itself (a sketch would not be smaller)")
+    what = f"range sketch {kind} {n} x {l}" if l is not None else "A itself (a sketch would not be smaller)"
+    l = n if l is None else l
     th = make_operator("gaussian", N_TEST, n, seed=seed, stream=3)
     (Y, Z), _ = data.row_pass(K_RIGHT_TWO, small=(om, th), dist_out=((l, np.float64), (N_TEST, np.float64)))
     Y, Z = data.persist(Y), data.persist(Z)
