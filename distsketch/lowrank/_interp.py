@@ -2,10 +2,10 @@
 
 Column ID, ``A ~ A[:, idx] X`` (one read of ``A``): the read forms ``S A`` (``l x n``, ``l = k + p``
 rows, or ``2 min(m, n)`` rows when ``k`` is to be chosen; ``A`` itself when that is not fewer
-than ``m``) and a Gaussian test sketch ``Theta A`` (10 rows). QR with column pivoting of ``S A``, ``S A P = Q [R11 R12]``, gives the
-columns ``idx = P[:k]`` and ``X P = [I, R11^{-1} R12]`` (Halko, Martinsson, Tropp 2011, section 5.2;
-Martinsson, Rokhlin, Tygert 2011): the randomized ID of ``scipy.linalg.interpolative``, without
-holding ``A``.
+than ``m``) and a Gaussian test sketch ``Theta A`` (10 rows). QR with column pivoting of
+``S A``, ``S A P = Q [R11 R12]``, gives the columns ``idx = P[:k]`` and ``X P = [I, R11^{-1} R12]``
+(Halko, Martinsson, Tropp 2011, section 5.2; Martinsson, Rokhlin, Tygert 2011): the randomized ID
+of ``scipy.linalg.interpolative``, without holding ``A``.
 
 Row ID, ``A ~ X A[idx, :]`` (one read): ``Y = A Omega`` (``m x l``, distributed) and ``Z = A Theta``
 (``m x 10``) in one read. The rows are chosen by blocked greedy pivoting on ``Y`` (QRCP of ``Y.T``
