@@ -246,8 +246,8 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
     Reads of ``A``: 2 (sketch; preconditioned Gram with ``B = A_k R11^{-1}`` kept). When
     ``cond(Rc)^2 > max(10 k, 100)`` (a sketch too small to embed ``range(A_k)`` well) the stored
     ``B`` is re-orthonormalised (CholeskyQR2 or shifted CholeskyQR3 sweeps over ``B``, no read of
-    ``A``); with ``compute_q=False`` that costs a third read. Flops ~ ``3 m n^2`` at ``k = n`` (TRSM, SYRK, TRSM), all BLAS-3. ``Q`` is
-    orthonormal to ``O(eps)`` and ``||A P - Q R|| = O(eps ||A||)`` for ``cond(A)`` well below
+    ``A``); with ``compute_q=False`` that costs a third read. Flops ~ ``3 m n^2`` at ``k = n``
+    (TRSM, SYRK, TRSM), all BLAS-3. ``Q`` is orthonormal to ``O(eps)`` and ``||A P - Q R|| = O(eps ||A||)`` for ``cond(A)`` well below
     ``1/eps`` (the paper's Theorem on CQRRPT's stability); ``|R_kk|`` tracks ``sigma_k`` as
     closely as ``geqp3`` (the pivots are those of a subspace embedding of ``A``).
     On Dask, ``B`` (``m x k``) is held in worker memory between the read and ``Q``.
