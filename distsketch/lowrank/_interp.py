@@ -218,7 +218,7 @@ def _column_id_from_sketch(SA, rank, tol):
     l, n = SA.shape
     R, perm = sketch_qrcp(SA)
     k, _, how = choose_rank(R, l, n, rank, tol)
-    R11 = np.ascontiguousarray(R[:k, :k])
+    R11 = np.asfortranarray(R[:k, :k])
     X = np.zeros((k, n))
     X[:, perm[:k]] = np.eye(k)
     if k:

@@ -94,11 +94,14 @@ class QRCPResult:
 
 # -- kernels (module level: they pickle to workers) ------------------------------------------------
 def _precondition(Ai, J, R11):
-    """``A_i[:, J] R11^{-1}`` in float64 (row-wise backward-stable triangular solve)."""
-    Ak = np.asarray(Ai, dtype=np.float64)[:, J]
-    if Ak.shape[1] == 0:
+    """``A_i[:, J] R11^{-1}`` in float64 (row-wise backward-stable triangular solve).
+
+    ``R11.T B.T = A_k.T`` is solved by ``dtrsm`` in place on the gathered columns (``A_k.T`` of a
+    C-ordered ``A_k`` is Fortran-ordered: no copy besides the gather)."""
+    Ak = np.asarray(Ai, dtype=np.float64).take(J, axis=1)
+    if Ak.shape[1] == 0 or Ak.shape[0] == 0:
         return Ak
-    return scipy.linalg.solve_triangular(R11, Ak.T, trans="T", lower=False, check_finite=False).T
+    return blas.dtrsm(1.0, R11, Ak.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
 
 
 def _syrk(B):
@@ -123,9 +126,11 @@ def _k_cqrrpt_gram2(Ai, r0, dist, J, R11, M):
 def _k_dist_trsm(r0, dist, Rt, dtype):
     """``B_i Rt^{-1}`` for upper triangular ``Rt`` (no read of ``A``)."""
     B = dist[0]
-    if B.shape[1] == 0:
+    if B.shape[1] == 0 or B.shape[0] == 0:
         return (B.astype(dtype),), ()
-    Q = scipy.linalg.solve_triangular(Rt, B.T, trans="T", lower=False, check_finite=False).T
+    # Rt.T Q.T = B.T, solved on a copy (B may be a stored operand that other tasks read)
+    Q = blas.dtrsm(1.0, Rt, np.array(B, dtype=np.float64, order="C").T, side=0, lower=0, trans_a=1,
+                   overwrite_b=1).T
     return (Q.astype(dtype, copy=False),), ()
 
 
@@ -293,7 +298,7 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
     k, nr, how = choose_rank(Rsk, d, n, rank, tol)
     est = float(tail_norms(Rsk)[k])
     J, T = perm[:k].copy(), perm[k:].copy()
-    R11 = np.ascontiguousarray(Rsk[:k, :k])
+    R11 = np.asfortranarray(Rsk[:k, :k])
 
     # read 2: B = A_k R11^{-1}, B.T B, B.T A_trail
     keep = bool(compute_q)
@@ -313,7 +318,8 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
     if keep:
         (B,) = outs
         if ok:
-            (Q,), _ = data.dist_pass(K_DIST_TRSM, dist=(B,), small=(Rt, out_dtype), dist_out=((k, out_dtype),))
+            (Q,), _ = data.dist_pass(K_DIST_TRSM, dist=(B,), small=(np.asfortranarray(Rt), out_dtype),
+                                     dist_out=((k, out_dtype),))
         else:
             Q, Rt = orthonormalize(data, B)  # CholeskyQR2 / shifted CholeskyQR3 over B (no read of A)
             steps = 2
