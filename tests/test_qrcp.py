@@ -356,3 +356,45 @@ def test_qrcp_command(tmp_path):
     p = subprocess.run([*cli, "qrcp", str(tmp_path / "w.zarr"), "--out", str(tmp_path / "w-qr.zarr"), "--quiet"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "qrcp needs a tall matrix (m >= n); got shape (10, 30)" in p.stderr
+
+
+MPI_ID_SCRIPT = """
+import json, sys
+import numpy as np
+from mpi4py import MPI
+import distsketch
+from distsketch.backends.mpi import MPIRowData
+comm = MPI.COMM_WORLD
+out = {}
+for axis in ("columns", "rows"):
+    data = MPIRowData.from_zarr(sys.argv[1], comm)
+    res = distsketch.interpolative(data, 12, axis=axis, seed=4)
+    X = data.gather(res.X) if axis == "rows" else res.X
+    out[axis] = {"idx": res.idx.tolist(), "X": np.asarray(X).tolist(), "passes": res.passes}
+data = MPIRowData.from_zarr(sys.argv[1], comm)
+res = distsketch.cur(data, 12, seed=4)
+out["cur"] = {"cols": res.cols.tolist(), "rows": res.rows.tolist(), "U": res.U.tolist(), "passes": res.passes}
+if comm.rank == 0:
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.mpi
+def test_id_and_cur_under_mpi_match_numpy(tmp_path):
+    pytest.importorskip("mpi4py")
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    A, _ = decaying(9_000, 60, rate=6, seed=14)
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=A.shape, chunks=(1000, 60), dtype="f8")[...] = A
+    (tmp_path / "run.py").write_text(MPI_ID_SCRIPT)
+    p = subprocess.run([mpiexec, "-n", "2", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "a.zarr")],
+                       capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": ROOT})
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    for axis in ("columns", "rows"):
+        ref = distsketch.interpolative(A, 12, axis=axis, seed=4)
+        assert out[axis]["idx"] == ref.idx.tolist() and out[axis]["passes"] == ref.passes == 1
+        np.testing.assert_allclose(np.array(out[axis]["X"]), ref.X, rtol=0, atol=1e-10 * np.abs(ref.X).max())
+    ref = distsketch.cur(A, 12, seed=4)
+    assert out["cur"]["cols"] == ref.cols.tolist() and out["cur"]["rows"] == ref.rows.tolist()
+    assert out["cur"]["passes"] == ref.passes == 2
+    np.testing.assert_allclose(np.array(out["cur"]["U"]), ref.U, rtol=0, atol=1e-8 * np.abs(ref.U).max())
