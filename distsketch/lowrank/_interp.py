@@ -340,6 +340,9 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     ``X = Y Y[idx]^+`` is distributed.
     For ``rank = k`` the error is close to ``sigma_{k+1}`` times a modest factor (the ID's
     ``sqrt(1 + k (n - k))`` worst case is rarely approached); ``error_estimate`` says what it is.
+    Measured (``scripts/bench/qrcp.py``, 20,000 x 2,000, rank 100, decaying spectrum): the one-read
+    ``X`` has 2.4x the error of ``scipy.linalg.interpolative.interp_decomp``'s (4.2x the SVD's);
+    ``refine=True`` brings it to 1.07x scipy's (1.9x the SVD's) for one more read.
 
     References
     ----------
