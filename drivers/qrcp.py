@@ -14,40 +14,37 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (check_out, dumps, integrity_arguments, log, publish, run_guarded,  # noqa: E402
-                     shared_seed, tmp_path)
+import numpy as np
+import zarr
+
+import distsketch
+from distsketch import mpi
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description="distsketch randomized QR with column pivoting (CQRRPT) under MPI")
-    p.add_argument("A")
-    p.add_argument("--out", required=True)
-    p.add_argument("--rank", type=int, default=None)
-    p.add_argument("--tol", type=float, default=None)
-    p.add_argument("--kind", default="sparse_sign", choices=["sparse_sign", "gaussian", "srct"])
-    p.add_argument("--d", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
-    integrity_arguments(p)
+    p.add_argument("A", help="path of the Zarr array A (a group member as store.zarr/A), m >= n")
+    mpi.output_arguments(p)
+    p.add_argument("--rank", type=int, default=None, help="number of columns kept (default: the numerical rank)")
+    p.add_argument("--tol", type=float, default=None,
+                   help="relative Frobenius tolerance of the sketched tail (instead of --rank)")
+    p.add_argument("--kind", default="sparse_sign", choices=["sparse_sign", "gaussian", "srct"],
+                   help="sketching operator (default sparse_sign)")
+    p.add_argument("--d", type=int, default=None, help="sketch size (default min(m, 2n))")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
+    mpi.integrity_arguments(p)
     return p.parse_args(argv)
 
 
 def body(comm, args):
-    import numpy as np
-    import zarr
-
-    import distsketch
-    from distsketch.backends.mpi import MPIRowData
-
-    check_out(comm, args.out, args.overwrite)
-    seed = shared_seed(comm, args.seed)
-    data = MPIRowData.from_zarr(args.A, comm, progress=True, allow_missing_chunks=args.allow_missing_chunks)
-    log(comm, f"qrcp: A is {data.shape[0]:,} x {data.shape[1]:,} on {comm.size} rank(s)")
+    mpi.check_out(comm, args.out, args.overwrite)
+    seed = mpi.shared_seed(comm, args.seed)
+    data = mpi.open_rows(args.A, comm, progress=True, allow_missing_chunks=args.allow_missing_chunks)
+    mpi.log(comm, f"qrcp: A is {data.shape[0]:,} x {data.shape[1]:,} on {comm.size} rank(s)")
     res = distsketch.qrcp(data, args.rank, tol=args.tol, seed=seed, kind=args.kind, d=args.d)
     m, k = data.shape[0], res.rank
     chunk = zarr.open_array(args.A, mode="r").chunks[0]
-    tmp = tmp_path(args.out, comm)
+    tmp = mpi.staging_path(comm, args.out)
     meta = {"rank": k, "numerical_rank": res.numerical_rank, "passes": res.passes, "reason": res.reason,
             "error_estimate": res.error_estimate, "seed": res.seed, "ranks": comm.size}
     if comm.rank == 0:
@@ -60,16 +57,15 @@ def body(comm, args):
     comm.Barrier()
     r0, r1 = data.local_rows  # whole chunks of A, so ranks never share a chunk of Q
     zarr.open_array(os.path.join(tmp, "Q"), mode="r+")[r0:r1] = np.asarray(res.Q)
-    publish(comm, tmp, args.out)
-    if comm.rank == 0:
-        print(dumps({"out": args.out, **meta}), flush=True)
-    log(comm, f"qrcp: rank {k} in {res.passes} passes")
+    mpi.publish(comm, tmp, args.out)
+    mpi.emit(comm, {"out": args.out, **meta})
+    mpi.log(comm, f"qrcp: rank {k} in {res.passes} passes")
     return 0
 
 
 def main(argv=None):
     args = parse(argv)
-    return run_guarded("distsketch qrcp", lambda comm: body(comm, args))
+    return mpi.run_guarded("distsketch qrcp", lambda comm: body(comm, args))
 
 
 if __name__ == "__main__":

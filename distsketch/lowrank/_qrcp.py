@@ -149,17 +149,13 @@ def sketch_qrcp(SA):
     """QR with column pivoting of a small sketch: ``(R, perm)`` with ``R`` of ``min(d, n)`` rows.
 
     A sketch much taller than wide (``d > 3 n``) is first reduced by an unpivoted QR (``geqrf``,
-    BLAS-3): the pivots of ``SA = Q0 R0`` and of ``R0`` are the same. ``geqp3`` (half BLAS-2,
-    bound by memory bandwidth) runs on one BLAS thread: at 2,000 x 1,000 on this 2-core machine
-    under load ~9 it took 0.47 s on one thread against 1.5 s on two (spinning BLAS threads).
+    BLAS-3): the pivots of ``SA = Q0 R0`` and of ``R0`` are the same. ``geqp3`` runs under the
+    process's BLAS-thread policy (:mod:`distsketch._threads`).
     """
-    from threadpoolctl import threadpool_limits
-
     d, n = SA.shape
     if d > 3 * n:
         SA = scipy.linalg.qr(SA, mode="r", check_finite=False)[0][:n]
-    with threadpool_limits(1):
-        R, perm = scipy.linalg.qr(SA, mode="r", pivoting=True, check_finite=False)
+    R, perm = scipy.linalg.qr(SA, mode="r", pivoting=True, check_finite=False)
     return R[: min(SA.shape)], perm
 
 
