@@ -312,7 +312,10 @@ def convergence_test(field, x0, t1, *, t0=0.0, integrators=("euler", "midpoint",
     max_agree = max(agreement.values(), default=0.0)
     finest = {k: float(v[-1]) for k, v in errs.items()}
     F = min(finest.values())
-    order_txt = ", ".join(f"{k} {_fmt(v)} (nominal {nominal[k]})" for k, v in orders.items())
+    order_txt = ", ".join(
+        f"{k} {_fmt(v)} (nominal {nominal[k]})" if not math.isnan(v) else
+        f"{k} not measured ({'at the plateau at every step' if errs[k].max() <= PLATEAU_FACTOR * plateau else 'fewer than two points above the plateau and below 1'})"
+        for k, v in orders.items())
     verdict, reason = _verdict(ref_kind, tabs, steps, dts, errs, orders, nominal, agreement, est, finest,
                                m, F, floor, plateau, max_agree, order_txt)
     return ConvergenceResult(table=table, orders=orders, agreement=agreement, verdict=verdict, reason=reason,
@@ -332,7 +335,7 @@ def _verdict(ref_kind, tabs, steps, dts, errs, orders, nominal, agreement, est, 
     if F >= GAP * level and max_agree <= F / AGREE_FACTOR:
         return "discrete", (
             f"the error is smallest ({_fmt(m)}) for {best_name} at n_steps={steps[best_i]} (dt={_fmt(dts[best_i])}) "
-            f"but {_fmt(F / level)}x larger at the finest step dt={dt_fin} for every integrator (at least {_fmt(F)}), "
+            f"but at least {_fmt(F / level)}x larger at the finest step dt={dt_fin} for every integrator (at least {_fmt(F)}), "
             f"while the integrators agree with each other there to {_fmt(max_agree)}: they converge to a limit "
             "that is not the reference")
     measured = [k for k, v in orders.items() if not math.isnan(v)]
