@@ -36,6 +36,16 @@ def lotka_volterra(t, x):
     return np.stack([x[:, 0] - 0.5 * x[:, 0] * x[:, 1], -0.75 * x[:, 1] + 0.25 * x[:, 0] * x[:, 1]], axis=1)
 
 
+@pytest.fixture(autouse=True)
+def serial_unless_cluster(request, monkeypatch):
+    """The session LocalCluster's client is the default client once any test made it; tests not marked
+    `cluster` run the serial path so their cost does not depend on test order (results are equal)."""
+    if request.node.get_closest_marker("cluster") is None:
+        import distsketch.sciml._convergence as conv
+
+        monkeypatch.setattr(conv, "_client", lambda: None)
+
+
 def solve_ivp_reference(f, x0, t1):
     return np.array([solve_ivp(lambda t, y: f(t, y[None])[0], (0.0, t1), xi, method="DOP853", rtol=1e-12,
                                atol=1e-12).y[:, -1] for xi in x0])
@@ -230,7 +240,7 @@ def test_dask_client_gives_identical_results(rng, local_cluster_client, monkeypa
         dist = convergence_test(f, x0, 1.0, **kw)
     chunk_tasks = [t for t in ts.data if "_seeded_chunk" in str(t["key"])]
     assert len(chunk_tasks) == 4  # 50 rows in chunks of 16, one task each, run on the workers
-    monkeypatch.setattr(conv, "_client", lambda: None)  # the serial path
+    monkeypatch.setattr(conv, "_client", lambda: None)  # the serial path, as without a client
     serial = convergence_test(f, x0, 1.0, **kw)
     np.testing.assert_array_equal(dist.table[["error", "self_error"]].to_numpy(),
                                   serial.table[["error", "self_error"]].to_numpy())
@@ -348,3 +358,32 @@ def test_import_distsketch_does_not_import_torch_or_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_seed_fixes_a_random_torch_field_and_keeps_the_callers_rng(torch_one_thread):
+    torch = torch_one_thread
+
+    class Noisy(torch.nn.Module):
+        def forward(self, t, x):
+            return -x + 1e-3 * torch.randn_like(x)
+
+    x0 = np.random.default_rng(1).standard_normal((40, 2))
+    state = torch.get_rng_state()
+    kw = dict(steps=(2, 4, 8), reference=x0 * np.exp(-1.0), chunk_rows=16)
+    a = convergence_test(Noisy(), x0, 1.0, seed=5, **kw)
+    b = convergence_test(Noisy(), x0, 1.0, seed=5, **kw)
+    c = convergence_test(Noisy(), x0, 1.0, seed=6, **kw)
+    assert torch.equal(torch.get_rng_state(), state)
+    np.testing.assert_array_equal(a.table.error.to_numpy(), b.table.error.to_numpy())
+    assert not np.array_equal(a.table.error.to_numpy(), c.table.error.to_numpy())
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import distsketch.sciml._convergence as conv
+    import distsketch.sciml._integrate as integ
+
+    for mod in (conv, integ):
+        out = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert out.attempted > 0 and out.failed == 0, mod.__name__

@@ -136,7 +136,8 @@ def _check_field(field, x, t0):
         import torch
 
         dtype = _torch_dtype(field, x.dtype)
-        with torch.no_grad():
+        # the probe must not move the caller's random state (fields with dropout or noise)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             y = field(torch.tensor(t0, dtype=dtype), torch.as_tensor(np.ascontiguousarray(probe)).to(dtype))
         shape = tuple(y.shape)
     else:
