@@ -182,6 +182,20 @@ def test_nonlinear_systems_against_solve_ivp(f, x0, t1):
     assert res.verdict == "continuous", res.reason
 
 
+@pytest.mark.parametrize("delta", [1e-2, 1e-3])
+def test_slightly_wrong_ode_is_continuous_with_its_model_error_as_plateau(rng, delta):
+    # a model that learned the ODE x' = (L + delta E) x: continuous, its plateau is the exact model error
+    E = np.array([[0.3, -0.7], [0.2, 0.5]])
+    Lm = L_SPIRAL + delta * E
+    x0 = rng.standard_normal((16, 2))
+    ref = x0 @ expm(L_SPIRAL).T
+    model_error = np.linalg.norm(x0 @ expm(Lm).T - ref) / np.linalg.norm(ref)
+    res = convergence_test(lambda t, x: x @ Lm.T, x0, 1.0, reference=ref)
+    assert res.verdict == "continuous", res.reason
+    assert model_error / 1.5 < res.plateau <= model_error
+    assert abs(res.orders["euler"] - 1) < 0.15
+
+
 def test_residual_network_exact_only_for_euler_at_training_step_is_discrete(rng):
     # x_{k+1} = x_k + h0 f(x_k) reproduces the exact flow expm(h0 L) for Euler with h0 = 1/4 only
     h0 = 0.25

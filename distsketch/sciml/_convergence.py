@@ -134,6 +134,16 @@ def _slope(dt, err):
     return float(np.polyfit(np.log(dt), np.log(err), 1)[0])
 
 
+def _plateau_from(e, plateau):
+    """Index of the first step from which every error is at the plateau (<= 4 P), if that is step 0 or 1."""
+    above = e > PLATEAU_FACTOR * plateau
+    if not above.any():
+        return 0
+    if above.sum() == 1 and above[0]:
+        return 1
+    return None
+
+
 def _fmt(v):
     return f"{v:.2g}"
 
@@ -207,7 +217,7 @@ def convergence_test(field, x0, t1, *, t0=0.0, integrators=("euler", "midpoint",
       each other at the finest step to ``F / 4`` or better: they converge to one limit, and it is
       not the reference.
     - ``"continuous"``: every integrator either falls at its order (``|observed - p| <= 0.5``) or is
-      at the plateau already at every step (with at least one order measured); no integrator gets
+      at the plateau from its first or second step on (with at least one order measured); no integrator gets
       worse on refinement (its finest error is within 4x its own best); the best finest error is
       within 4x of ``max(m, floor)`` (the common plateau is reached); and each pair of integrators
       agrees at the finest step to within 4x the sum of their estimated discretization errors
@@ -312,10 +322,14 @@ def convergence_test(field, x0, t1, *, t0=0.0, integrators=("euler", "midpoint",
     max_agree = max(agreement.values(), default=0.0)
     finest = {k: float(v[-1]) for k, v in errs.items()}
     F = min(finest.values())
-    order_txt = ", ".join(
-        f"{k} {_fmt(v)} (nominal {nominal[k]})" if not math.isnan(v) else
-        f"{k} not measured ({'at the plateau at every step' if errs[k].max() <= PLATEAU_FACTOR * plateau else 'fewer than two points above the plateau and below 1'})"
-        for k, v in orders.items())
+    def unmeasured(k):
+        i = _plateau_from(errs[k], plateau)
+        if i is None:
+            return f"{k} not measured (fewer than two points between {_fmt(PLATEAU_FACTOR * plateau)} and 1)"
+        return f"{k} not measured (at the plateau from n_steps={steps[i]} on)"
+
+    order_txt = ", ".join(f"{k} {_fmt(v)} (nominal {nominal[k]})" if not math.isnan(v) else unmeasured(k)
+                          for k, v in orders.items())
     verdict, reason = _verdict(ref_kind, tabs, steps, dts, errs, orders, nominal, agreement, est, finest,
                                m, F, floor, plateau, max_agree, order_txt)
     return ConvergenceResult(table=table, orders=orders, agreement=agreement, verdict=verdict, reason=reason,
@@ -343,9 +357,9 @@ def _verdict(ref_kind, tabs, steps, dts, errs, orders, nominal, agreement, est, 
     for tab in tabs:
         k, e, o = tab.name, errs[tab.name], orders[tab.name]
         if math.isnan(o):
-            if e.max() > PLATEAU_FACTOR * plateau:
-                bad.append(f"{k} has fewer than two points between {_fmt(PLATEAU_FACTOR * plateau)} and 1, so no "
-                           "order could be measured")
+            if _plateau_from(e, plateau) is None:
+                bad.append(f"{k} has fewer than two points between {_fmt(PLATEAU_FACTOR * plateau)} and 1 and is "
+                           "not at the plateau from the second step on, so no order could be measured")
         elif abs(o - nominal[k]) > ORDER_TOL:
             bad.append(f"{k} falls at order {_fmt(o)}, not {nominal[k]}")
         if e[-1] > PLATEAU_FACTOR * max(e.min(), floor):
