@@ -17,7 +17,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
 from distsketch.errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
-from distsketch.sciml import TABLEAUX, Tableau, convergence_test, get_tableau, integrate
+from distsketch.sciml import TABLEAUX, Tableau, convergence_test, convergence_tests, get_tableau, integrate
 from distsketch.sciml._tableau import order_of
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "ode_torchdiffeq.npz")
@@ -259,6 +259,36 @@ def test_dask_client_gives_identical_results(rng, local_cluster_client, monkeypa
     np.testing.assert_array_equal(dist.table[["error", "self_error"]].to_numpy(),
                                   serial.table[["error", "self_error"]].to_numpy())
     assert dist.verdict == serial.verdict and dist.reason == serial.reason
+
+
+@pytest.mark.cluster
+def test_many_models_as_dask_tasks_equal_one_by_one(rng, local_cluster_client, monkeypatch):
+    from distributed import get_task_stream
+
+    import distsketch.sciml._convergence as conv
+
+    h0 = 0.25
+    B = (expm(h0 * L_SPIRAL) - np.eye(2)) / h0
+    x0 = rng.standard_normal((40, 2))
+    ref = x0 @ expm(L_SPIRAL).T
+    fields = [lambda t, x: x @ L_SPIRAL.T, lambda t, x: x @ B.T]
+    with local_cluster_client.as_current(), get_task_stream(local_cluster_client) as ts:
+        many = convergence_tests(fields, x0, 1.0, reference=ref, chunk_rows=20)
+    assert len([t for t in ts.data if "_seeded_chunk" in str(t["key"])]) == 4  # 2 models x 2 chunks
+    assert [r.verdict for r in many] == ["continuous", "discrete"]
+    monkeypatch.setattr(conv, "_client", lambda: None)  # one by one, serial
+    for f, r in zip(fields, many):
+        one = convergence_test(f, x0, 1.0, reference=ref, chunk_rows=20)
+        np.testing.assert_array_equal(r.table.error.to_numpy(), one.table.error.to_numpy())
+
+
+def test_convergence_tests_rejects_bad_fields():
+    with pytest.raises(ParameterError, match="fields must be a sequence of models"):
+        convergence_tests(linear_field, np.ones((2, 2)), 1.0)
+    with pytest.raises(ParameterError, match="at least one model"):
+        convergence_tests([], np.ones((2, 2)), 1.0)
+    with pytest.raises(ShapeError, match="shape of x"):
+        convergence_tests([linear_field, lambda t, x: x[:, 0]], np.ones((2, 2)), 1.0)
 
 
 # ---------------------------------------------------------------- trained torch models

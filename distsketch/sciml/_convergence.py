@@ -23,7 +23,7 @@ from ..errors import InputTypeError, ParameterError, ShapeError
 from ._integrate import _as_batch, _check_field, _check_steps, _check_times, _is_torch_module, _sweep_chunk
 from ._tableau import get_tableau
 
-__all__ = ["ConvergenceResult", "convergence_test"]
+__all__ = ["ConvergenceResult", "convergence_test", "convergence_tests"]
 
 # Thresholds of the verdict (see the Notes of convergence_test).
 ORDER_TOL = 0.5        # |observed - nominal order| allowed for "falls at its order"
@@ -112,20 +112,25 @@ def _seeded_chunk(field, x, t0, t1, steps, tabs, seed):
         return _sweep_chunk(field, x, t0, t1, steps, tabs)
 
 
-def _run_sweep(field, x, t0, t1, steps, tabs, chunk_rows, seed):
-    """Final states (name, n) -> (batch, dim), from fixed row chunks (serial or one Dask task each)."""
+def _run_sweeps(fields, x, t0, t1, steps, tabs, chunk_rows, seed):
+    """For each field, final states (name, n) -> (batch, dim), from fixed row chunks.
+
+    Serial, or one Dask task per (field, chunk) when a distributed client is active; the chunks
+    (and their seeds) are the same either way, so are the results.
+    """
     starts = list(range(0, x.shape[0], chunk_rows))
     seeds = [None if seed is None else int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
              for i in range(len(starts))]
-    client = _client() if len(starts) > 1 else None
+    client = _client() if len(starts) * len(fields) > 1 else None
     if client is None:
-        parts = [_seeded_chunk(field, x[s:s + chunk_rows], t0, t1, steps, tabs, sd) for s, sd in zip(starts, seeds)]
+        parts = [[_seeded_chunk(f, x[s:s + chunk_rows], t0, t1, steps, tabs, sd) for s, sd in zip(starts, seeds)]
+                 for f in fields]
     else:
-        [fut_field] = client.scatter([field], broadcast=True, hash=False)
-        futs = [client.submit(_seeded_chunk, fut_field, x[s:s + chunk_rows], t0, t1, steps, tabs, sd, pure=False)
-                for s, sd in zip(starts, seeds)]
+        scattered = client.scatter(list(fields), broadcast=True, hash=False)
+        futs = [[client.submit(_seeded_chunk, f, x[s:s + chunk_rows], t0, t1, steps, tabs, sd, pure=False)
+                 for s, sd in zip(starts, seeds)] for f in scattered]
         parts = client.gather(futs)
-    return {key: np.concatenate([p[key] for p in parts], axis=0) for key in parts[0]}
+    return [{key: np.concatenate([p[key] for p in pf], axis=0) for key in pf[0]} for pf in parts]
 
 
 def _slope(dt, err):
@@ -225,6 +230,12 @@ def convergence_test(field, x0, t1, *, t0=0.0, integrators=("euler", "midpoint",
     - ``"inconclusive"`` otherwise, and always without a reference: a discrete map's integrators
       also converge and agree, so convergence alone says nothing about accuracy.
 
+    A discrete map is a discretization error that cancels the model's error at its training
+    step, for every initial condition at once. With one initial condition, or errors that are
+    collinear across the batch (a scalar linear model), a continuous model's discretization and
+    model errors can cancel by chance at one step, which looks alike: use many, varied initial
+    conditions. Without a reference nothing here can tell the two apart.
+
     Cost: ``batch * sum(steps) * (total stages)`` evaluations of the field per row, in chunks of
     ``chunk_rows`` rows, one Dask task per chunk when a ``distributed`` client is active.
 
@@ -246,6 +257,68 @@ def convergence_test(field, x0, t1, *, t0=0.0, integrators=("euler", "midpoint",
     >>> res.verdict
     'continuous'
     """
+    t0f, t1f, x, tabs, steps, chunk_rows, ref_arr, ref_kind = _validate(x0, t1, t0, integrators, steps, reference,
+                                                                        seed, chunk_rows)
+    _check_field(field, x, t0f)
+    [finals] = _run_sweeps([field], x, t0f, t1f, steps, tabs, chunk_rows, seed)
+    return _analyse(finals, tabs, steps, t0f, t1f, ref_arr, ref_kind)
+
+
+def convergence_tests(fields, x0, t1, *, t0=0.0, integrators=("euler", "midpoint", "rk4"),
+                      steps=(2, 4, 8, 16, 32, 64, 128, 256), reference=None, seed=None,
+                      chunk_rows: int = 128) -> list[ConvergenceResult]:
+    """:func:`convergence_test` for many models on the same initial conditions and reference.
+
+    Every (model, chunk of initial conditions) is one Dask task when a distributed client is
+    active, all submitted at once; results are identical to running :func:`convergence_test`
+    on each model.
+
+    Parameters
+    ----------
+    fields : sequence of callables or torch modules
+        The models; each ``field(t, x)`` on a batch ``x`` of shape (batch, dim).
+    x0, t1, t0, integrators, steps, reference, seed, chunk_rows
+        As for :func:`convergence_test`, shared by all models.
+
+    Returns
+    -------
+    list of ConvergenceResult
+        One per model, in order.
+
+    Raises
+    ------
+    ParameterError
+        ``fields`` empty or not a sequence; the errors of :func:`convergence_test`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.linalg import expm
+    >>> from distsketch.sciml import convergence_tests
+    >>> L = np.array([[-0.5, 1.0], [-1.0, -0.5]])
+    >>> B = (expm(0.25 * L) - np.eye(2)) / 0.25  # a residual net: exact for Euler at dt = 0.25 only
+    >>> x0 = np.random.default_rng(0).standard_normal((16, 2))
+    >>> res = convergence_tests([lambda t, x: x @ L.T, lambda t, x: x @ B.T], x0, 1.0,
+    ...                         reference=x0 @ expm(L).T)
+    >>> [r.verdict for r in res]
+    ['continuous', 'discrete']
+    """
+    if callable(fields) or isinstance(fields, (str, bytes)) or not hasattr(fields, "__iter__"):
+        raise ParameterError(f"fields must be a sequence of models; received {type(fields).__name__}; pass a list "
+                             "(use convergence_test for one model)")
+    fields = list(fields)
+    if not fields:
+        raise ParameterError("fields must hold at least one model; received an empty sequence")
+    t0f, t1f, x, tabs, steps, chunk_rows, ref_arr, ref_kind = _validate(x0, t1, t0, integrators, steps, reference,
+                                                                        seed, chunk_rows)
+    for f in fields:
+        _check_field(f, x, t0f)
+    return [_analyse(finals, tabs, steps, t0f, t1f, ref_arr, ref_kind)
+            for finals in _run_sweeps(fields, x, t0f, t1f, steps, tabs, chunk_rows, seed)]
+
+
+def _validate(x0, t1, t0, integrators, steps, reference, seed, chunk_rows):
+    """Check every option before any integration; the reference at t1 as a (batch, dim) array or None."""
     t0f, t1f = _check_times(t0, t1)
     x = _as_batch(x0)
     if isinstance(integrators, (str, bytes)) or not hasattr(integrators, "__iter__"):
@@ -281,9 +354,11 @@ def convergence_test(field, x0, t1, *, t0=0.0, integrators=("euler", "midpoint",
             raise ShapeError(f"reference at t1 must be shaped like x0, {np.shape(x0)}; received shape {r.shape}; "
                              "pass the true state for each initial condition")
         ref_arr = _as_batch(r.reshape(x.shape), "reference")
-    _check_field(field, x, t0f)
+    return t0f, t1f, x, tabs, steps, chunk_rows, ref_arr, ref_kind
 
-    finals = _run_sweep(field, x, t0f, t1f, steps, tabs, chunk_rows, seed)
+
+def _analyse(finals, tabs, steps, t0f, t1f, ref_arr, ref_kind):
+    """Errors, orders, agreement and verdict from the final states of one model."""
     nmax = steps[-1]
     if ref_arr is None:
         base = next((t for t in tabs if t.name == "rk4"), max(tabs, key=lambda t: t.order))
