@@ -13,6 +13,8 @@ Runs (medians of --repeats, whole convergence_test calls, reference given as an 
   torchdiffeq odeint(f, x0, linspace(0, 1, n + 1), method) for the 24 (method, n), whole batch at once,
               the same MLP as a torch function, in the reference venv (--torchref, a subprocess of this
               run), one torch thread (--torch-threads for more).
+"cpu_share": CPU seconds the run's processes got / (wall seconds x processes): below 1 the machine
+was shared (the load average is recorded at start and end).
 Floor: the field evaluations alone: 3,570 consecutive calls of the field on one chunk of chunk_rows
 rows (one BLAS thread, median of 3), times the number of chunks, divided by the number of workers; "fraction_of_floor"
 = median seconds / floor. Accuracy: the largest difference between distsketch's final states and
@@ -150,11 +152,14 @@ def main(argv=None):
     print(f"floor: field evaluations alone {serial_floor:.2f} s on one core", flush=True)
 
     runs = {}
+    cpu0 = time.process_time()
     with threadpool_limits(1):
         ts, res = timed_runs(lambda: run_sweep(field, x0, ref, a.chunk_rows), a.repeats)
-    runs["serial"] = {"seconds": ts, "median_s": median(ts), "fraction_of_floor": median(ts) / serial_floor}
+    cpu = time.process_time() - cpu0
+    runs["serial"] = {"seconds": ts, "median_s": median(ts), "fraction_of_floor": median(ts) / serial_floor,
+                      "cpu_s": cpu, "cpu_share": cpu / sum(ts)}
     base = res
-    print(f"serial {median(ts):.2f} s, verdict {res.verdict}", flush=True)
+    print(f"serial {median(ts):.2f} s, verdict {res.verdict}, got {cpu / sum(ts):.2f} cores", flush=True)
     result["verdict"], result["reason"] = res.verdict, res.reason
     result["orders"] = res.orders
     write_json(a.out, result)
@@ -164,13 +169,18 @@ def main(argv=None):
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             client.run(lambda: None)
             run_sweep(field, x0[: a.chunk_rows * nw], ref[: a.chunk_rows * nw], a.chunk_rows)  # warm the workers
+            cpu0 = client.run(time.process_time)
             ts, res = timed_runs(lambda: run_sweep(field, x0, ref, a.chunk_rows), a.repeats)
+            cpu1 = client.run(time.process_time)
+        cpu = sum(cpu1[k] - cpu0[k] for k in cpu0)
         same = bool(np.array_equal(res.table[["error", "self_error"]].to_numpy(),
                                    base.table[["error", "self_error"]].to_numpy()))
         runs[f"workers_{nw}"] = {"seconds": ts, "median_s": median(ts),
                                  "fraction_of_floor": median(ts) / (serial_floor / nw),
-                                 "table_identical_to_serial": same}
-        print(f"{nw} worker(s) {median(ts):.2f} s, identical to serial: {same}", flush=True)
+                                 "table_identical_to_serial": same,
+                                 "worker_cpu_s": cpu, "cpu_share": cpu / (sum(ts) * nw)}
+        print(f"{nw} worker(s) {median(ts):.2f} s, identical to serial: {same}, the workers got "
+              f"{cpu / sum(ts):.2f} cores on average", flush=True)
         write_json(a.out, {**result, "runs": runs})
     speedup = runs["workers_1"]["median_s"] / runs["workers_2"]["median_s"]
     result["speedup_2_vs_1_workers"] = speedup
