@@ -80,7 +80,7 @@ class ConvergenceResult:
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 4))
         for name, grp in self.table.groupby("integrator", sort=False):
-            dt, err = grp["dt"].to_numpy(), grp["error"].to_numpy()
+            dt, err = np.abs(grp["dt"].to_numpy()), grp["error"].to_numpy()
             line, = ax.loglog(dt, np.maximum(err, 1e-300), "o-", label=f"{name} (observed {self.orders[name]:.2f})")
             p = self.nominal_orders[name]
             i = int(np.argmax(dt))
@@ -90,6 +90,7 @@ class ConvergenceResult:
         ax.set_ylabel(f"relative error vs {self.reference}")
         ax.set_title(f"verdict: {self.verdict}")
         ax.legend(fontsize="small")
+        ax.figure.tight_layout()
         return ax
 
 
@@ -397,6 +398,7 @@ def _analyse(finals, tabs, steps, t0f, t1f, ref_arr, ref_kind):
     max_agree = max(agreement.values(), default=0.0)
     finest = {k: float(v[-1]) for k, v in errs.items()}
     F = min(finest.values())
+
     def unmeasured(k):
         i = _plateau_from(errs[k], plateau)
         if i is None:
