@@ -9,7 +9,7 @@ torchdiffeq's fixed-grid ``"rk4"``, up to the order of additions). The step is
 ``h = (t1 - t0) / n_steps`` and the grid ``t0 + k h``.
 
 A torch module is called as ``module(t, x)`` (torchdiffeq's convention) on a tensor of
-the module's floating dtype, under ``torch.no_grad()``; torch is imported only when a
+the module's floating dtype, on its parameters' device, under ``torch.no_grad()``; torch is imported only when a
 torch module is given.
 """
 
@@ -37,6 +37,12 @@ def _torch_dtype(module, fallback):
     import torch
 
     return torch.float32 if fallback == np.float32 else torch.float64
+
+
+def _torch_device(module):
+    for p in module.parameters():
+        return p.device
+    return None  # no parameters: the CPU
 
 
 def _rk_final(f, x, t0: float, h: float, n_steps: int, tab: Tableau, tvalue):
@@ -70,17 +76,17 @@ def _sweep_chunk(field, x, t0: float, t1: float, steps, tableaux):
     if _is_torch_module(field):
         import torch
 
-        dtype = _torch_dtype(field, x.dtype)
-        xt = torch.as_tensor(np.ascontiguousarray(x)).to(dtype)
+        dtype, device = _torch_dtype(field, x.dtype), _torch_device(field)
+        xt = torch.as_tensor(np.ascontiguousarray(x)).to(device=device, dtype=dtype)
 
         def tval(t):
-            return torch.tensor(t, dtype=dtype)
+            return torch.tensor(t, dtype=dtype, device=device)
 
         with torch.no_grad():
             for tab in tableaux:
                 for n in steps:
                     h = (t1 - t0) / n
-                    out[tab.name, n] = _rk_final(field, xt, t0, h, n, tab, tval).numpy()
+                    out[tab.name, n] = _rk_final(field, xt, t0, h, n, tab, tval).cpu().numpy()
         return out
     for tab in tableaux:
         for n in steps:
@@ -135,10 +141,11 @@ def _check_field(field, x, t0):
     if _is_torch_module(field):
         import torch
 
-        dtype = _torch_dtype(field, x.dtype)
+        dtype, device = _torch_dtype(field, x.dtype), _torch_device(field)
         # the probe must not move the caller's random state (fields with dropout or noise)
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            y = field(torch.tensor(t0, dtype=dtype), torch.as_tensor(np.ascontiguousarray(probe)).to(dtype))
+            y = field(torch.tensor(t0, dtype=dtype, device=device),
+                      torch.as_tensor(np.ascontiguousarray(probe)).to(device=device, dtype=dtype))
         shape = tuple(y.shape)
     else:
         shape = np.shape(field(t0, probe))
