@@ -15,6 +15,7 @@ from .operators import make_operator
 from .sketch import sketch
 from .solve import ConvergenceWarning, IllConditionedWarning, LstsqResult, lstsq
 from .lowrank import NystromResult, QBResult, SVDResult, nystrom, qb, svd
+from .lowrank import CURResult, IDResult, QRCPResult, cur, interpolative, qrcp
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,12 @@ __all__ = [
     "svd",
     "qb",
     "nystrom",
+    "qrcp",
+    "interpolative",
+    "cur",
+    "QRCPResult",
+    "IDResult",
+    "CURResult",
     "SVDResult",
     "QBResult",
     "NystromResult",

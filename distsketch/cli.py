@@ -4,6 +4,7 @@
     distsketch sketch A.zarr --d D [--kind K --side left|right --seed S] --out SA.zarr
     distsketch lstsq A.zarr b.zarr --out x.zarr [--method M --kind K --d D --seed S --checkpoint FILE]
     distsketch svd A.zarr --rank K (or --tol T) --out svd.zarr [--method M --seed S]
+    distsketch qrcp A.zarr [--rank K | --tol T] --out qr.zarr [--seed S --d D --no-q]
     distsketch demo [--m M --n N --worker-memory 400MB]
 
 Commands that compute start an embedded Dask LocalCluster sized to the machine unless
@@ -129,6 +130,31 @@ def _cmd_svd(a) -> int:
                 "error_estimate": res.error_estimate, "norm_fro": res.norm_fro, "n_power_iter": res.n_power_iter,
                 "seed": res.seed}
         write_zarr_group(a.out, {"U": res.U, "s": res.s, "Vt": res.Vt}, meta)
+        meta["seconds"] = round(time.perf_counter() - t, 3)
+    print(json.dumps({"out": a.out, **meta}))
+    return 0
+
+
+def _cmd_qrcp(a) -> int:
+    from ._inputs import as_matrix
+    from .cluster import dask_client
+    from .lowrank import qrcp
+
+    A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)  # fail fast, before any cluster starts
+    if A.shape[0] < A.shape[1]:
+        from .errors import ShapeError
+
+        raise ShapeError(f"qrcp needs a tall matrix (m >= n); got shape {A.shape}. Store and factor A.T instead")
+    check_output_path(a.out, a.overwrite, (a.A,))
+    with dask_client(a.scheduler, n_workers=a.workers):
+        t = time.perf_counter()
+        res = qrcp(A, a.rank, tol=a.tol, seed=a.seed, kind=a.kind, d=a.d, compute_q=not a.no_q)
+        meta = {"rank": res.rank, "numerical_rank": res.numerical_rank, "passes": res.passes, "reason": res.reason,
+                "error_estimate": res.error_estimate, "seed": res.seed}
+        arrays = {"R": res.R, "perm": res.perm}
+        if res.Q is not None:
+            arrays["Q"] = res.Q
+        _write_zarr_atomic(a.out, arrays, meta)
         meta["seconds"] = round(time.perf_counter() - t, 3)
     print(json.dumps({"out": a.out, **meta}))
     return 0
@@ -264,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     sv.set_defaults(func=_cmd_svd)
 
+    qr = sub.add_parser("qrcp", help="randomized QR with column pivoting (CQRRPT) of a tall Zarr array: "
+                        "a Zarr group with Q, R, perm (A[:, perm] ~ Q R)")
+    qr.add_argument("A", help="path of the Zarr array (m >= n)")
+    qr.add_argument("--rank", type=int, default=None, help="columns of Q (default: the numerical rank)")
+    qr.add_argument("--tol", type=float, default=None, help="relative Frobenius tolerance that chooses the rank")
+    qr.add_argument("--kind", choices=["sparse_sign", "gaussian", "srct"], default="sparse_sign")
+    qr.add_argument("--d", type=int, default=None, help="sketch rows (default min(m, 2n))")
+    qr.add_argument("--no-q", action="store_true", help="do not form Q (R and perm only)")
+    qr.add_argument("--seed", type=int, default=None)
+    qr.add_argument("--out", required=True)
+    qr.add_argument("--overwrite", action="store_true")
+    qr.set_defaults(func=_cmd_qrcp)
+
     d = sub.add_parser("demo", help="generate a problem larger than a worker's memory and solve it on a local cluster")
     d.add_argument("--m", type=int, default=1_000_000, help="rows of the generated A")
     d.add_argument("--n", type=int, default=100, help="columns of the generated A")
@@ -281,10 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--plots", action="store_true", help="write alpha-by-layer plots under OUT/plots")
     z.set_defaults(func=_cmd_zoo)
 
-    for sp in (s, ls, sv):
+    for sp in (s, ls, sv, qr):
         sp.add_argument("--allow-missing-chunks", action="store_true",
                         help="read chunks absent from a Zarr store as its fill value instead of refusing the store")
-    for sp in (s, ls, sv, d, z):
+    for sp in (s, ls, sv, qr, d, z):
         sp.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
         sp.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
         sp.add_argument("--quiet", action="store_true", help="no progress bar or log lines (they go to stderr)")
