@@ -105,6 +105,24 @@ def _lsqr_iterations(atol: float, f: float) -> int:
     return math.ceil(math.log(max(atol, 1e-16)) / math.log(1.0 / math.sqrt(f)))
 
 
+def lsqr_sketch_factor(m, n, *, lazy, itemsize, atol) -> int:
+    """The sketch size ``d = f n`` of LSQR: the ``f`` in :data:`LSQR_SKETCH_FACTORS` (4 out of core,
+    and where a larger sketch exceeds :data:`LSQR_SKETCH_MAX_BYTES` or ``m`` rows) minimising the
+    sketch, its factor and the LSQR reads of :func:`method_costs`, at :data:`NOMINAL_RATES` on 2
+    threads: a function of the call alone, so that ``d``, hence ``x``, is the same on any machine."""
+    if lazy:
+        return 4
+    F, r = 2 * NOMINAL_RATES["gemm_1t"], NOMINAL_RATES
+    t_r = m * n * itemsize / r["read_bw"]
+    step = max(t_r, 4.0 * m * n / F)
+
+    def cost(f):
+        return (f * n * n + n**3 / 3.0) / F + (_lsqr_iterations(atol, f) + 2) * step
+
+    fs = [f for f in LSQR_SKETCH_FACTORS if f == 4 or (f * n <= m and f * n * n * 8 <= LSQR_SKETCH_MAX_BYTES)]
+    return min(fs, key=cost)
+
+
 def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dict:
     """Modelled seconds of each full-accuracy method, and the terms behind them.
 
@@ -121,9 +139,8 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
       ``A R^-1``) + 1 refinement read;
     * ``sketch_precondition``: ``max(t_r, sketch(f n))`` + factor(f n) + ``k + 2`` reads of
       ``4 m n`` flops, ``k = log(atol) / log(1/sqrt(f))`` LSQR iterations, for the sketch
-      size ``f n`` (``f`` in :data:`LSQR_SKETCH_FACTORS` in memory, 4 out of core) that
-      minimises the sum: a larger sketch costs more to factor and saves iterations, the more
-      so the smaller ``atol`` (``terms["lsqr_sketch_factor"]``).
+      size ``f n`` of :func:`lsqr_sketch_factor` (``terms["lsqr_sketch_factor"]``): a larger
+      sketch costs more to factor and saves iterations, the more so the smaller ``atol``.
     """
     import os
 
@@ -146,9 +163,7 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     def lsqr(f):
         return max(t_r, sketch(f * n)) + factor(f * n) + (_lsqr_iterations(atol, f) + 2) * step()
 
-    fs = [f for f in (LSQR_SKETCH_FACTORS if not lazy else (4,))
-          if f == 4 or (f * n <= m and f * n * n * 8 <= LSQR_SKETCH_MAX_BYTES)]
-    f_best = min(fs, key=lsqr)
+    f_best = lsqr_sketch_factor(m, n, lazy=lazy, itemsize=itemsize, atol=atol)
     iters = _lsqr_iterations(atol, f_best)
     costs = {
         "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + factor(2 * n) + 7 * n**3 / (3 * F) + 2 * step(),
@@ -441,8 +456,7 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     if meth == "sketch_precondition" and sketch_size is None and not minnorm:
         # the sketch size the cost model finds cheapest for this atol (4n out of core), at the nominal
         # rates: d, hence x, is a function of the call alone, the same on any machine and at any load
-        f = method_costs(T_m, T_n, lazy=data.out_of_core, itemsize=dtype_in.itemsize, atol=atol, threads=2,
-                         rates=NOMINAL_RATES)["terms"]["lsqr_sketch_factor"]
+        f = lsqr_sketch_factor(T_m, T_n, lazy=data.out_of_core, itemsize=dtype_in.itemsize, atol=atol)
         if f != 4:
             reason += f"; sketch size {f}n (cost model: fewer LSQR iterations for the larger factor)"
     else:

@@ -88,10 +88,9 @@ def gemm_rate(threads, size=2000):
 
 def _lsqr_factor(m, n, atol, lazy=False):
     """The sketch size factor f (d = f n) lstsq's cost model picks for LSQR (nominal rates: deterministic)."""
-    from distsketch.solve.lstsq import NOMINAL_RATES, method_costs
+    from distsketch.solve.lstsq import lsqr_sketch_factor
 
-    return method_costs(m, n, lazy=lazy, itemsize=8, atol=atol, threads=2,
-                        rates=NOMINAL_RATES)["terms"]["lsqr_sketch_factor"]
+    return lsqr_sketch_factor(m, n, lazy=lazy, itemsize=8, atol=atol)
 
 
 def memory_floors(A, b, repeats, atol):
