@@ -22,7 +22,7 @@ from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
 from ._scale import scale_rhs, scale_sketch, scale_vector
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "choose_method", "method_costs",
-           "machine_rates"]
+           "machine_rates", "lsqr_sketch_factor"]
 
 METHODS = ("auto", "sketch_solve", "sketch_precondition", "cholqr", "normal_cholqr")
 
@@ -282,9 +282,13 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         recomputes it in its first pass and refuses changed data before saving or
         returning anything. Not used by ``method="sketch_solve"`` (one pass: nothing to resume).
     sketch_kind, sketch_size : str, int
-        The sketching operator (default ``sparse_sign``; ``d = max(4n, 8)``, ``max(2n, 8)``
-        for ``cholqr``, at most ``m`` for ``uniform``/``srct``; ``n`` is ``m`` for wide
-        ``A``). ``sketch_size`` must be at least ``n``.
+        The sketching operator (default ``sparse_sign``; ``d = max(2n, 8)`` for ``cholqr``
+        and ``normal_cholqr``, ``max(4n, 8)`` for ``sketch_solve``, ``max(f n, 8)`` for
+        ``sketch_precondition`` with ``f`` from :func:`lsqr_sketch_factor` (4 out of core; in
+        memory the cost model's choice among 4, 6, 8 for this ``atol``, at nominal rates so
+        the same call gives the same ``d`` everywhere), at most ``m`` for
+        ``uniform``/``srct``; ``n`` is ``m`` for wide ``A``). ``sketch_size`` must be at
+        least ``n``.
     conlim : float
         LSQR's limit on the condition estimate of the preconditioned operator.
 
