@@ -15,7 +15,8 @@ spans the numerical row space: solutions stay minimum-norm.
 instead, ``(S A).T (S A) + damp^2 I = R.T R`` (SYRK, ``d n^2`` flops, and a Cholesky of
 ``n^3 / 3``: about half the flops of the QR and all of them BLAS-3 at the GEMM rate).
 Its ``R`` is the QR's up to a relative error ``~ eps cond(S A)^2``, so ``A R^{-1}``
-is as well conditioned as with the QR's ``R`` while ``cond(S A) <= GRAM_COND_LIMIT``
+is as well conditioned as with the QR's ``R`` while ``cond_2(S A) <= GRAM_COND_LIMIT``
+(the power-iteration estimate of :func:`~distsketch.solve._cholqr.cond2_estimate`)
 (``eps cond^2 <= 2e-4``); beyond that limit, or when the Cholesky fails, the QR is
 computed as above. The warm start ``x = R^{-1} R^{-T} (S A).T S b`` carries the same
 relative error, which the iteration removes; ``sketch_solve``, whose answer is that
@@ -98,8 +99,14 @@ def _gram_factor(SA: np.ndarray, Sb: np.ndarray | None, damp: float) -> SketchFa
     R, info = lapack.dpotrf(G, lower=0, overwrite_a=True, clean=1)
     if info != 0:
         return None
-    rcond, info = lapack.dtrcon(R, norm="1", uplo="U", diag="N")
-    if info != 0 or not rcond > 1.0 / GRAM_COND_LIMIT:
+    from ._cholqr import cond2_estimate
+
+    # the gate is the 2-norm estimate: trcon's 1-norm one overstates cond_2 by up to n (100x seen on
+    # cond 1e5 problems at n = 2,000), which would send most problems to the QR
+    if not cond2_estimate(R) <= GRAM_COND_LIMIT:
+        return None
+    rcond, info = lapack.dtrcon(R, norm="1", uplo="U", diag="N")  # reported as cond, as the QR's
+    if info != 0 or not rcond > 0:
         return None
     anorm = float(np.linalg.norm(SA))
     if Sb is None:
