@@ -192,3 +192,20 @@ def test_out_of_range_block():
     op = small_op("gaussian")
     with pytest.raises(ShapeError, match=r"columns \[8990, 9010\) requested of an operator with m=9000"):
         op.apply(np.ones((20, 2)), 8990)
+
+
+def test_sparse_sign_column_tiles_are_bit_identical(monkeypatch):
+    """A wide block is applied in column tiles (the output tile stays in cache): the same sums in the
+    same order as the whole sparse product, hence bit-identical, and equal to the dense operator's."""
+    import distsketch.operators.sparse_sign as ss
+
+    rng = np.random.default_rng(5)
+    op = make_operator("sparse_sign", 3000, 2500, seed=3, nnz=8)
+    X = rng.standard_normal((1200, 2 * ss.APPLY_TILE_COLS + 77))
+    monkeypatch.setattr(ss, "APPLY_TILE_BYTES", 2**20)
+    assert op.d * X.shape[1] * X.itemsize > ss.APPLY_TILE_BYTES  # this block takes the tiled route
+    tiled = op.apply(X, 700)
+    monkeypatch.setattr(ss, "APPLY_TILE_BYTES", 2**62)
+    whole = op.apply(X, 700)
+    assert np.array_equal(tiled, whole)
+    np.testing.assert_allclose(tiled, op.columns(700, 1900) @ X, rtol=1e-12, atol=1e-12)

@@ -23,6 +23,12 @@ from ._base import SketchOperator, _as_2d
 
 __all__ = ["SparseSign"]
 
+#: columns of the data a tile of :meth:`SparseSign.apply` when the ``d x n`` output is larger
+#: than :data:`APPLY_TILE_BYTES` (measured on the 2-core reference machine: 64 columns of a
+#: 8000-row output, 4 MiB, run ~20% faster than the whole product)
+APPLY_TILE_COLS = 64
+APPLY_TILE_BYTES = 8 * 2**20
+
 
 @dataclass(frozen=True)
 class SparseSign(SketchOperator):
@@ -91,7 +97,17 @@ class SparseSign(SketchOperator):
         X = _as_2d(X)
         self._check_range(offset, X.shape[0])
         S = self._csc(offset, offset + X.shape[0], X.dtype)
-        return S @ np.ascontiguousarray(X)
+        n = X.shape[1]
+        if n <= 2 * APPLY_TILE_COLS or self.d * n * X.itemsize <= APPLY_TILE_BYTES:
+            return S @ np.ascontiguousarray(X)
+        # column tiles: each nonzero of S adds a row of X into a row of the output, at random rows; a
+        # d x APPLY_TILE_COLS tile of the output stays in cache where the whole d x n one would not. Every
+        # output entry sums the same terms in the same order as the untiled product: bit-identical
+        out = np.empty((self.d, n), dtype=X.dtype)
+        for c in range(0, n, APPLY_TILE_COLS):
+            c1 = min(n, c + APPLY_TILE_COLS)
+            out[:, c:c1] = S @ np.ascontiguousarray(X[:, c:c1])
+        return out
 
     def apply_transpose(self, Y, offset, k):
         Y = _as_2d(Y)

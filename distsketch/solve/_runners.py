@@ -139,7 +139,10 @@ def sketch_stage(s: Solve, session, stacklevel: int):
         s.data, SA, Sb, sA = scale_sketch(s.data, SA, Sb, sk)
         gram_A = sk.gram_A
     s.scale_options(sA, SA)
-    fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=s.damp)
+    # the iterative methods only need R as a preconditioner (and x_sketch as a start): the Cholesky of
+    # the sketch's Gram matrix is enough while cond(S A) <= 1e6 (QR otherwise); sketch_solve's x is the QR's
+    fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=s.damp,
+                        method="qr" if s.meth == "sketch_solve" else "gram")
     warn_ill_conditioned(s, fac, stacklevel + 1)
     if s.req.method == "auto" and not s.minnorm and s.req.c is None:
         s.reason += f"; cond estimate {fac.cond:.3g}"

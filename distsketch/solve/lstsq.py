@@ -16,7 +16,7 @@ from ._session import CheckpointSession, _digest
 from ._validate import METHODS, sketch_keywords, validate
 
 __all__ = ["lstsq", "IllConditionedWarning", "ConvergenceWarning", "METHODS", "choose_method", "method_costs",
-           "machine_rates"]
+           "machine_rates", "lsqr_sketch_factor"]
 
 #: assumed out-of-core read rate of the whole cluster, bytes/s (reading and decompressing Zarr
 #: chunks; the benchmark measures the real one): used only to weigh reads against flops
@@ -69,22 +69,55 @@ def machine_rates() -> dict:
     return dict(_RATES)
 
 
+#: sketch sizes ``d = f n`` the cost model weighs for LSQR in memory (out of core: 4n, the
+#: partial sketches travel between workers); and the largest sketch it allows, in bytes
+LSQR_SKETCH_FACTORS = (4, 6, 8)
+LSQR_SKETCH_MAX_BYTES = 2**28
+
+
+def _lsqr_iterations(atol: float, f: float) -> int:
+    """LSQR iterations to reach ``atol`` on ``A N`` with ``N`` from a ``d = f n`` sketch: its singular
+    values fill ``[1 - 1/sqrt(f), 1 + 1/sqrt(f)]`` (Marchenko-Pastur edges, which sparse sign sketches
+    follow), so the error falls by ``(kappa - 1)/(kappa + 1) = 1/sqrt(f)`` an iteration."""
+    return math.ceil(math.log(max(atol, 1e-16)) / math.log(1.0 / math.sqrt(f)))
+
+
+def lsqr_sketch_factor(m, n, *, lazy, itemsize, atol) -> int:
+    """The sketch size ``d = f n`` of LSQR: the ``f`` in :data:`LSQR_SKETCH_FACTORS` (4 out of core,
+    and where a larger sketch exceeds :data:`LSQR_SKETCH_MAX_BYTES` or ``m`` rows) minimising the
+    sketch, its factor and the LSQR reads of :func:`method_costs`, at :data:`NOMINAL_RATES` on 2
+    threads: a function of the call alone, so that ``d``, hence ``x``, is the same on any machine."""
+    if lazy:
+        return 4
+    F, r = 2 * NOMINAL_RATES["gemm_1t"], NOMINAL_RATES
+    t_r = m * n * itemsize / r["read_bw"]
+    step = max(t_r, 4.0 * m * n / F)
+
+    def cost(f):
+        return (f * n * n + n**3 / 3.0) / F + (_lsqr_iterations(atol, f) + 2) * step
+
+    fs = [f for f in LSQR_SKETCH_FACTORS if f == 4 or (f * n <= m and f * n * n * 8 <= LSQR_SKETCH_MAX_BYTES)]
+    return min(fs, key=cost)
+
+
 def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dict:
     """Modelled seconds of each full-accuracy method, and the terms behind them.
 
     With ``p`` threads (one BLAS thread each, as the passes run), ``F = p gemm_1t``, a read
     of ``A`` ``t_r = m n itemsize / B`` (``B`` the measured in-memory bandwidth, or
     :data:`OOC_READ_BYTES_PER_S` out of core), the sparse sketch ``16 m n / (p sparse_1t)``
-    and the QR of a ``d x n`` sketch ``(2 d n^2 - 2 n^3 / 3) / (F / 2)``. A pass costs the
+    and the factor of a ``d x n`` sketch ``(d n^2 + n^3 / 3) / F`` (SYRK and Cholesky of its
+    Gram matrix; see :func:`~distsketch.solve._precond.build_precond`). A pass costs the
     larger of its read and its arithmetic (they overlap):
 
     * ``normal_cholqr``: ``max(t_r, m n^2 / F + sketch(2n))`` (S A, A.T A, A.T b in one
-      read) + QR(2n) + ``7/3 n^3 / F`` + 2 refinement reads (``4 m n`` flops each);
-    * ``cholqr``: ``max(t_r, sketch(2n))`` + QR(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
+      read) + factor(2n) + ``7/3 n^3 / F`` + 2 refinement reads (``4 m n`` flops each);
+    * ``cholqr``: ``max(t_r, sketch(2n))`` + factor(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
       ``A R^-1``) + 1 refinement read;
-    * ``sketch_precondition``: ``max(t_r, sketch(4n))`` + QR(4n) + ``k + 2`` reads of
-      ``4 m n`` flops, ``k = log(atol) / log(1/2)`` LSQR iterations (``cond(A N) <= 3``
-      for ``d = 4n``).
+    * ``sketch_precondition``: ``max(t_r, sketch(f n))`` + factor(f n) + ``k + 2`` reads of
+      ``4 m n`` flops, ``k = log(atol) / log(1/sqrt(f))`` LSQR iterations, for the sketch
+      size ``f n`` of :func:`lsqr_sketch_factor` (``terms["lsqr_sketch_factor"]``): a larger
+      sketch costs more to factor and saves iterations, the more so the smaller ``atol``.
     """
     import os
 
@@ -98,21 +131,25 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     def sketch(d):
         return 16.0 * m * n / (p * rates["sparse_1t"])
 
-    def qr(d):
-        return max(2.0 * d * n * n - 2.0 * n**3 / 3, 0.0) / (F / 2)
+    def factor(d):
+        return (d * n * n + n**3 / 3.0) / F
 
     def step():
         return max(t_r, 4.0 * m * n / F)
 
-    iters = math.ceil(math.log(max(atol, 1e-16)) / math.log(0.5))
+    def lsqr(f):
+        return max(t_r, sketch(f * n)) + factor(f * n) + (_lsqr_iterations(atol, f) + 2) * step()
+
+    f_best = lsqr_sketch_factor(m, n, lazy=lazy, itemsize=itemsize, atol=atol)
+    iters = _lsqr_iterations(atol, f_best)
     costs = {
-        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + qr(2 * n) + 7 * n**3 / (3 * F) + 2 * step(),
-        "cholqr": max(t_r, sketch(2 * n)) + qr(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
-        "sketch_precondition": max(t_r, sketch(4 * n)) + qr(4 * n) + (iters + 2) * step(),
+        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + factor(2 * n) + 7 * n**3 / (3 * F) + 2 * step(),
+        "cholqr": max(t_r, sketch(2 * n)) + factor(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
+        "sketch_precondition": lsqr(f_best),
     }
     terms = {"threads": p, "gemm_GFLOPs": F / 1e9, "read_s": t_r, "read_GBs": B / 1e9, "lsqr_iterations": iters,
-             "sketch_2n_s": sketch(2 * n), "qr_2n_s": qr(2 * n), "qr_4n_s": qr(4 * n),
-             "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F,
+             "lsqr_sketch_factor": f_best, "sketch_2n_s": sketch(2 * n), "factor_2n_s": factor(2 * n),
+             "factor_lsqr_s": factor(f_best * n), "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F,
              "rates": "nominal" if nominal else "measured"}
     return {"seconds": costs, "terms": terms, "passes": {"normal_cholqr": 3, "cholqr": 3,
                                                          "sketch_precondition": iters + 3}}
@@ -136,8 +173,9 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None,
     est = (f"{where}, cost model (GEMM {t['gemm_GFLOPs']:.3g} GFLOP/s {t['rates']} on {t['threads']} threads, one "
            f"read of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}): "
            + ", ".join(f"{k} ~{v:.3g} s in {ps[k]} reads" for k, v in sorted(c.items(), key=lambda kv: kv[1]))
-           + f" [SYRK of A {t['syrk_s']:.3g} s, Gram of A R^-1 {t['gram_AN_s']:.3g} s, QR of the 2n/4n sketch "
-           f"{t['qr_2n_s']:.3g}/{t['qr_4n_s']:.3g} s, {t['lsqr_iterations']} LSQR iterations]")
+           + f" [SYRK of A {t['syrk_s']:.3g} s, Gram of A R^-1 {t['gram_AN_s']:.3g} s, factor of the 2n sketch "
+           f"{t['factor_2n_s']:.3g} s; LSQR: a {t['lsqr_sketch_factor']}n sketch, factor {t['factor_lsqr_s']:.3g} s, "
+           f"{t['lsqr_iterations']} iterations]")
     if best == "normal_cholqr":
         est += "; normal_cholqr falls back to cholqr (one more read) if the sketch estimates cond(A) > 1e7"
     return best, est
@@ -198,9 +236,12 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     kind, d : str, int
         The sketching operator's family and number of rows, named as in
         :func:`distsketch.sketch`, :func:`distsketch.operators.make_operator` and the command
-        line (default ``sparse_sign``; ``d = max(4n, 8)``, ``max(2n, 8)`` for ``cholqr``,
-        at most ``m`` for ``uniform``/``srct``; ``n`` is ``m`` for wide ``A``). ``d`` must
-        be at least ``n``.
+        line (default ``sparse_sign``; ``d = max(2n, 8)`` for ``cholqr`` and
+        ``normal_cholqr``, ``max(4n, 8)`` for ``sketch_solve``, ``max(f n, 8)`` for
+        ``sketch_precondition`` with ``f`` from :func:`lsqr_sketch_factor` (4 out of core; in
+        memory the cost model's choice among 4, 6, 8 for this ``atol``, at nominal rates so
+        the same call gives the same ``d`` everywhere), at most ``m`` for
+        ``uniform``/``srct``; ``n`` is ``m`` for wide ``A``). ``d`` must be at least ``n``.
     conlim : float
         LSQR's limit on the condition estimate of the preconditioned operator.
     sketch_kind, sketch_size : str, int, optional
@@ -341,7 +382,15 @@ def _orient(req) -> Solve:
         meth, reason = "cholqr", reason + "; normal_cholqr solves m >= n problems without c: ran cholqr"
     # cholqr only needs A N moderately conditioned (d = 2n: cond(A N) ~ 6, Gram ~ 35), which halves
     # the QR of the sketch; LSQR's iteration count and sketch_solve's bound improve with d = 4n
-    d = req.d or max((2 if meth in ("cholqr", "normal_cholqr") else 4) * T_n, 8)
+    if meth == "sketch_precondition" and req.d is None and not req.minnorm:
+        # the sketch size the cost model finds cheapest for this atol (4n out of core), at the nominal
+        # rates: d, hence x, is a function of the call alone, the same on any machine and at any load
+        f = lsqr_sketch_factor(T_m, T_n, lazy=data.out_of_core, itemsize=req.dtype.itemsize, atol=req.atol)
+        if f != 4:
+            reason += f"; sketch size {f}n (cost model: fewer LSQR iterations for the larger factor)"
+    else:
+        f = 4
+    d = req.d or max((2 if meth in ("cholqr", "normal_cholqr") else f) * T_n, 8)
     if req.d is None and req.kind in ("uniform", "srct"):
         d = min(d, T_m)  # these draw d distinct rows of m (d >= T_n still holds: T_m >= T_n)
     s = Solve(req=req, data=data, meth=meth, reason=reason, d=d, seed=seed)

@@ -13,17 +13,20 @@ Floors, measured in the same process before the methods (medians of --repeats):
   in memory   read_pair_s  A @ v and A.T @ u with all BLAS threads (one LSQR iteration's data traffic)
               syrk_s       A.T A by one multithreaded dsyrk (m n^2 flops)
               gemm_GFLOPs  a 2000^3 GEMM, one BLAS thread and all of them
-              sketch_{2n,4n}_s, qr_{2n,4n}_s   the sparse sketch pass of A and the QR of the sketch
+              sketch_{2n,fn}_s, factor_{2n,fn}_s   the sparse sketch pass of A and the factor of the sketch
+                           (Cholesky of its Gram, as lstsq runs it while cond(S A) <= 1e6) at d = 2n and
+                           at the d = f n the cost model chooses for LSQR (lsqr_sketch_factor)
   out of core read_s       a bare read pass of the store (sum of every chunk) on the cluster
               gemm_1t_GFLOPs on each worker (one BLAS thread), summed over workers = F
 A method's floor is what its algorithm must spend at those rates (each pass costs the larger of its
 read and its flops; the dense n^3 work at the GEMM rate):
-  sketch_precondition  sketch(4n) + QR(4n) + (passes - 1) x read_pair
-  normal_cholqr        max(read, SYRK + sketch(2n)) + QR(2n) + 7/3 n^3 / F + (passes - 1) x read_pair
-  cholqr               sketch(2n) + QR(2n) + max(read, 3 m n^2 / F) + (passes - 2) x read_pair
+  sketch_precondition  sketch(fn) + factor(fn) + (passes - 1) x read_pair
+  normal_cholqr        max(read, SYRK + sketch(2n)) + factor(2n) + 7/3 n^3 / F + (passes - 1) x read_pair
+  cholqr               sketch(2n) + factor(2n) + max(read, 3 m n^2 / F) + (passes - 2) x read_pair
 and "fraction_of_floor" = median seconds / floor (1.0 is at the floor).
 
-Accuracy of every x: the normal-equation error ||A^T r|| / (||A||_2 ||r||) (||A||_2 from the
+Every distsketch run uses atol = btol = --atol (default 1e-14: the target is gelsd's accuracy; lstsq's
+own default, 1e-12, stops with a normal-equation error ~100x gelsd's). Accuracy of every x: the normal-equation error ||A^T r|| / (||A||_2 ||r||) (||A||_2 from the
 generator), forward errors against gelsd's x and the generator's exact x. Passes: counted by
 distsketch's backend. Usage (the full run wants a quiet machine, ~25 GB RAM for n = 200):
 
@@ -83,7 +86,14 @@ def gemm_rate(threads, size=2000):
     return 2 * size**3 / t
 
 
-def memory_floors(A, b, repeats):
+def _lsqr_factor(m, n, atol, lazy=False):
+    """The sketch size factor f (d = f n) lstsq's cost model picks for LSQR (nominal rates: deterministic)."""
+    from distsketch.solve.lstsq import lsqr_sketch_factor
+
+    return lsqr_sketch_factor(m, n, lazy=lazy, itemsize=8, atol=atol)
+
+
+def memory_floors(A, b, repeats, atol):
     """The rates and dense steps the in-memory methods are made of, on this machine, now."""
     import scipy.linalg
     from scipy.linalg import blas
@@ -97,13 +107,19 @@ def memory_floors(A, b, repeats):
     v, u = np.ones(n), np.ones(m)
     fl["read_pair_s"] = reps(lambda: (A @ v, A.T @ u), max(3, repeats))[0]
     fl["syrk_s"] = reps(lambda: blas.dsyrk(1.0, A.T, trans=0), 1)[0]
-    for k in (2, 4):
+    from distsketch.solve._precond import build_precond
+
+    f = _lsqr_factor(m, n, atol)
+    fl["lsqr_sketch_factor"] = f
+    for k, label in ((2, "2n"), (f, "fn")):
         data = as_rowdata(A)  # row blocks as lstsq sets them for this sketch size
         data.prefer_sketch_blocks(k * n)
         op = make_operator("sparse_sign", k * n, m, seed=0)
-        fl[f"sketch_{k}n_s"], sk = reps(lambda: passes.left_sketch(data, op, extra=[b], dtype=np.float64), repeats)
-        SA = np.asfortranarray(sk[0])
-        fl[f"qr_{k}n_s"] = reps(lambda: scipy.linalg.qr(SA, mode="r", check_finite=False), repeats)[0]
+        fl[f"sketch_{label}_s"], sk = reps(lambda: passes.left_sketch(data, op, extra=[b], dtype=np.float64),
+                                           repeats)
+        fl[f"factor_{label}_s"] = reps(lambda: build_precond(sk[0], sk[1][:, 0], method="gram"), repeats)[0]
+        fl[f"qr_{label}_s"] = reps(lambda: scipy.linalg.qr(np.asfortranarray(sk[0]), mode="r",
+                                                           check_finite=False), 1)[0]
     F = fl["gemm_GFLOPs"] * 1e9
     fl["dense_n3_s"] = 7 * n**3 / (3 * F)
     fl["gram_AN_s"] = 3.0 * m * n * n / F
@@ -114,24 +130,24 @@ def floor_of(meth, passes, fl):
     """Seconds the algorithm of ``meth`` must spend at the measured rates (see the module docstring)."""
     rp = fl["read_pair_s"]
     if meth == "sketch_precondition":
-        return fl["sketch_4n_s"] + fl["qr_4n_s"] + (passes - 1) * rp
+        return fl["sketch_fn_s"] + fl["factor_fn_s"] + (passes - 1) * rp
     if meth == "normal_cholqr":
-        return max(fl.get("read_s", 0.0), fl["syrk_s"] + fl["sketch_2n_s"]) + fl["qr_2n_s"] + fl["dense_n3_s"] \
+        return max(fl.get("read_s", 0.0), fl["syrk_s"] + fl["sketch_2n_s"]) + fl["factor_2n_s"] + fl["dense_n3_s"] \
             + (passes - 1) * rp
     if meth == "cholqr":
-        return fl["sketch_2n_s"] + fl["qr_2n_s"] + max(fl.get("read_s", 0.0), fl["gram_AN_s"]) + (passes - 2) * rp
+        return fl["sketch_2n_s"] + fl["factor_2n_s"] + max(fl.get("read_s", 0.0), fl["gram_AN_s"]) + (passes - 2) * rp
     return None
 
 
-def bench_memory(p, repeats, base_repeats):
+def bench_memory(p, repeats, base_repeats, atol):
     import scipy.linalg
 
     import distsketch
 
     A, b = p.numpy("A"), p.numpy("b")
     m, n = A.shape
-    out = {"shape": [m, n], "cond": p.cond, "frac_in_range": 0.95}
-    fl = memory_floors(A, b, repeats)
+    out = {"shape": [m, n], "cond": p.cond, "frac_in_range": 0.95, "atol": atol, "btol": atol}
+    fl = memory_floors(A, b, repeats, atol)
     out["floors"] = fl
     print("floors " + ", ".join(f"{k} {v:.3g}" for k, v in fl.items()), flush=True)
     runs = {}
@@ -147,7 +163,7 @@ def bench_memory(p, repeats, base_repeats):
     for meth in METHODS:
         ts, res = [], None
         for r in range(repeats):
-            t, res = timed(distsketch.lstsq, A, b, method=meth, seed=r)
+            t, res = timed(distsketch.lstsq, A, b, method=meth, seed=r, atol=atol, btol=atol)
             ts.append(t)
         floor = floor_of(res.method, res.passes, fl)
         runs[meth] = {"seconds": ts, "x": res.x, "passes": res.passes, "method_ran": res.method,
@@ -173,7 +189,7 @@ def _worker_gemm_1t():
     return {"gemm_1t": gemm_rate(1, 1000), "blas_threads": threads}
 
 
-def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False):
+def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False, atol=1e-12):
     import dask
     import dask.array as da
     from distributed import Client, LocalCluster
@@ -183,7 +199,7 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False):
     A_np = p.numpy("A")
     b_np = p.numpy("b")
     m, n = p.shape
-    out = {"shape": [m, n], "matrix_GB": m * n * 8 / 1e9, "workers": workers, "memory_limit_per_worker_GB":
+    out = {"shape": [m, n], "atol": atol, "btol": atol, "matrix_GB": m * n * 8 / 1e9, "workers": workers, "memory_limit_per_worker_GB":
            memory_limit / 1e9, "chunks": p.attrs["chunks"]}
     runs = {}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
@@ -200,14 +216,15 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False):
         from distsketch import passes
         from distsketch.backends import as_rowdata
         from distsketch.operators import make_operator
-        import scipy.linalg
+        from distsketch.solve._precond import build_precond
 
-        for k in (2, 4):
+        f = _lsqr_factor(m, n, atol, lazy=True)
+        fl["lsqr_sketch_factor"] = f
+        for k, label in ((2, "2n"), (f, "fn")):
             data = as_rowdata(p.dask("A"))
             op = make_operator("sparse_sign", k * n, m, seed=0)
-            fl[f"sketch_{k}n_s"], sk = reps(lambda: passes.left_sketch(data, op, dtype=np.float64), 1)
-            SA = np.asfortranarray(sk[0])
-            fl[f"qr_{k}n_s"] = reps(lambda: scipy.linalg.qr(SA, mode="r", check_finite=False), repeats)[0]
+            fl[f"sketch_{label}_s"], sk = reps(lambda: passes.left_sketch(data, op, dtype=np.float64), 1)
+            fl[f"factor_{label}_s"] = reps(lambda: build_precond(sk[0], None, method="gram"), repeats)[0]
         out["floors"] = fl
         print(f"ooc {m}x{n} floors " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in fl.items()), flush=True)
@@ -232,7 +249,7 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False):
 
         def ours(meth):
             def f(A, b, r):
-                res = distsketch.lstsq(A, b, method=meth, seed=r)
+                res = distsketch.lstsq(A, b, method=meth, seed=r, atol=atol, btol=atol)
                 return res.x, {"passes": res.passes, "method_ran": res.method, "istop": res.istop,
                                "reason": res.reason}
             return f
@@ -262,6 +279,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ooc-lsqr", action="store_true", help="also time sketch_precondition out of core (~40 reads)")
     ap.add_argument("--workdir", default="bench-data")
+    ap.add_argument("--atol", type=float, default=1e-14,
+                    help="atol = btol of every distsketch run (default 1e-14: the accuracy target is gelsd's level; "
+                         "lstsq's own default is 1e-12)")
     ap.add_argument("--out", default="scripts/bench/results/lstsq.json")
     a = ap.parse_args(argv)
 
@@ -272,20 +292,20 @@ def main(argv=None):
     p1 = problem(a.workdir, a.m, a.n, max(1000, a.m // 10))
     xg1 = None
     if a.part in ("memory", "all"):
-        result["in_memory"], xg1 = bench_memory(p1, a.repeats, a.baseline_repeats)
+        result["in_memory"], xg1 = bench_memory(p1, a.repeats, a.baseline_repeats, a.atol)
         write_json(a.out, result)
     if a.part in ("ooc", "all"):
         if xg1 is None:
             xg1 = scipy.linalg.lstsq(p1.numpy("A"), p1.numpy("b"), lapack_driver="gelsd")[0]
         nbytes1 = a.m * a.n * 8
         result["out_of_core_n%d" % a.n] = bench_ooc(p1, a.repeats, a.workers, max(int(nbytes1 * 0.75), 10**9), xg1,
-                                                         a.ooc_lsqr)
+                                                         a.ooc_lsqr, a.atol)
         write_json(a.out, result)
         p2 = problem(a.workdir, a.tall_m, a.tall_n, max(1000, a.tall_m // 40))
         xg2 = scipy.linalg.lstsq(p2.numpy("A"), p2.numpy("b"), lapack_driver="gelsd")[0]
         nbytes2 = a.tall_m * a.tall_n * 8
         result["out_of_core_n%d" % a.tall_n] = bench_ooc(p2, a.repeats, a.workers, max(int(nbytes2 * 0.5), 10**9), xg2,
-                                                         a.ooc_lsqr)
+                                                         a.ooc_lsqr, a.atol)
         result["load_average_at_end"] = os.getloadavg()
         write_json(a.out, result)
     print(f"wrote {a.out}")
