@@ -11,6 +11,7 @@ from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._result import LstsqResult
 from ._runners import Solve, build_result, run, sketch_stage, zero_result
+from ._runners import sketch_eps as _sketch_eps  # noqa: F401 (its old home)
 from ._scale import scale_rhs, scale_vector
 from ._session import CheckpointSession, _digest
 from ._validate import METHODS, sketch_keywords, validate
