@@ -23,6 +23,7 @@ __all__ = [
     "DataChangedError",
     "CheckpointError",
     "GramFactorError",
+    "MissingDependencyError",
 ]
 
 
@@ -72,4 +73,11 @@ class GramFactorError(DistsketchError, np.linalg.LinAlgError):
     ``N`` comes from the sketch; the failure means the sketch did not embed the column
     space of ``A`` (too few rows, or row sampling of coherent data). Also a
     ``numpy.linalg.LinAlgError`` (itself a ``ValueError``).
+    """
+
+
+class MissingDependencyError(DistsketchError, ImportError):
+    """An optional dependency (an extra such as ``distsketch[hessian]``) is not installed.
+
+    The message names the package and the ``pip install`` line that provides it.
     """
