@@ -19,6 +19,7 @@ except ImportError as exc:
         'distsketch.hessian needs torch, which is not installed; install the extra with '
         'pip install "distsketch[hessian]" (torch==2.13.0, a CPU build).') from exc
 
+from ._analyze import HessianAnalysis, analyze, plot_density
 from ._operator import HessianOperator, hessian_operator
 
-__all__ = ["HessianOperator", "hessian_operator"]
+__all__ = ["HessianOperator", "hessian_operator", "HessianAnalysis", "analyze", "plot_density"]

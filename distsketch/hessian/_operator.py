@@ -186,7 +186,7 @@ class HessianOperator:
     Use as a context manager, or call :meth:`close`, to release the data held on workers.
     """
 
-    def __init__(self, model, loss_fn, batches, names, *, method, client, n_shards):
+    def __init__(self, model, loss_fn, batches, names, *, method, client, n_shards, workers=None):
         self._ctx = _Context(model, loss_fn, names, method)
         named = dict(model.named_parameters())
         self.param_names = tuple(names)
@@ -209,10 +209,20 @@ class HessianOperator:
         self._client = client
         self.workers: tuple[str, ...] = ()
         if client is not None:
-            workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
-            if not workers:
+            known = sorted(client.scheduler_info(n_workers=-1)["workers"])
+            if not known:
                 raise ParameterError("the Dask client has no workers; start workers or pass client=False to "
                                      "form the products in this process.")
+            if workers is None:
+                workers = known
+            else:
+                workers = [workers] if isinstance(workers, str) else list(workers)
+                unknown = [w for w in workers if w not in known]
+                if unknown or not workers:
+                    raise ParameterError(f"workers must name workers of the client ({known}); received "
+                                         f"{unknown or workers}. Pass addresses from "
+                                         "client.scheduler_info()['workers'], or workers=None for all.")
+                workers = sorted(set(workers))
             self.workers = tuple(workers)
             self._ctx_futures = {w: client.scatter(self._ctx, workers=[w], hash=False) for w in workers}
             self._placed = []
@@ -305,7 +315,7 @@ def _active_client():
 
 
 def hessian_operator(model, loss_fn, data, *, params=None, method: str = "func", client=None,
-                     n_shards: int | None = None) -> HessianOperator:
+                     workers=None, n_shards: int | None = None) -> HessianOperator:
     """The Hessian of a model's sample-weighted mean loss over ``data``, seen through products.
 
     Parameters
@@ -333,6 +343,8 @@ def hessian_operator(model, loss_fn, data, *, params=None, method: str = "func",
     client : distributed.Client, False or None
         None (default): the active Dask client if there is one, else this process. ``False``:
         always this process.
+    workers : sequence of str, optional
+        Addresses of the client's workers to use (default all of them).
     n_shards : int, optional
         Groups of contiguous batches summed together (default ``min(n_batches, 8)``). It fixes
         the summation order, so results do not depend on the number of workers; at least the
@@ -398,4 +410,8 @@ def hessian_operator(model, loss_fn, data, *, params=None, method: str = "func",
         client = _active_client()
     elif client is False:
         client = None
-    return HessianOperator(model, loss_fn, batches, names, method=method, client=client, n_shards=n_shards)
+    if workers is not None and client is None:
+        raise ParameterError("workers names Dask workers, but there is no Dask client (client=False or none "
+                             "active); pass a client, or leave workers=None.")
+    return HessianOperator(model, loss_fn, batches, names, method=method, client=client, n_shards=n_shards,
+                           workers=workers)
