@@ -19,6 +19,7 @@ pass                   computes, in one read of ``A`` (and of the extra operands
 ``right_sketch``       ``A @ Omega`` (distributed, ``m x d``) [and ``||A||_F^2``]
 ``rmatmul_matmul``     ``A.T @ Y`` and ``A @ X`` together (independent ``X``)
 ``sketch_both_sides``  ``A @ Omega``, ``Psi_j @ A`` for several ``Psi_j``, ``||A||_F^2``
+``gram_matmat``        ``A.T @ (A @ X)`` for a small ``X`` (the Gram operator of matfree)
 =====================  ==========================================================
 
 Every per-block function is declared here as a :class:`Kernel` (the function and what a
@@ -50,6 +51,7 @@ __all__ = [
     "sketch_both_sides",
     "sketch_gram",
     "lsqr_step_tiled",
+    "gram_matmat",
 ]
 
 
@@ -430,3 +432,26 @@ def lsqr_step_tiled(data: RowData, v: np.ndarray, u_raw=None, alpha_c: float = 0
         dist_out=((v.shape[1], v.dtype),),
     )
     return w, ATw, float(ww[0])
+
+
+# -- the Gram operator of the matrix-free methods (distsketch.matfree) -----------------------
+def _k_gram_matmat(Ai, r0, dist, X):
+    """``A_i.T (A_i X)``: the block's share of ``A.T A X`` (two thin GEMMs, never ``A_i.T A_i``)."""
+    if Ai.dtype != X.dtype:
+        Ai = Ai.astype(X.dtype, copy=False)
+    return (), (Ai.T @ (Ai @ X),)
+
+
+K_GRAM_MATMAT = Kernel(_k_gram_matmat, propagates_nonfinite=True)
+
+
+def gram_matmat(data: RowData, X: np.ndarray) -> np.ndarray:
+    """``A.T @ (A @ X)`` for a small ``n x k`` array ``X``, in one read of ``A``.
+
+    Nothing of ``m`` rows is kept: each block contributes ``A_i.T (A_i X)`` (``4 m_i n k``
+    flops) to a sum taken in a fixed order. The product is computed in the dtype of ``X``
+    promoted with the data's (a float64 ``X`` against float32 data gives float64).
+    """
+    X = _small(X, data)
+    _, (Z,) = data.row_pass(K_GRAM_MATMAT, small=(X,))
+    return Z
