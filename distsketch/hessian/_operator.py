@@ -198,13 +198,9 @@ class HessianOperator:
         self.n_samples = int(sum(_n_samples(b) for b in batches))
         self.method = method
         self.hvps = 0
-        # contiguous shards of near-equal sample counts; their number depends on the batches only
-        self.n_shards = n_shards
-        counts = np.cumsum([_n_samples(b) for b in batches])
-        cuts = [0] + [int(np.searchsorted(counts, self.n_samples * (s + 1) / n_shards - 0.5) + 1)
-                      for s in range(n_shards - 1)] + [len(batches)]
-        cuts = np.maximum.accumulate(np.clip(cuts, 0, len(batches)))
-        self._shards = [batches[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        # contiguous shards of (near) equal batch counts; their number depends on the batches only
+        cuts = np.cumsum([0] + [len(c) for c in np.array_split(np.arange(len(batches)), n_shards)])
+        self._shards = [batches[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
         self.n_shards = len(self._shards)
         self._client = client
         self.workers: tuple[str, ...] = ()
