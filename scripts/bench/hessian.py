@@ -1,6 +1,6 @@
 """Loss-Hessian spectra: distsketch.hessian against PyHessian 0.1 on the same model and data.
 
-    python scripts/bench/hessian.py [--torchref-python PATH] [--samples 4096] [--hidden 256]
+    python scripts/bench/hessian.py [--torchref-python PATH] [--samples 2048] [--hidden 256]
                                     [--only pyhessian,trace,dask] [--out FILE]
 
 The model is an MLP (``--inputs`` -> ``--hidden`` -> ``--hidden`` -> ``--classes``, ReLU;
