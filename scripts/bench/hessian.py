@@ -20,8 +20,8 @@ Sections (``--only``):
              ``--trace-matvecs``), density (both SLQ with ``--density-vectors`` probes of
              ``--density-steps`` Lanczos steps): values, their differences against the
              estimators' errors, Hessian-vector products (HVPs) and seconds of each side.
-  trace      HVPs and time to reach PyHessian's Hutchinson standard error with Hutch++
-             (the smallest matvecs in a doubling ladder whose stderr is at or below it) and,
+  trace      HVPs and time to reach PyHessian's Hutchinson standard error with Hutch++ and
+             with XTrace (the smallest matvecs in a ladder 12..288 whose stderr is at or below it) and,
              to separate the algorithm from the batching, our Hutchinson with PyHessian's count.
   dask       one dataset-wide block product (``--block`` vectors) and a Hutch++ trace on a
              LocalCluster with 2 single-threaded workers: all products on 1 worker vs both.
@@ -89,8 +89,9 @@ def fresh():
     h.dataloader_hv_product = counted
     return h, count
 t = time.perf_counter(); h, c = fresh()
-ev, _ = h.eigenvalues(top_n=1)
+ev, evec = h.eigenvalues(top_n=1)
 res["eigenvalue"] = {"value": float(ev[0]), "hvps": c[0], "seconds": time.perf_counter() - t}
+np.save(out + ".evec.npy", torch.cat([v.detach().reshape(-1) for v in evec[0]]).numpy())
 t = time.perf_counter(); h, c = fresh()
 samples = h.trace(maxIter=opts["hutchinson"], tol=0.0)
 res["trace"] = {"samples": [float(s) for s in samples], "hvps": c[0], "seconds": time.perf_counter() - t}
@@ -210,6 +211,12 @@ def section_pyhessian(args, path, tmp, out):
     d = matfree.density(op, n_vectors=args.density_vectors, n_steps=args.density_steps, seed=args.seed + 2)
     mine["density"] = {"hvps": op.hvps - h0, "seconds": time.perf_counter() - t}
 
+    # the residual of PyHessian's returned pair, with our operator (one HVP, not counted for either side):
+    # an eigenvalue of H lies within ||H v - lambda v|| of lambda (v unit)
+    v = np.load(os.path.join(tmp, "pyhessian.json") + ".evec.npy").astype(np.float64)
+    v /= np.linalg.norm(v)
+    ref["eigenvalue"]["residual"] = float(np.linalg.norm(op.matvec(v.astype(op.dtype)) - ref["eigenvalue"]["value"] * v))
+    op.hvps -= 1
     samples = np.asarray(ref["trace"]["samples"])
     ref_tr, ref_se = float(samples.mean()), float(samples.std(ddof=1) / math.sqrt(len(samples)))
     lam_ref, lam = ref["eigenvalue"]["value"], mine["eigenvalue"]["value"]
@@ -235,6 +242,10 @@ def section_pyhessian(args, path, tmp, out):
     out["pyhessian"] = {
         "pyhessian": ref, "distsketch": mine, "n_params": n,
         "eigenvalue": {"pyhessian": lam_ref, "distsketch": lam, "relative_difference": abs(lam - lam_ref) / abs(lam),
+                       "pyhessian_residual": ref["eigenvalue"]["residual"],
+                       "distsketch_residual": mine["eigenvalue"]["residual"],
+                       "within_residuals": abs(lam - lam_ref) <= ref["eigenvalue"]["residual"]
+                       + mine["eigenvalue"]["residual"],
                        "pyhessian_tol": 1e-3, "hvps_ratio": ref["eigenvalue"]["hvps"] / mine["eigenvalue"]["hvps"],
                        "speedup": ref["eigenvalue"]["seconds"] / mine["eigenvalue"]["seconds"]},
         "trace": {"pyhessian": ref_tr, "pyhessian_stderr": ref_se, "distsketch": tr.estimate,
@@ -258,19 +269,20 @@ def section_trace(args, path, ref, out):
     loss = torch.nn.CrossEntropyLoss()
     samples = np.asarray(ref["trace"]["samples"])
     target = float(samples.std(ddof=1) / math.sqrt(len(samples)))
-    ladder = []
-    reached = None
-    m = 12
-    while m <= 4 * len(samples):
-        t = time.perf_counter()
-        op = hessian_operator(model, loss, batches, method=args.method, client=False)
-        r = matfree.trace(op, method="hutch++", matvecs=m, seed=args.seed + 3)
-        sec = time.perf_counter() - t
-        ladder.append({"matvecs": m, "estimate": r.estimate, "stderr": r.stderr, "seconds": sec})
-        if r.stderr <= target:
-            reached = ladder[-1]
-            break
-        m *= 2
+    ladders, reached_by = {}, {}
+    for method in ("hutch++", "xtrace"):
+        ladder, reached = [], None
+        for m in (12, 18, 24, 36, 48, 72, 96, 144, 192, 288):
+            t = time.perf_counter()
+            op = hessian_operator(model, loss, batches, method=args.method, client=False)
+            r = matfree.trace(op, method=method, matvecs=m, seed=args.seed + 3)
+            sec = time.perf_counter() - t
+            ladder.append({"matvecs": m, "estimate": r.estimate, "stderr": r.stderr, "seconds": sec})
+            if r.stderr <= target:
+                reached = ladder[-1]
+                break
+        ladders[method], reached_by[method] = ladder, reached
+    ladder, reached = ladders["hutch++"], reached_by["hutch++"]
     # our Hutchinson with PyHessian's number of probes: the same algorithm, products in blocks
     t = time.perf_counter()
     op = hessian_operator(model, loss, batches, method=args.method, client=False)
@@ -278,7 +290,8 @@ def section_trace(args, path, ref, out):
     hut_s = time.perf_counter() - t
     res = {"pyhessian_hutchinson": {"hvps": len(samples), "stderr": target, "estimate": float(samples.mean()),
                                     "seconds": ref["trace"]["seconds"]},
-           "hutchpp_ladder": ladder, "reached": reached,
+           "hutchpp_ladder": ladder, "reached": reached, "xtrace_ladder": ladders["xtrace"],
+           "xtrace_reached": reached_by["xtrace"],
            "distsketch_hutchinson_same_probes": {"hvps": len(samples), "estimate": hut.estimate, "stderr": hut.stderr,
                                                  "seconds": hut_s,
                                                  "speedup_vs_pyhessian": ref["trace"]["seconds"] / hut_s}}
@@ -286,6 +299,9 @@ def section_trace(args, path, ref, out):
         res["hvps_ratio"] = len(samples) / reached["matvecs"]
         res["speedup"] = ref["trace"]["seconds"] / reached["seconds"]
         res["targets"] = {"hvps_ratio>=3": res["hvps_ratio"] >= 3, "speedup>=2": res["speedup"] >= 2}
+    if reached_by["xtrace"]:
+        res["xtrace_hvps_ratio"] = len(samples) / reached_by["xtrace"]["matvecs"]
+        res["xtrace_speedup"] = ref["trace"]["seconds"] / reached_by["xtrace"]["seconds"]
     out["trace_to_same_stderr"] = res
 
 
@@ -374,7 +390,7 @@ def main():
         if "trace" in only:
             section_trace(args, path, ref, out)
             print("trace", json.dumps({k: v for k, v in out["trace_to_same_stderr"].items()
-                                       if k != "hutchpp_ladder"}, default=float), flush=True)
+                                       if not k.endswith("ladder")}, default=float), flush=True)
         if "dask" in only:
             section_dask(args, path, out)
             print("dask", json.dumps({k: out["dask"][k] for k in ("matmat_speedup", "trace_speedup",
