@@ -5,6 +5,7 @@ row blocks, and the algorithms built on them.
 """
 
 from . import errors, operators, passes, random
+from . import matfree
 from ._inputs import open_array
 from .backends import as_rowdata
 from .errors import (ArrayNotFoundError, DistsketchError, InputTypeError, NonFiniteError,

@@ -12,7 +12,7 @@ Hessian (:mod:`distsketch.hessian`). The methods never know where the products c
 =====================  =========================================================
 """
 
-from ._operator import GramOperator, Operator, aslinearoperator, gram_operator
+from ._operator import GramOperator, Operator, RowDataOperator, aslinearoperator, gram_operator
 from ._trace import TRACE_METHODS, TraceResult, trace
 from ._eigsh import WHICH, EigshResult, eigsh
 from ._density import DensityResult, density
@@ -20,6 +20,7 @@ from ._density import DensityResult, density
 __all__ = [
     "Operator",
     "GramOperator",
+    "RowDataOperator",
     "aslinearoperator",
     "gram_operator",
     "trace",

@@ -89,7 +89,7 @@ def _lanczos_blocked(op, Z, steps, reorth):
     q, q_prev, b_prev = Z.copy(), np.zeros_like(Z), np.zeros(N)
     act = np.ones(N, dtype=bool)
     scale = np.zeros(N)
-    tiny = 10 * np.finfo(dt).eps * math.sqrt(n)
+    tiny = 100 * np.finfo(dt).eps * math.sqrt(n)
     for j in range(steps):
         if reorth:
             Qs[j] = q

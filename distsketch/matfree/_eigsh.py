@@ -58,6 +58,11 @@ class EigshResult:
     message: str = ""
 
 
+def _basis_size(n, k, b):
+    """Largest basis before a thick restart."""
+    return min(n, max(4 * k + 4 * b, k + 10 * b, 40))
+
+
 def _select(theta, k, which):
     """Indices of the ``k`` wanted Ritz values, in output order."""
     if which == "LA":
@@ -70,15 +75,24 @@ def _select(theta, k, which):
 def _orth_block(V, W, seed, it, dt):
     """Orthonormal columns spanning ``W`` outside ``span(V)``; lost directions refilled at random.
 
-    Classical Gram-Schmidt against ``V`` and within the block, applied twice ("twice is
-    enough"); a column that loses more than ``1 - 1e-10`` of its norm (an invariant subspace
-    was found) is replaced by a seeded random vector orthogonalised the same way.
+    Block classical Gram-Schmidt against ``V`` applied twice ("twice is enough"), then a QR
+    of the block. When a column loses more than ``1 - 1e-10`` of its norm (an invariant
+    subspace was found), the block is redone column by column and each such column is
+    replaced by a seeded random vector orthogonalised the same way.
     """
+    X = W.astype(dt, copy=True)
+    for _ in range(2):
+        if V.shape[1]:
+            X -= V @ (V.T @ X)
+    Q, R = np.linalg.qr(X)
+    norms = np.linalg.norm(W, axis=0)
+    if np.all(np.abs(np.diag(R)) > 1e-10 * norms) and np.all(norms > 0):
+        return Q
     n, b = W.shape
-    P = np.empty_like(W)
+    P = np.empty((n, b), dtype=dt)
     g = None
     for j in range(b):
-        w = W[:, j].copy()
+        w = W[:, j].astype(dt, copy=True)
         w0 = np.linalg.norm(w)
         for attempt in range(8):
             for _ in range(2):
@@ -114,8 +128,11 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     maxiter : int, optional
         Most block products ``A @ V_j`` (default 1000).
     block_size : int, optional
-        Columns per product (default ``max(k, 2)``, at most ``n``). With a Gram operator a
-        block is one read of the data, so larger blocks mean fewer reads.
+        Columns per product, at most ``n``. Default 1 for ``k = 1`` (a repeated top
+        eigenvalue is still found; any vector of its eigenspace is an answer) and 2 otherwise:
+        a block of ``b`` columns resolves eigenvalues of multiplicity up to ``b``. With a Gram
+        operator a block is one read of the data: larger blocks mean fewer reads and usually
+        more products.
     seed : None, int, SeedSequence or Generator
         Seeds the starting block; the result records it.
 
@@ -134,7 +151,7 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     each step multiplies the newest block, orthogonalises the product against all of ``V``
     twice (full reorthogonalisation, so no ghost eigenvalues), and runs Rayleigh-Ritz on
     ``H = V^T A V``. Invariant: ``A V`` lies in ``span(V, P)`` with ``P`` the next block.
-    When ``p`` would exceed ``ncv = min(n, max(2k + 2b, k + 6b, 20))`` the basis restarts
+    When ``p`` would exceed ``ncv = min(n, max(4k + 4b, k + 10b, 40))`` the basis restarts
     thick [2]_ to the wanted end of the Ritz vectors (no products spent: ``V <- V Y``,
     ``A V <- (A V) Y``), which keeps the invariant. Convergence is tested on the Ritz
     residuals ``||(A V) y - theta V y||`` each step, and the returned ``residuals`` are
@@ -180,43 +197,50 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     k = int(k)
     seed = resolve_seed(seed)
     maxiter = DEFAULT_MAXITER if maxiter is None else int(maxiter)
-    b = min(n, int(block_size) if block_size else max(k, 2))
-    ncv = min(n, max(2 * k + 2 * b, k + 6 * b, 20))
+    b = min(n, int(block_size) if block_size else (1 if k == 1 else 2))
+    ncv = _basis_size(n, k, b)
     keep = max(k, min(ncv - b, k + (ncv - k - b) // 2))
     start = op.matvecs
 
     P = _orth_block(np.empty((n, 0), dt), probe_block(seed, EIGSH_START, n, b, "gaussian", dt), seed, 0, dt)
-    V = np.empty((n, 0), dt)
-    AV = np.empty((n, 0), dt)
+    Vb = np.empty((n, ncv), dt)  # the basis V = Vb[:, :p] and A V = AVb[:, :p]
+    AVb = np.empty((n, ncv), dt)
+    Hb = np.zeros((ncv, ncv))  # H = V^T A V
+    p = 0
     it = 0
-    ok = False
     while it < maxiter and P.shape[1]:
         W = op.matmat(P)
         it += 1
-        V = np.hstack([V, P])
-        AV = np.hstack([AV, W])
-        H = V.T.astype(np.float64) @ AV.astype(np.float64)
+        q = P.shape[1]
+        Vb[:, p:p + q], AVb[:, p:p + q] = P, W
+        C = Vb[:, :p + q].T.astype(np.float64) @ W.astype(np.float64)
+        Hb[:p + q, p:p + q] = C
+        Hb[p:p + q, :p + q] = C.T
+        p += q
+        V, AV = Vb[:, :p], AVb[:, :p]
+        H = Hb[:p, :p]
         theta, Y = np.linalg.eigh((H + H.T) / 2)
         idx = _select(theta, k, which)
         Yk = Y[:, idx].astype(dt)
         res = np.linalg.norm(AV @ Yk - (V @ Yk) * theta[idx].astype(dt), axis=0)
         scale = float(np.max(np.abs(theta)))
         ok = bool(np.all(res <= tol * scale)) if scale > 0 else bool(np.all(res == 0))
-        if ok or V.shape[1] >= n:
+        if ok or p >= n:
             break
         # the next block: A V_j outside span(V), reorthogonalised twice
-        room = n - V.shape[1]
-        P = _orth_block(V, W[:, :min(b, room)], seed, it, dt)
-        if V.shape[1] + P.shape[1] > ncv and keep < V.shape[1]:
+        P = _orth_block(V, W[:, :min(b, n - p)], seed, it, dt)
+        if p + P.shape[1] > ncv:
             # thick restart to the wanted Ritz vectors: A (V y) = theta V y + P (P^T A V y)
             order = _select(theta, keep, which)
             Yr = Y[:, order].astype(dt)
-            V, AV = V @ Yr, AV @ Yr
+            Vb[:, :keep], AVb[:, :keep] = V @ Yr, AV @ Yr
+            Hb[:] = 0.0
+            Hb[:keep, :keep] = np.diag(theta[order])
+            p = keep
+    V, AV = Vb[:, :p], AVb[:, :p]
     # the returned pairs, with residuals from a product with the returned vectors
-    H = V.T.astype(np.float64) @ AV.astype(np.float64)
-    theta, Y = np.linalg.eigh((H + H.T) / 2)
+    theta, Y = np.linalg.eigh(V.T.astype(np.float64) @ AV.astype(np.float64) if p else np.zeros((0, 0)))
     idx = _select(theta, k, which)
-    lam = theta[idx]
     X = V @ Y[:, idx].astype(dt)
     X, _ = np.linalg.qr(X)  # re-orthonormalise (the Ritz vectors are, to rounding)
     X *= np.sign(np.sum(X, axis=0) + (np.sum(X, axis=0) == 0))[None, :]

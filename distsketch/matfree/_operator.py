@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputTypeError, ShapeError
 
-__all__ = ["Operator", "GramOperator", "aslinearoperator", "gram_operator"]
+__all__ = ["Operator", "GramOperator", "RowDataOperator", "aslinearoperator", "gram_operator"]
 
 
 def _work_dtype(dtype) -> np.dtype:
@@ -87,7 +87,8 @@ class Operator:
         return self.matmat(X)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.name} {self.shape[0]}x{self.shape[1]} {self.dtype}, {self.matvecs} matvecs>"
+        n = self.shape[0]
+        return f"<{type(self).__name__} {self.name} {n}x{n} {self.dtype}, {self.matvecs} matvecs>"
 
 
 class GramOperator(Operator):
@@ -117,15 +118,63 @@ class GramOperator(Operator):
         return self.data.passes - self._start
 
 
+def _dense_product(A, X):
+    """``A @ X``; one or two columns as matrix-vector products (OpenBLAS packs ``A`` for a
+    GEMM, which for ``k = 2`` costs about twice two GEMVs: one more sweep over ``A``)."""
+    if X.shape[1] == 2 and A.dtype == X.dtype:
+        out = np.empty((A.shape[0], 2), dtype=np.result_type(A, X))
+        out[:, 0], out[:, 1] = A @ X[:, 0], A @ X[:, 1]
+        return out
+    return A @ X
+
+
+def _is_row_matrix(op) -> bool:
+    """A dask array, a zarr array or a backend's RowData: a matrix read through the passes."""
+    from ..backends import RowData
+
+    if isinstance(op, RowData):
+        return True
+    mod = type(op).__module__ or ""
+    return mod.startswith("dask.array") or mod.startswith("zarr")
+
+
+class RowDataOperator(Operator):
+    """A square symmetric matrix held by a backend (Dask/Zarr, MPI): ``A @ X`` is one read of ``A``.
+
+    Attributes
+    ----------
+    data : distsketch.backends.RowData
+    reads : int
+        Reads of ``A`` made through this operator.
+    """
+
+    def __init__(self, A):
+        from .. import passes
+        from ..backends import as_rowdata
+
+        data = as_rowdata(A)
+        self.data = data
+        self._start = data.passes
+        dtype = _work_dtype(data.dtype)
+        super().__init__(lambda X: data.gather(passes.matmul(data, X.astype(dtype, copy=False))), data.shape,
+                         dtype, name="rowdata")
+
+    @property
+    def reads(self) -> int:
+        return self.data.passes - self._start
+
+
 def aslinearoperator(op) -> Operator:
     """Wrap ``op`` as an :class:`Operator` (``shape``, ``dtype``, ``matmat``, a product count).
 
     Parameters
     ----------
-    op : numpy.ndarray, scipy sparse matrix, scipy.sparse.linalg.LinearOperator, Operator, or object
+    op : numpy.ndarray, scipy sparse matrix, scipy.sparse.linalg.LinearOperator, dask or zarr array, Operator, or object
         A square symmetric matrix, or any object with ``shape``, ``dtype`` and
-        ``matmat(X)`` (``A @ X`` for an ``n x k`` block). An :class:`Operator` is
-        returned as it is (its product count continues).
+        ``matmat(X)`` (``A @ X`` for an ``n x k`` block). A dask or zarr array (or a
+        :class:`~distsketch.backends.RowData`) is read through the passes, one read of
+        ``A`` per block product, never held whole. An :class:`Operator` is returned as it
+        is (its product count continues).
 
     Returns
     -------
@@ -158,7 +207,7 @@ def aslinearoperator(op) -> Operator:
         if A.ndim != 2:
             raise ShapeError(f"a dense operator must be a 2-D square array; got shape {A.shape}")
         dt = _work_dtype(A.dtype)
-        return Operator(lambda X: A @ X.astype(dt, copy=False), A.shape, dt, name="dense")
+        return Operator(lambda X: _dense_product(A, X.astype(dt, copy=False)), A.shape, dt, name="dense")
     try:
         import scipy.sparse as sp
 
@@ -167,6 +216,8 @@ def aslinearoperator(op) -> Operator:
             return Operator(lambda X: np.asarray(op @ X.astype(dt, copy=False)), op.shape, dt, name="sparse")
     except ImportError:  # pragma: no cover - scipy is a dependency
         pass
+    if _is_row_matrix(op):
+        return RowDataOperator(op)
     if hasattr(op, "shape") and hasattr(op, "dtype") and callable(getattr(op, "matmat", None)):
         dt = _work_dtype(op.dtype if op.dtype is not None else np.float64)
         return Operator(lambda X: op.matmat(X.astype(dt, copy=False)), op.shape, dt,
