@@ -73,6 +73,30 @@ def test_products_equal_full_hessian(problem, method):
     assert op.hvps == 6 and op.n_samples == sum(SIZES) and op.n_batches == 4
 
 
+@pytest.mark.parametrize("method", ["func", "autograd"])
+def test_mse_loss_products_equal_full_hessian(method):
+    """mse_loss has no forward-mode rule inside grad in torch 2.13 ("ZeroTensors are immutable"):
+    the func path falls back to reverse-over-reverse and still equals torch's full Hessian."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    x = torch.randn(40, 3, dtype=torch.float64)
+    y = torch.sin(x.sum(1, keepdim=True))
+    mse = torch.nn.functional.mse_loss
+    names = [k for k, _ in model.named_parameters()]
+    ps = tuple(p.detach() for p in model.parameters())
+
+    def f(*q):
+        return mse(torch.func.functional_call(model, dict(zip(names, q)), (x,)), y)
+
+    blocks = torch.autograd.functional.hessian(f, ps)
+    sizes = [p.numel() for p in ps]
+    H = np.block([[blocks[i][j].reshape(sizes[i], sizes[j]).numpy() for j in range(len(ps))]
+                  for i in range(len(ps))])
+    op = hessian_operator(model, mse, [(x[:25], y[:25]), (x[25:], y[25:])], method=method, client=False)
+    X = np.random.default_rng(1).standard_normal((H.shape[0], 3))
+    np.testing.assert_allclose(op.matmat(X), H @ X, rtol=0, atol=1e-12 * np.abs(H @ X).max())
+
+
 def test_one_pair_and_one_batch_give_the_same_hessian(problem):
     model, x, y, batches, H = problem
     op = hessian_operator(model, LOSS, (x, y), client=False)  # one (inputs, targets) pair

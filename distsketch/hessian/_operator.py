@@ -151,14 +151,24 @@ class _Context:
             return loss_fn(functional_call(model, {**fixed, **p}, args), y)
 
         if self.method == "func":
-            from torch.func import grad, jvp, vmap
+            from torch.func import grad, jvp, vjp, vmap
 
             g = grad(loss_of)
 
-            def hvp(v):
+            def hvp_forward(v):  # forward-over-reverse: H v as the directional derivative of the gradient
                 return jvp(g, (live,), (v,))[1]
 
-            return vmap(hvp)(V)
+            def hvp_reverse(v):  # reverse-over-reverse: v^T H = (H v)^T, H symmetric
+                return vjp(g, live)[1](v)[0]
+
+            if not getattr(self, "_reverse_only", False):
+                try:
+                    return vmap(hvp_forward)(V)
+                except RuntimeError:
+                    # some losses lack forward-mode rules inside grad (torch 2.13's mse_loss raises
+                    # "ZeroTensors are immutable"): the same product by reverse mode, from now on
+                    self._reverse_only = True
+            return vmap(hvp_reverse)(V)
         # double backward: one graph of the gradient per batch, one backward through it per column
         with torch.enable_grad():
             p = {k: t.clone().requires_grad_(True) for k, t in live.items()}
