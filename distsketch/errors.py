@@ -30,6 +30,7 @@ __all__ = [
     "DistsketchWarning",
     "ConvergenceWarning",
     "IllConditionedWarning",
+    "MissingDependencyError",
 ]
 
 
@@ -107,3 +108,10 @@ class IllConditionedWarning(DistsketchWarning):
 
 class ConvergenceWarning(DistsketchWarning):
     """The iteration limit was reached, or the iteration stalled, before the stopping test held."""
+
+
+class MissingDependencyError(DistsketchError, ImportError):
+    """An optional dependency (an extra such as ``distsketch[hessian]``) is not installed.
+
+    The message names the package and the ``pip install`` line that provides it.
+    """

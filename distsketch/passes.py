@@ -455,3 +455,240 @@ def gram_matmat(data: RowData, X: np.ndarray) -> np.ndarray:
     X = _small(X, data)
     _, (Z,) = data.row_pass(K_GRAM_MATMAT, small=(X,))
     return Z
+
+
+# -- rank-revealing factorizations: CQRRPT, interpolative decompositions, CUR (distsketch.lowrank) ----
+# All in float64 (the sketches' pivoted QR and the preconditioned Gram need it; float32 data is
+# promoted block by block as it is read). Reused from above: ``left_sketch`` (the column sketch
+# ``S A`` and its test sketch ``Theta A``), ``K_DIST_CHAIN``/``K_DIST_CHAIN_GRAM`` (CholeskyQR
+# sweeps over ``B``, in lowrank/_orth.py).
+def _syrk_upper(B):
+    """The upper triangle of ``B.T B`` in float64 (SYRK: half a GEMM's flops); zeros for an empty ``B``."""
+    import scipy.linalg.blas as blas
+
+    if B.shape[1] == 0 or B.shape[0] == 0:
+        return np.zeros((B.shape[1], B.shape[1]))
+    Bt = B.T if B.flags.c_contiguous else np.asfortranarray(B).T  # Fortran-ordered: dsyrk takes it uncopied
+    return blas.dsyrk(1.0, Bt, trans=0, lower=0)
+
+
+def _symmetrize_upper(G):
+    """The symmetric matrix whose upper triangle is that of ``G`` (a sum of SYRK outputs)."""
+    G = np.triu(G)
+    return G + np.triu(G, 1).T
+
+
+def _precondition(Ai, J, R11):
+    """``A_i[:, J] R11^{-1}`` in float64 (row-wise backward-stable triangular solve).
+
+    ``R11.T B.T = A_k.T`` is solved by ``dtrsm`` in place on the gathered columns (``A_k.T`` of a
+    C-ordered ``A_k`` is Fortran-ordered: no copy besides the gather)."""
+    import scipy.linalg.blas as blas
+
+    Ak = np.asarray(Ai, dtype=np.float64).take(J, axis=1)
+    if Ak.shape[1] == 0 or Ak.shape[0] == 0:
+        return Ak
+    return blas.dtrsm(1.0, R11, Ak.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
+
+
+def _k_cqrrpt_gram(Ai, r0, dist, J, T, R11, keep):
+    """``B_i = A_i[:, J] R11^{-1}`` (kept when ``keep``), ``triu(B_i.T B_i)``, ``B_i.T A_i[:, T]``."""
+    B = _precondition(Ai, J, R11)
+    C = B.T @ np.asarray(Ai, dtype=np.float64)[:, T]
+    return ((B,) if keep else ()), (_syrk_upper(B), C)
+
+
+def _k_cqrrpt_gram2(Ai, r0, dist, J, R11, M):
+    """Second step without a stored ``B``: ``triu((B_i M).T (B_i M))`` with ``M = Rc^{-1}``."""
+    return (), (_syrk_upper(_precondition(Ai, J, R11) @ M),)
+
+
+def _k_dist_trsm(r0, dist, Rt, dtype):
+    """``B_i Rt^{-1}`` for upper triangular ``Rt``, cast to ``dtype`` (no read of ``A``)."""
+    import scipy.linalg.blas as blas
+
+    B = dist[0]
+    if B.shape[1] == 0 or B.shape[0] == 0:
+        return (B.astype(dtype),), ()
+    # Rt.T Q.T = B.T, solved on a copy (B may be a stored operand that other tasks read)
+    Q = blas.dtrsm(1.0, Rt, np.array(B, dtype=np.float64, order="C").T, side=0, lower=0, trans_a=1,
+                   overwrite_b=1).T
+    return (Q.astype(dtype, copy=False),), ()
+
+
+def _k_right_two(Ai, r0, dist, om, th):
+    """``(A_i Omega, A_i Theta)`` in float64 (``Omega = I`` when ``om`` is None: a float64 copy of ``A_i``)."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    return ((om.apply_right(A64, 0) if om is not None else A64.copy()), th.apply_right(A64, 0)), ()
+
+
+def _k_cur_sketch(Ai, r0, dist, S, th, oms):
+    """``A_i Omega`` for each ``Omega`` in ``oms`` (distributed; ``None``: a float64 copy of ``A_i``)
+    and the partial sums of ``Theta A`` and ``S A``, float64. ``S=None``: a copy of ``A_i`` is one
+    more distributed output instead of ``S A`` (no sketch smaller than ``A``)."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    douts = tuple(om.apply_right(A64, 0) if om is not None else A64.copy() for om in oms)
+    douts += (A64.copy(),) if S is None else ()
+    return douts, (th.apply(A64, r0),) + ((S.apply(A64, r0),) if S is not None else ())
+
+
+def _k_cur_second(Ai, r0, dist, J, R11, rows, dtype):
+    """``C_i = A_i[:, J]`` (kept), ``B_i = C_i R11^{-1}``: ``triu(B_i.T B_i)``, ``B_i.T A_i``, rows of ``A``."""
+    A64 = np.asarray(Ai, dtype=np.float64)
+    B = _precondition(A64, J, R11)
+    R = np.zeros((len(rows), Ai.shape[1]))
+    hit = (rows >= r0) & (rows < r0 + Ai.shape[0])
+    R[hit] = A64[rows[hit] - r0]
+    return (np.asarray(Ai)[:, J].astype(dtype, copy=False),), (_syrk_upper(B), B.T @ A64, R)
+
+
+def _k_dist_residual(r0, dist, Qs):
+    """Squared norm of each row of ``Y_i`` after projecting out ``span(Qs)`` (``l x j``, orthonormal)."""
+    Y = dist[0]
+    r = np.einsum("ij,ij->i", Y, Y)
+    if Qs.shape[1]:
+        P = Y @ Qs
+        r = r - np.einsum("ij,ij->i", P, P)
+    return (r[:, None],), ()
+
+
+def _k_dist_take(r0, dist, idx):
+    """Rows ``idx`` (global) of each distributed operand, as sums (other blocks add zeros)."""
+    outs = []
+    hit = (idx >= r0) & (idx < r0 + dist[0].shape[0])
+    for x in dist:
+        out = np.zeros((len(idx), x.shape[1]))
+        out[hit] = x[idx[hit] - r0]
+        outs.append(out)
+    return (), tuple(outs)
+
+
+def _k_dist_row_interp(r0, dist, Qi, Ri, dtype):
+    """``X_i = Y_i Qi Ri^{-T}``, i.e. ``X = Y Y[idx]^+`` with ``Y[idx].T = Qi Ri``."""
+    import scipy.linalg
+
+    Z = dist[0] @ Qi
+    X = scipy.linalg.solve_triangular(Ri, Z.T, lower=False, check_finite=False).T if Z.shape[1] else Z
+    return (X.astype(dtype, copy=False),), ()
+
+
+def _k_dist_row_resid(r0, dist, ZI):
+    """``||Z_i - X_i Z[idx]||_F^2`` and ``||Z_i||_F^2``."""
+    X, Z = dist
+    E = Z - np.asarray(X, dtype=np.float64) @ ZI
+    return (), (np.array([np.vdot(E, E)]), np.array([np.vdot(Z, Z)]))
+
+
+K_CQRRPT_GRAM = Kernel(_k_cqrrpt_gram, propagates_nonfinite=True)
+K_CQRRPT_GRAM2 = Kernel(_k_cqrrpt_gram2, propagates_nonfinite=True)
+K_DIST_TRSM = Kernel(_k_dist_trsm, reduces=False)
+K_RIGHT_TWO = Kernel(_k_right_two, propagates_nonfinite=True, reduces=False)
+K_CUR_SKETCH = Kernel(_k_cur_sketch, propagates_nonfinite=True)
+K_CUR_SECOND = Kernel(_k_cur_second)  # rows of A are copied, not mixed: the block is scanned
+K_DIST_RESIDUAL = Kernel(_k_dist_residual, reduces=False)
+K_DIST_TAKE = Kernel(_k_dist_take)
+K_DIST_ROW_INTERP = Kernel(_k_dist_row_interp, reduces=False)
+K_DIST_ROW_RESID = Kernel(_k_dist_row_resid)
+
+
+def cqrrpt_gram(data: RowData, cols, rest, R11, *, keep: bool = True):
+    """``(B, B.T B, B.T A[:, rest])`` with ``B = A[:, cols] R11^{-1}``, in one read of ``A`` (float64).
+
+    The second read of CQRRPT (:func:`distsketch.qrcp`) and of a refined column ID: ``B`` is
+    formed block by block (TRSM), its Gram matrix by SYRK (summed as upper triangles and
+    symmetrised here). ``B`` (``m x len(cols)``, distributed) is kept only with ``keep``;
+    otherwise ``None`` is returned in its place.
+    """
+    cols, rest = np.asarray(cols, dtype=np.intp), np.asarray(rest, dtype=np.intp)
+    R11 = np.asfortranarray(R11, dtype=np.float64)
+    outs, (G, C) = data.row_pass(K_CQRRPT_GRAM, small=(cols, rest, R11, bool(keep)),
+                                 dist_out=((len(cols), np.float64),) if keep else ())
+    return (outs[0] if keep else None), _symmetrize_upper(G), C
+
+
+def cqrrpt_gram2(data: RowData, cols, R11, M) -> np.ndarray:
+    """``(B M).T (B M)`` with ``B = A[:, cols] R11^{-1}``, in one read of ``A`` (float64): the second
+    Cholesky QR step of CQRRPT when ``B`` was not stored."""
+    cols = np.asarray(cols, dtype=np.intp)
+    _, (G,) = data.row_pass(K_CQRRPT_GRAM2, small=(cols, np.asfortranarray(R11, dtype=np.float64), M))
+    return _symmetrize_upper(G)
+
+
+def dist_trsm(data: RowData, B, Rt, *, dtype=np.float64):
+    """``B Rt^{-1}`` for a distributed ``B`` and a small upper triangular ``Rt`` (no read of ``A``),
+    cast to ``dtype``; lazy on a lazy backend."""
+    Rt = np.asfortranarray(Rt, dtype=np.float64)
+    (Q,), _ = data.dist_pass(K_DIST_TRSM, dist=(B,), small=(Rt, np.dtype(dtype)),
+                             dist_out=((Rt.shape[1], np.dtype(dtype)),))
+    return Q
+
+
+def right_sketch_pair(data: RowData, omega, theta):
+    """``(A @ Omega, A @ Theta)`` in one read of ``A``, both distributed and float64.
+
+    ``omega=None`` stands for the identity (a float64 copy of ``A``: no sketch smaller than ``A``).
+    The row interpolative decomposition's range sketch and its test sketch.
+    """
+    l = data.shape[1] if omega is None else omega.d
+    (Y, Z), _ = data.row_pass(K_RIGHT_TWO, small=(omega, theta),
+                              dist_out=((l, np.float64), (theta.d, np.float64)))
+    return Y, Z
+
+
+def cur_sketch(data: RowData, S, theta, omegas=()):
+    """``([A @ Omega ...], A_copy, Theta @ A, S @ A)`` in one read of ``A``, float64.
+
+    Every ``A @ Omega`` is distributed (``None`` in ``omegas``: a float64 copy of ``A``).
+    ``S=None``: ``S @ A`` is ``None`` and ``A_copy`` is a distributed float64 copy of ``A``
+    (to be gathered when no sketch would be smaller than ``A``); otherwise ``A_copy`` is ``None``.
+    """
+    n = data.shape[1]
+    omegas = tuple(omegas)
+    dist_out = tuple((n if om is None else om.d, np.float64) for om in omegas)
+    dist_out += ((n, np.float64),) if S is None else ()
+    outs, red = data.row_pass(K_CUR_SKETCH, small=(S, theta, omegas), dist_out=dist_out)
+    Ys, copy = list(outs[:len(omegas)]), (outs[-1] if S is None else None)
+    return Ys, copy, red[0], (red[1] if S is not None else None)
+
+
+def cur_second(data: RowData, cols, R11, rows, *, dtype):
+    """The second read of CUR: ``(C, B.T B, B.T A, A[rows, :])`` with ``C = A[:, cols]`` (distributed,
+    in ``dtype``) and ``B = C R11^{-1}``; the rest float64, ``B.T B`` symmetrised."""
+    cols, rows = np.asarray(cols, dtype=np.intp), np.asarray(rows, dtype=np.intp)
+    (C,), (G, BtA, R) = data.row_pass(K_CUR_SECOND, small=(cols, np.asfortranarray(R11, dtype=np.float64), rows,
+                                                           np.dtype(dtype)),
+                                      dist_out=((len(cols), np.dtype(dtype)),))
+    return C, _symmetrize_upper(G), BtA, R
+
+
+def dist_row_residuals(data: RowData, Y, Qs):
+    """Squared norms of the rows of a distributed ``Y`` (``m x l``) after projecting out the span of
+    the orthonormal columns of the small ``Qs`` (``l x j``): distributed, ``m x 1`` (no read of ``A``)."""
+    (r,), _ = data.dist_pass(K_DIST_RESIDUAL, dist=(Y,), small=(np.asarray(Qs, dtype=np.float64),),
+                             dist_out=((1, np.float64),))
+    return r
+
+
+def dist_take(data: RowData, idx, *xs) -> list[np.ndarray]:
+    """Rows ``idx`` (global indices) of each distributed operand in ``xs``, as small float64 arrays."""
+    _, outs = data.dist_pass(K_DIST_TAKE, dist=xs, small=(np.asarray(idx, dtype=np.intp),))
+    return list(outs)
+
+
+def dist_row_interp(data: RowData, Y, Qi, Ri, *, dtype):
+    """``X = Y Qi Ri^{-T}`` for a distributed ``Y`` (``X = Y Y[idx]^+`` when ``Y[idx].T = Qi Ri``),
+    distributed, in ``dtype`` (no read of ``A``)."""
+    (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(Qi, Ri, np.dtype(dtype)),
+                             dist_out=((Qi.shape[1], np.dtype(dtype)),))
+    return X
+
+
+def dist_row_resid(data: RowData, X, Z, ZI) -> tuple[float, float]:
+    """``(||Z - X ZI||_F^2, ||Z||_F^2)`` for distributed ``X`` (``m x k``) and ``Z`` (``m x t``)."""
+    _, (e2, z2) = data.dist_pass(K_DIST_ROW_RESID, dist=(X, Z), small=(ZI,))
+    return float(e2[0]), float(z2[0])
+
+
+# (listed here rather than in the table and ``__all__`` at the top, so this block merges on its own)
+__all__ += ["cqrrpt_gram", "cqrrpt_gram2", "dist_trsm", "right_sketch_pair", "cur_sketch", "cur_second",
+            "dist_row_residuals", "dist_take", "dist_row_interp", "dist_row_resid"]

@@ -71,6 +71,77 @@ class ProtocolTests:
         np.testing.assert_allclose(data.gather(R), A64 @ Omega.toarray().T, atol=self.tol(A64))
         assert data.passes == 8
 
+    def test_rank_revealing_passes_match_numpy(self, A):
+        """The passes of qrcp / interpolative / cur (float64 whatever the data's dtype) against dense
+        numpy products of the same values."""
+        import scipy.linalg
+
+        data = self.make(A)
+        A64 = A.astype(np.float64)
+        rng = np.random.default_rng(5)
+        J, T = np.array([3, 0, 7]), np.array([1, 2, 4, 5, 6, 8, 9])
+        R11 = np.triu(rng.standard_normal((3, 3))) + 4 * np.eye(3)
+        Bref = scipy.linalg.solve_triangular(R11, A64[:, J].T, trans="T").T  # A[:, J] R11^{-1}
+        tol = lambda x: 1e-12 * max(1.0, float(np.abs(x).max()))  # noqa: E731  (float64 inside)
+        B, G, C = passes.cqrrpt_gram(data, J, T, R11)
+        np.testing.assert_allclose(data.gather(B), Bref, atol=tol(Bref))
+        np.testing.assert_allclose(G, Bref.T @ Bref, atol=tol(G))
+        np.testing.assert_allclose(C, Bref.T @ A64[:, T], atol=tol(C))
+        B0, G0, C0 = passes.cqrrpt_gram(data, J, np.arange(N), R11, keep=False)
+        assert B0 is None and np.allclose(G0, G, rtol=0, atol=tol(G))
+        np.testing.assert_allclose(C0, Bref.T @ A64, atol=tol(C0))
+        Mx = rng.standard_normal((3, 3))
+        np.testing.assert_allclose(passes.cqrrpt_gram2(data, J, R11, Mx), (Bref @ Mx).T @ (Bref @ Mx),
+                                   atol=tol(G) * 10)
+        Rt = np.triu(rng.standard_normal((3, 3))) + 3 * np.eye(3)
+        Q = data.gather(passes.dist_trsm(data, B, Rt, dtype=np.float32))
+        assert Q.dtype == np.float32
+        np.testing.assert_allclose(Q, scipy.linalg.solve_triangular(Rt, Bref.T, trans="T").T, rtol=1e-5, atol=1e-5)
+        om, th = make_operator("gaussian", 6, N, seed=2), make_operator("gaussian", 4, N, seed=3)
+        Y, Z = passes.right_sketch_pair(data, om, th)
+        np.testing.assert_allclose(data.gather(Y), A64 @ om.toarray().T, atol=tol(A64) * 10)
+        np.testing.assert_allclose(data.gather(Z), A64 @ th.toarray().T, atol=tol(A64) * 10)
+        Y0, _ = passes.right_sketch_pair(data, None, th)
+        np.testing.assert_array_equal(data.gather(Y0), A64)
+        S, Th = make_operator("sparse_sign", 30, M, seed=4), make_operator("gaussian", 5, M, seed=6)
+        Ys, copy, TA, SA = passes.cur_sketch(data, S, Th, (om, None))
+        assert copy is None and len(Ys) == 2
+        np.testing.assert_allclose(data.gather(Ys[0]), A64 @ om.toarray().T, atol=tol(A64) * 10)
+        np.testing.assert_array_equal(data.gather(Ys[1]), A64)
+        np.testing.assert_allclose(TA, Th.toarray() @ A64, atol=tol(TA) * 100)
+        np.testing.assert_allclose(SA, S.toarray() @ A64, atol=tol(SA) * 100)
+        Ys, copy, TA2, SA = passes.cur_sketch(data, None, Th)
+        assert Ys == [] and SA is None
+        np.testing.assert_array_equal(data.gather(copy), A64)
+        np.testing.assert_allclose(TA2, TA, atol=tol(TA))
+        rows = np.array([8999, 17, 4096, 4095])
+        Cc, G2, BtA, Rr = passes.cur_second(data, J, R11, rows, dtype=self.dtype)
+        Cc = data.gather(Cc)
+        assert Cc.dtype == self.dtype
+        np.testing.assert_array_equal(Cc, A[:, J])
+        np.testing.assert_allclose(G2, G, atol=tol(G))
+        np.testing.assert_allclose(BtA, Bref.T @ A64, atol=tol(BtA))
+        np.testing.assert_array_equal(Rr, A64[rows])
+        assert data.passes == 8
+        # distributed operands only: nothing read, nothing counted
+        Yd = data.gather(Y)
+        Qs = np.linalg.qr(rng.standard_normal((6, 2)))[0]
+        r = data.gather(passes.dist_row_residuals(data, Y, Qs))[:, 0]
+        P = Yd - (Yd @ Qs) @ Qs.T
+        np.testing.assert_allclose(r, np.sum(P * P, axis=1), atol=tol(Yd) ** 0.5 * 1e-4)
+        Yi, Zi = passes.dist_take(data, rows, Y, Z)
+        np.testing.assert_array_equal(Yi, Yd[rows])
+        np.testing.assert_array_equal(Zi, data.gather(Z)[rows])
+        Qi, Ri = np.linalg.qr(Yi.T)  # Y[rows].T = Qi Ri
+        X = passes.dist_row_interp(data, Y, Qi, Ri, dtype=np.float64)
+        Xref = Yd @ np.linalg.pinv(Yi)
+        np.testing.assert_allclose(data.gather(X), Xref, atol=1e-8 * max(1.0, float(np.abs(Xref).max())))
+        e2, z2 = passes.dist_row_resid(data, X, Z, Zi)
+        Zd = data.gather(Z)
+        E = Zd - data.gather(X) @ Zi
+        assert abs(e2 - np.vdot(E, E)) <= 1e-10 * np.vdot(Zd, Zd) and abs(z2 - np.vdot(Zd, Zd)) <= 1e-12 * z2
+        assert data.passes == 8
+
     def test_first_pass_checks_finite_and_names_the_chunk(self, A):
         B = A.copy()
         B[6100, 7] = np.nan

@@ -317,13 +317,17 @@ def test_mpi_backend_low_rank_matches_numpy():
 
 
 def test_lowrank_asks_nothing_of_the_backend():
-    """lowrank/ imports neither dask nor a backend module and never inspects its input's type: it
-    holds a RowData (distsketch.backends.as_rowdata) and uses the protocol's methods only."""
+    """lowrank/ imports neither dask nor a backend module nor a private input helper (nor another
+    driver's private modules) and never inspects its input's type: it holds a RowData
+    (distsketch.backends.as_rowdata) and uses the protocol's methods only. Its kernels live in
+    passes.py: no Kernel is declared in lowrank/."""
     import ast
     import pathlib
 
     root = pathlib.Path(distsketch.__file__).parent / "lowrank"
-    for path in sorted(root.glob("*.py")):
+    paths = sorted(root.glob("*.py"))
+    assert {"_svd.py", "_orth.py", "_qrcp.py", "_interp.py"} <= {p.name for p in paths}
+    for path in paths:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -338,6 +342,11 @@ def test_lowrank_asks_nothing_of_the_backend():
                 assert "backends." not in name.replace("backends.as_rowdata", "").replace(
                     "backends.pow2_scale", ""), (path.name, name)
                 assert not name.endswith(("is_lazy", "as_matrix")), (path.name, name)
+                parts = name.lstrip(".").split(".")
+                assert "_inputs" not in parts and "solve" not in parts, (path.name, name)
+                assert not name.endswith((".Kernel", "passes.Kernel")), (path.name, name)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Kernel":
+                raise AssertionError(f"{path.name}:{node.lineno}: a Kernel declared outside passes.py")
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("hasattr", "getattr", "isinstance"):
                 call = ast.unparse(node)  # isinstance on its own arguments (a list of blocks, an int) is fine
                 assert node.func.id == "isinstance" and not any(

@@ -117,6 +117,16 @@ def test_row_kernels_do_not_depend_on_item_aligned_offsets(dtype, shape):
         (passes.K_GRAM, (u,), ()), (passes.K_COL_NORMS, (), ()), (passes.K_RMATMUL, (u,), ()),
         (passes.K_LEFT_SKETCH, (u,), ((op,),)), (passes.K_MATMUL, (), (X,)),
     ]
+    # the row kernels of qrcp / interpolative / cur: float64 inside (a float32 block is converted to a
+    # fresh, aligned float64 array, so only float64 blocks are read in place)
+    J, R11 = np.array([2, 0, 5]), np.triu(rng.standard_normal((3, 3))) + 3 * np.eye(3)
+    om, th = make_operator("gaussian", 5, n, seed=2), make_operator("gaussian", 4, n, seed=3)
+    S, Th = make_operator("sparse_sign", 16, m, seed=4), make_operator("gaussian", 4, m, seed=5)
+    calls += [] if dtype != np.float64 else [
+        (passes.K_CQRRPT_GRAM, (), (J, np.array([1, 4]), R11, True)), (passes.K_CQRRPT_GRAM2, (), (J, R11, R11)),
+        (passes.K_RIGHT_TWO, (), (om, th)), (passes.K_CUR_SKETCH, (), (S, Th, (om,))),
+        (passes.K_CUR_SECOND, (), (J, R11, np.array([3, 1]), np.dtype(dtype))),
+    ]
     ref = [k(_at_offset(A0, 0), 0, d, *s) for k, d, s in calls]
     for off in range(A0.itemsize, 64, A0.itemsize):
         A = _at_offset(A0, off)

@@ -37,9 +37,8 @@ import scipy.linalg
 from .. import passes
 from ..errors import ParameterError
 from ..operators import KINDS, make_operator
-from ..passes import Kernel
 from ..random.streams import resolve_seed
-from ._qrcp import K_CQRRPT_GRAM, _precondition, _sym, _syrk, check_rank_tol, choose_rank, rowdata, sketch_qrcp
+from ._qrcp import check_rank_tol, choose_rank, rowdata, sketch_qrcp
 
 __all__ = ["interpolative", "cur", "IDResult", "CURResult"]
 
@@ -114,84 +113,6 @@ class CURResult:
     reason: str
 
 
-# -- kernels -------------------------------------------------------------------------------------------
-def _k_right_two(Ai, r0, dist, om, th):
-    """``(A_i Omega, A_i Theta)`` in float64 (``Omega = I`` when ``om`` is None: a float64 copy of ``A_i``)."""
-    A64 = np.asarray(Ai, dtype=np.float64)
-    return ((om.apply_right(A64, 0) if om is not None else A64.copy()), th.apply_right(A64, 0)), ()
-
-
-def _k_copy_test(Ai, r0, dist, th):
-    """A float64 copy of ``A_i`` (distributed) and the partial sum of ``Theta A``."""
-    A64 = np.asarray(Ai, dtype=np.float64)
-    return (A64.copy(),), (th.apply(A64, r0),)
-
-
-def _k_cur_sketch(Ai, r0, dist, S, th, om):
-    """``A_i Omega`` (distributed) and the partial sums of ``Theta A`` and ``S A``, float64.
-
-    ``om=None``: ``Omega = I`` (a copy of ``A_i``); ``S=None``: a copy of ``A_i`` is a second
-    distributed output instead of ``S A``."""
-    A64 = np.asarray(Ai, dtype=np.float64)
-    douts = (om.apply_right(A64, 0) if om is not None else A64.copy(),) + ((A64.copy(),) if S is None else ())
-    return douts, (th.apply(A64, r0),) + ((S.apply(A64, r0),) if S is not None else ())
-
-
-def _k_cur_second(Ai, r0, dist, J, R11, rows, dtype):
-    """``C_i = A_i[:, J]`` (kept), ``B_i = C_i R11^{-1}``: ``triu(B_i.T B_i)``, ``B_i.T A_i``, rows of ``A``."""
-    A64 = np.asarray(Ai, dtype=np.float64)
-    B = _precondition(A64, J, R11)
-    R = np.zeros((len(rows), Ai.shape[1]))
-    hit = (rows >= r0) & (rows < r0 + Ai.shape[0])
-    R[hit] = A64[rows[hit] - r0]
-    return (np.asarray(Ai)[:, J].astype(dtype, copy=False),), (_syrk(B), B.T @ A64, R)
-
-
-def _k_dist_residual(r0, dist, Qs):
-    """Squared norm of each row of ``Y_i`` after projecting out ``span(Qs)`` (``l x j``, orthonormal)."""
-    Y = dist[0]
-    r = np.einsum("ij,ij->i", Y, Y)
-    if Qs.shape[1]:
-        P = Y @ Qs
-        r = r - np.einsum("ij,ij->i", P, P)
-    return (r[:, None],), ()
-
-
-def _k_dist_take(r0, dist, idx):
-    """Rows ``idx`` (global) of each distributed operand, as sums (other blocks add zeros)."""
-    outs = []
-    hit = (idx >= r0) & (idx < r0 + dist[0].shape[0])
-    for x in dist:
-        out = np.zeros((len(idx), x.shape[1]))
-        out[hit] = x[idx[hit] - r0]
-        outs.append(out)
-    return (), tuple(outs)
-
-
-def _k_dist_row_interp(r0, dist, Qi, Ri, dtype):
-    """``X_i = Y_i Qi Ri^{-T}``, i.e. ``X = Y Y[idx]^+`` with ``Y[idx].T = Qi Ri``."""
-    Z = dist[0] @ Qi
-    X = scipy.linalg.solve_triangular(Ri, Z.T, lower=False, check_finite=False).T if Z.shape[1] else Z
-    return (X.astype(dtype, copy=False),), ()
-
-
-def _k_dist_row_resid(r0, dist, ZI):
-    """``||Z_i - X_i Z[idx]||_F^2`` and ``||Z_i||_F^2``."""
-    X, Z = dist
-    E = Z - np.asarray(X, dtype=np.float64) @ ZI
-    return (), (np.array([np.vdot(E, E)]), np.array([np.vdot(Z, Z)]))
-
-
-K_RIGHT_TWO = Kernel(_k_right_two, propagates_nonfinite=True, reduces=False)
-K_COPY_TEST = Kernel(_k_copy_test, propagates_nonfinite=True)
-K_CUR_SKETCH = Kernel(_k_cur_sketch, propagates_nonfinite=True)
-K_CUR_SECOND = Kernel(_k_cur_second)  # rows of A are copied, not mixed: the block is scanned
-K_DIST_RESIDUAL = Kernel(_k_dist_residual, reduces=False)
-K_DIST_TAKE = Kernel(_k_dist_take)
-K_DIST_ROW_INTERP = Kernel(_k_dist_row_interp, reduces=False)
-K_DIST_ROW_RESID = Kernel(_k_dist_row_resid)
-
-
 # -- helpers ---------------------------------------------------------------------------------------------
 def _check_common(data, rank, tol, kind, n_oversamples):
     m, n = data.shape
@@ -227,8 +148,8 @@ def _column_id_from_sketch(SA, rank, tol):
 
 
 def _lsq_from_gram(G, BtA, R11):
-    """``C^+ A = R11^{-1} (B.T B)^{-1} B.T A`` from ``triu(B.T B)`` and ``B.T A``, ``B = C R11^{-1}``."""
-    L = scipy.linalg.cholesky(_sym(G), lower=False, check_finite=False)  # B.T B = L.T L
+    """``C^+ A = R11^{-1} (B.T B)^{-1} B.T A`` from ``B.T B`` and ``B.T A``, ``B = C R11^{-1}``."""
+    L = scipy.linalg.cholesky(G, lower=False, check_finite=False)  # B.T B = L.T L
     W = scipy.linalg.solve_triangular(L, scipy.linalg.solve_triangular(L, BtA, trans="T"), lower=False)
     return scipy.linalg.solve_triangular(R11, W, lower=False)
 
@@ -262,8 +183,7 @@ def _select_rows(data, Y, k, tol=None):
     thresh = max(m, l) * np.finfo(np.float64).eps
     while len(chosen) < k:
         b = min(ROUND_PIVOTS, k - len(chosen))
-        (res,), _ = data.dist_pass(K_DIST_RESIDUAL, dist=(Y,), small=(Qs,), dist_out=((1, np.float64),))
-        r = np.maximum(data.gather(res)[:, 0], 0.0)
+        r = np.maximum(data.gather(passes.dist_row_residuals(data, Y, Qs))[:, 0], 0.0)
         r[np.asarray(chosen, dtype=np.intp)] = 0.0
         left = float(r.sum())
         if total is None:
@@ -272,7 +192,7 @@ def _select_rows(data, Y, k, tol=None):
             break
         c = min(m - len(chosen), CANDIDATES_PER_PIVOT * b)
         cand = np.sort(np.argsort(-r, kind="stable")[:c])
-        _, (Yc,) = data.dist_pass(K_DIST_TAKE, dist=(Y,), small=(cand,))
+        (Yc,) = passes.dist_take(data, cand, Y)
         Rc = Yc - (Yc @ Qs) @ Qs.T
         Rp, piv = scipy.linalg.qr(Rc.T, mode="r", pivoting=True, check_finite=False)
         dg = np.abs(np.diag(Rp))[:b]
@@ -362,7 +282,7 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     >>> bool(np.allclose(A, A[:, res.idx] @ res.X))
     True
     """
-    data, _ = rowdata(A)
+    data = rowdata(A)
     if axis not in ("columns", "rows"):
         raise ParameterError(f"axis must be 'columns' or 'rows'; got {axis!r}")
     _check_common(data, rank, tol, kind, n_oversamples)
@@ -373,13 +293,13 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
         l = _sketch_rows(m, n, rank, n_oversamples, "left")
         Th = make_operator("gaussian", N_TEST, m, seed=seed, stream=1)
         if l is None:  # a sketch would not be smaller than A: pivot on A itself (m x n, small here)
-            (Acopy,), (TA,) = data.row_pass(K_COPY_TEST, small=(Th,), dist_out=((n, np.float64),))
+            _, Acopy, TA, _ = passes.cur_sketch(data, None, Th)
             SA, l, kind = data.gather(Acopy), m, "identity"
         else:
             SA, TA = passes.left_sketch(data, (make_operator(kind, l, m, seed=seed, stream=0), Th), dtype=np.float64)
         idx, X, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
         if refine and k:
-            _, (G, BtA) = data.row_pass(K_CQRRPT_GRAM, small=(idx, np.arange(n), R11, False))
+            _, G, BtA = passes.cqrrpt_gram(data, idx, np.arange(n), R11, keep=False)
             X = _lsq_from_gram(G, BtA, R11)
             X[:, idx] = np.eye(k)
             how += "; X by least squares on the chosen columns (one more read)"
@@ -392,7 +312,7 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     what = f"range sketch {kind} {n} x {l}" if l is not None else "A itself (a sketch would not be smaller)"
     l = n if l is None else l
     th = make_operator("gaussian", N_TEST, n, seed=seed, stream=3)
-    (Y, Z), _ = data.row_pass(K_RIGHT_TWO, small=(om, th), dist_out=((l, np.float64), (N_TEST, np.float64)))
+    Y, Z = passes.right_sketch_pair(data, om, th)
     Y, Z = data.persist(Y), data.persist(Z)
     kmax = int(rank) if rank is not None else min(m, n)
     idx, YI = _select_rows(data, Y, kmax, tol)
@@ -403,18 +323,16 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     if rank is not None and k < rank:
         how += f", capped at the numerical rank {k}"
     if k == 0:
-        (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(np.zeros((l, 0)), np.zeros((0, 0)), dtype),
-                                 dist_out=((0, dtype),))
-        zz = float(data.dist_pass(passes.K_DIST_SUMSQ, dist=(Z,))[1][0][0])
-        return IDResult(idx=idx, X=X, rank=0, axis=axis, error_estimate=zz**0.5,
-                        norm_estimate=zz**0.5, passes=data.passes, seed=seed, reason=f"k=0: {how}")
+        X = passes.dist_row_interp(data, Y, np.zeros((l, 0)), np.zeros((0, 0)), dtype=dtype)
+        z = data.norm(Z)
+        return IDResult(idx=idx, X=data.output(X, dtype=dtype), rank=0, axis=axis, error_estimate=z,
+                        norm_estimate=z, passes=data.passes, seed=seed, reason=f"k=0: {how}")
     Qi, Ri = scipy.linalg.qr(YI.T, mode="economic", check_finite=False)  # Y[idx].T = Qi Ri
-    (X,), _ = data.dist_pass(K_DIST_ROW_INTERP, dist=(Y,), small=(Qi, Ri, dtype), dist_out=((k, dtype),))
-    X = data.persist(X)
-    _, (ZI,) = data.dist_pass(K_DIST_TAKE, dist=(Z,), small=(idx,))
-    _, (e2, z2) = data.dist_pass(K_DIST_ROW_RESID, dist=(X, Z), small=(ZI,))
-    return IDResult(idx=idx, X=X, rank=k, axis=axis, error_estimate=float(np.sqrt(e2[0])),
-                    norm_estimate=float(np.sqrt(z2[0])), passes=data.passes, seed=seed,
+    X = data.persist(passes.dist_row_interp(data, Y, Qi, Ri, dtype=dtype))
+    (ZI,) = passes.dist_take(data, idx, Z)
+    e2, z2 = passes.dist_row_resid(data, X, Z, ZI)
+    return IDResult(idx=idx, X=data.output(X, dtype=dtype), rank=k, axis=axis, error_estimate=float(np.sqrt(e2)),
+                    norm_estimate=float(np.sqrt(z2)), passes=data.passes, seed=seed,
                     reason=(f"k={k}: {how}; one read: {what} and a {N_TEST}-column test "
                             "sketch; rows by blocked greedy pivoting (16 a round)"))
 
@@ -461,7 +379,7 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     >>> bool(np.allclose(A, A[:, res.cols] @ res.U @ A[res.rows, :]))
     True
     """
-    data, _ = rowdata(A)
+    data = rowdata(A)
     _check_common(data, rank, tol, kind, n_oversamples)
     m, n = data.shape
     seed = resolve_seed(seed)
@@ -472,21 +390,20 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     th = make_operator("gaussian", N_TEST, m, seed=seed, stream=1)
     om = make_operator(kind, l2, n, seed=seed, stream=2) if l2 is not None else None
     l2 = n if l2 is None else l2
-    outs, red = data.row_pass(K_CUR_SKETCH, small=(S, th, om),
-                              dist_out=((l2, np.float64),) + (((n, np.float64),) if S is None else ()))
-    Y, TA = outs[0], red[0]
-    SA = red[1] if S is not None else data.gather(outs[1])  # no smaller sketch: pivot on A (m <= 2 min(m, n))
+    (Y,), Acopy, TA, SA = passes.cur_sketch(data, S, th, (om,))
+    if S is None:  # no smaller sketch: pivot on A (m <= 2 min(m, n))
+        SA = data.gather(Acopy)
     cols, _, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
     rows = _select_rows(data, Y, k)[0] if k else np.zeros(0, dtype=np.intp)
     rows_sorted = np.asarray(rows)
-    (C,), (G, BtA, R) = data.row_pass(K_CUR_SECOND, small=(cols, R11, rows_sorted, dtype), dist_out=((k, dtype),))
+    C, G, BtA, R = passes.cur_second(data, cols, R11, rows_sorted, dtype=dtype)
     if k:
         CpA = _lsq_from_gram(G, BtA, R11)  # C^+ A (k x n)
         U = scipy.linalg.lstsq(R.T, CpA.T, check_finite=False)[0].T  # U R ~ C^+ A
     else:
         U = np.zeros((0, 0))
     est = float(np.linalg.norm(TA - TA[:, cols] @ U @ R))
-    return CURResult(cols=cols, rows=rows, U=U.astype(dtype, copy=False), C=C, R=R.astype(dtype, copy=False),
+    return CURResult(cols=cols, rows=rows, U=U.astype(dtype, copy=False), C=data.output(C, dtype=dtype), R=R.astype(dtype, copy=False),
                      rank=int(k), error_estimate=est, norm_estimate=float(np.linalg.norm(TA)), passes=data.passes,
                      seed=seed, reason=(f"k={k}: {how}; read 1: sketches {kind} {l or m} x {m} (columns), {n} x {l2} "
                                         f"(rows), {N_TEST}-row test; read 2: C, R, C^+ A"))

@@ -38,16 +38,13 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-import scipy.linalg.blas as blas
 
 from .. import passes
-from .._inputs import as_matrix
-from ..backends import RowData, as_rowdata
+from .._linalg import cond2_estimate
+from ..backends import as_rowdata
 from ..errors import ParameterError, ShapeError
 from ..operators import KINDS, make_operator
-from ..passes import Kernel
 from ..random.streams import resolve_seed
-from ..solve._cholqr import cond2_estimate
 from ._orth import orthonormalize
 
 __all__ = ["qrcp", "QRCPResult"]
@@ -90,58 +87,6 @@ class QRCPResult:
     seed: int
     reason: str
     error_estimate: float = float("nan")
-
-
-# -- kernels (module level: they pickle to workers) ------------------------------------------------
-def _precondition(Ai, J, R11):
-    """``A_i[:, J] R11^{-1}`` in float64 (row-wise backward-stable triangular solve).
-
-    ``R11.T B.T = A_k.T`` is solved by ``dtrsm`` in place on the gathered columns (``A_k.T`` of a
-    C-ordered ``A_k`` is Fortran-ordered: no copy besides the gather)."""
-    Ak = np.asarray(Ai, dtype=np.float64).take(J, axis=1)
-    if Ak.shape[1] == 0 or Ak.shape[0] == 0:
-        return Ak
-    return blas.dtrsm(1.0, R11, Ak.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
-
-
-def _syrk(B):
-    if B.shape[1] == 0 or B.shape[0] == 0:
-        return np.zeros((B.shape[1], B.shape[1]))
-    Bt = B.T if B.flags.c_contiguous else np.asfortranarray(B).T
-    return blas.dsyrk(1.0, Bt, trans=0, lower=0)
-
-
-def _k_cqrrpt_gram(Ai, r0, dist, J, T, R11, keep):
-    """``B_i = A_i[:, J] R11^{-1}`` (kept when ``keep``), ``triu(B_i.T B_i)``, ``B_i.T A_i[:, T]``."""
-    B = _precondition(Ai, J, R11)
-    C = B.T @ np.asarray(Ai, dtype=np.float64)[:, T]
-    return ((B,) if keep else ()), (_syrk(B), C)
-
-
-def _k_cqrrpt_gram2(Ai, r0, dist, J, R11, M):
-    """Second step without a stored ``B``: ``triu((B_i M).T (B_i M))`` with ``M = Rc^{-1}``."""
-    return (), (_syrk(_precondition(Ai, J, R11) @ M),)
-
-
-def _k_dist_trsm(r0, dist, Rt, dtype):
-    """``B_i Rt^{-1}`` for upper triangular ``Rt`` (no read of ``A``)."""
-    B = dist[0]
-    if B.shape[1] == 0 or B.shape[0] == 0:
-        return (B.astype(dtype),), ()
-    # Rt.T Q.T = B.T, solved on a copy (B may be a stored operand that other tasks read)
-    Q = blas.dtrsm(1.0, Rt, np.array(B, dtype=np.float64, order="C").T, side=0, lower=0, trans_a=1,
-                   overwrite_b=1).T
-    return (Q.astype(dtype, copy=False),), ()
-
-
-K_CQRRPT_GRAM = Kernel(_k_cqrrpt_gram, propagates_nonfinite=True)
-K_CQRRPT_GRAM2 = Kernel(_k_cqrrpt_gram2, propagates_nonfinite=True)
-K_DIST_TRSM = Kernel(_k_dist_trsm, reduces=False)
-
-
-def _sym(G):
-    G = np.triu(G)
-    return G + np.triu(G, 1).T
 
 
 # -- pieces shared with the interpolative decompositions -------------------------------------------
@@ -202,14 +147,12 @@ def check_rank_tol(rank, tol, limit, what="min(m, n)"):
 
 
 def rowdata(A):
-    """``(RowData, lazy)`` of any accepted input; a RowData (MPI) is used as it is."""
-    if isinstance(A, RowData):
-        return A, getattr(A, "lazy", False)
-    A = as_matrix(A)
-    if A.shape[0] == 0 or A.shape[1] == 0:
-        raise ShapeError(f"A is empty (shape {A.shape}); give a matrix with at least one row and column")
+    """The :class:`~distsketch.backends.RowData` of any accepted input (a RowData, e.g. MPI, as it is),
+    refused when empty."""
     data = as_rowdata(A)
-    return data, getattr(data, "lazy", False)
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise ShapeError(f"A is empty (shape {data.shape}); give a matrix with at least one row and column")
+    return data
 
 
 # -- the driver -------------------------------------------------------------------------------------
@@ -276,7 +219,7 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
     >>> bool(np.allclose(A[:, res.perm], res.Q @ res.R))
     True
     """
-    data, lazy = rowdata(A)
+    data = rowdata(A)
     m, n = data.shape
     if m < n:
         raise ShapeError(f"qrcp needs a tall matrix (m >= n); got shape {data.shape}. Factor A.T, or select rows "
@@ -303,9 +246,7 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
 
     # read 2: B = A_k R11^{-1}, B.T B, B.T A_trail
     keep = bool(compute_q)
-    outs, (G, C) = data.row_pass(K_CQRRPT_GRAM, small=(J, T, R11, keep),
-                                 dist_out=((k, np.float64),) if keep else ())
-    G = _sym(G)
+    B, G, C = passes.cqrrpt_gram(data, J, T, R11, keep=keep)
     eps = np.finfo(np.float64).eps
     steps = 1
     try:
@@ -317,24 +258,20 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
         ok, kappa = False, float("inf")
     Q = None
     if keep:
-        (B,) = outs
         if ok:
-            (Q,), _ = data.dist_pass(K_DIST_TRSM, dist=(B,), small=(np.asfortranarray(Rt), out_dtype),
-                                     dist_out=((k, out_dtype),))
+            Q = passes.dist_trsm(data, B, Rt, dtype=out_dtype)
         else:
             Q, Rt = orthonormalize(data, B)  # CholeskyQR2 / shifted CholeskyQR3 over B (no read of A)
             steps = 2
-            if out_dtype != np.float64:
-                (Q,), _ = data.dist_pass(K_DIST_TRSM, dist=(Q,), small=(np.eye(k), out_dtype),
-                                         dist_out=((k, out_dtype),))
+        Q = data.output(Q, dtype=out_dtype)  # in the caller's family (numpy, dask, this rank's rows)
     elif not ok:
         # one more read: the Gram of B Rc^{-1} (Rc from a shifted Cholesky if the plain one failed)
         if not np.isfinite(kappa):
             shift = 11 * (m * k + k * (k + 1)) * eps * max(np.linalg.norm(G, 2), np.finfo(float).tiny)
             Rt = scipy.linalg.cholesky(G + shift * np.eye(k), lower=False)
         M = scipy.linalg.solve_triangular(Rt, np.eye(k))
-        _, (G2,) = data.row_pass(K_CQRRPT_GRAM2, small=(J, R11, M))
-        Rt = scipy.linalg.cholesky(_sym(G2), lower=False) @ Rt
+        G2 = passes.cqrrpt_gram2(data, J, R11, M)
+        Rt = scipy.linalg.cholesky(G2, lower=False) @ Rt
         steps = 2
     if k:
         Rlead = np.triu(Rt @ R11)
