@@ -295,12 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     qr.add_argument("A", help="path of the Zarr array (m >= n)")
     qr.add_argument("--rank", type=int, default=None, help="columns of Q (default: the numerical rank)")
     qr.add_argument("--tol", type=float, default=None, help="relative Frobenius tolerance that chooses the rank")
-    qr.add_argument("--kind", choices=["sparse_sign", "gaussian", "srct"], default="sparse_sign")
+    qr.add_argument("--kind", choices=["sparse_sign", "gaussian", "srct"], default="sparse_sign",
+                    help="sketching operator (as for sketch)")
     qr.add_argument("--d", type=int, default=None, help="sketch rows (default min(m, 2n))")
     qr.add_argument("--no-q", action="store_true", help="do not form Q (R and perm only)")
-    qr.add_argument("--seed", type=int, default=None)
-    qr.add_argument("--out", required=True)
-    qr.add_argument("--overwrite", action="store_true")
+    qr.add_argument("--seed", type=int, default=None, help="seed of the sketch (default: fresh, recorded)")
+    qr.add_argument("--out", required=True, help="Zarr group to write Q, R, perm into (atomically)")
+    qr.add_argument("--overwrite", action="store_true", help="replace an earlier distsketch output at --out")
     qr.set_defaults(func=_cmd_qrcp)
 
     d = sub.add_parser("demo", help="generate a problem larger than a worker's memory and solve it on a local cluster")
