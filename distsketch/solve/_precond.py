@@ -119,6 +119,18 @@ def _gram_factor(SA: np.ndarray, Sb: np.ndarray | None, damp: float) -> SketchFa
     return SketchFactor(Precond(R=np.ascontiguousarray(R)), x, rho, float(1.0 / rcond), n, anorm)
 
 
+def _aligned64(x: np.ndarray) -> np.ndarray:
+    """``x`` (C-ordered) at a 64-byte boundary: a copy only when it is not there already."""
+    x = np.asarray(x)
+    if x.flags.c_contiguous and x.ctypes.data % 64 == 0:
+        return x
+    buf = np.empty(x.nbytes + 64, dtype=np.uint8)
+    off = (-buf.ctypes.data) % 64
+    out = buf[off:off + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
+
+
 def build_precond(SA: np.ndarray, Sb: np.ndarray | None, *, damp: float = 0.0, method: str = "qr") -> SketchFactor:
     """Factor the sketch; return the preconditioner, the sketch-and-solve solution and estimates.
 
@@ -128,6 +140,10 @@ def build_precond(SA: np.ndarray, Sb: np.ndarray | None, *, damp: float = 0.0, m
     """
     d, n = SA.shape
     eps = np.finfo(np.float64).eps
+    # the sketch at a 64-byte boundary whatever produced it (a pass, a checkpoint read back): BLAS
+    # rounds by alignment, and a resumed solve must repeat the uninterrupted one bit for bit
+    SA = _aligned64(SA)
+    Sb = None if Sb is None else _aligned64(Sb)
     if method == "gram" and d >= n:
         fac = _gram_factor(SA, Sb, damp)
         if fac is not None:
