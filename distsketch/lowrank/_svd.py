@@ -170,15 +170,27 @@ def _auto_power_iter(Wsv, k, l, N, krylov):
     return (max(1, math.ceil(q / 2)) if krylov and q else q), note
 
 
+#: ``B = Q.T A`` is taken as ``W R^{-1}`` (no read) when ``kappa(R)`` is at most this; its rounding
+#: error is then ``~ kappa eps ||A||``. Above it (fast decay, rank-deficient ``A``) a last read forms
+#: ``B`` exactly.
+_KAPPA_NO_READ = 1e4
+
+
 def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
-    """Range finder with fused power (or block Krylov) steps: ``q + 2`` reads of ``A``.
+    """Range finder with fused power (or block Krylov) steps: ``q + 1`` reads of ``A`` (``q + 2``
+    when the basis is ill-conditioned).
 
     Each read computes ``Y = A Z`` and ``W = A.T Y`` together; the next ``Z`` is the small
     ``n x l`` factor ``W`` normalised locally (QR, LU or scaling), so the tall ``Y`` needs no
     orthonormalisation between iterations: ``span(Z_next) = span(A.T A Z)``. Every ``Y_j``
-    has orthonormal ``Z_j`` behind it, so the Krylov blocks share one scale. The tall basis
-    (``Y_q``, or all blocks for Krylov) is orthonormalised once, on the backend, and a last
-    read forms ``B = Q.T A``.
+    has orthonormal ``Z_j`` behind it, so the Krylov blocks share one scale.
+
+    The basis ``Y`` (``Y_q``, or ``[Y_0 .. Y_q]`` for Krylov) is orthonormalised without its
+    first sweep: ``Y.T Y = Z.T W`` from the small factors. The second CholeskyQR sweep is one
+    pass over ``Y`` (not over ``A``), and ``Y = Q R`` gives ``B.T = A.T Q = W R^{-1}`` without
+    another read. When ``R`` is too ill-conditioned for that (``kappa(R) > _KAPPA_NO_READ``,
+    e.g. fast decay, where the trailing directions of ``Y`` are tiny), a last read forms
+    ``B = Q.T A`` exactly.
     """
     m, n = data.shape
     X = _gaussian_block(n, l, seed, 0)
@@ -188,7 +200,7 @@ def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
     note = ""
     if q == "auto":
         q, note = _auto_power_iter(np.linalg.svd(W, compute_uv=False), k, l, n, krylov)
-    blocks = [Y]
+    blocks, Zs, Ws = [Y], [X], [W]
     # a Krylov basis of A lies in range(A): more than min(m, n) columns add nothing but memory,
     # so it is capped there (the last block trimmed); at the cap it spans range(A) and the SVD is exact
     cap, width = min(m, n), Y.shape[1]
@@ -202,13 +214,23 @@ def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
         if krylov and width + Z.shape[1] > cap:
             Z = Z[:, : cap - width]
         width += Z.shape[1]
-        if i == q - 1 or (krylov and width >= cap):
-            Y = passes.matmul(data, Z)  # the last step needs no A.T image
+        Y, W = passes.matmul_rmatmul(data, Z)  # the last W gives B without a read (below)
+        if krylov:
+            blocks, Zs, Ws = blocks + [Y], Zs + [Z], Ws + [W]
         else:
-            Y, W = passes.matmul_rmatmul(data, Z)
-        blocks = blocks + [Y] if krylov else [Y]
-    Q, _ = orthonormalize(data, blocks)  # never stored side by side: taken blockwise as needed
-    BT = passes.rmatmul(data, Q)  # final read: B = Q.T A, exactly
+            blocks, Zs, Ws = [Y], [Z], [W]
+    Zall, Wall = np.hstack(Zs), np.hstack(Ws)
+    # Y.T Y = Z.T A.T A Z = Z.T W: the first CholeskyQR sweep needs no pass over Y
+    Q, R = orthonormalize(data, blocks, gram=Zall.T @ Wall, store=False)
+    d = np.abs(np.diag(R))
+    kappa = np.linalg.cond(R) if d.min() > 0 else np.inf
+    if kappa <= _KAPPA_NO_READ:
+        BT = scipy.linalg.solve_triangular(R, Wall.T, trans="T", lower=False).T  # A.T Q = W R^-1
+    else:
+        if data.cached:
+            Q = data.persist(Q)
+        BT = passes.rmatmul(data, Q)  # final read: B = Q.T A, exactly
+        note = (note + "; " if note else "") + f"basis condition ~{kappa:.1e}: B = Q.T A formed by a last read"
     return Q, BT, fro2, q, note
 
 
