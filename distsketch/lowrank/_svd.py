@@ -6,12 +6,13 @@ never held. A wide ``A`` (``m < n``) is handled as ``A.T`` with the factors swap
 
 Passes (reads of ``A``), with ``q`` power or Krylov iterations:
 
-* ``rsvd``: ``q + 2``. The power step ``Y = A Z`` and ``W = A.T Y`` share one read
-  (:func:`~distsketch.passes.matmul_rmatmul`); ``Z_next = orth(W R^{-1})`` where
-  ``Y = Q R``, so ``W R^{-1} = A.T Q``. A final read forms ``B = Q.T A`` exactly.
-  (Halko-Martinsson-Tropp's scheme takes ``2q + 2``.)
-* ``block_krylov``: ``q + 2``, keeping every block ``Q_0 .. Q_q`` (Musco & Musco 2015):
-  a subspace of ``(q + 1) l`` columns for the same reads.
+* ``rsvd``: ``q + 1``. The power step ``Y = A Z`` and ``W = A.T Y`` share one read
+  (:func:`~distsketch.passes.matmul_rmatmul`); ``Z_next = orth(W)``. The basis Gram is
+  ``Y.T Y = Z.T W`` (no sweep over ``Y``) and, with ``Y = Q R``, ``B.T = A.T Q = W R^{-1}``
+  (no last read) when ``R`` is well conditioned; otherwise a last read forms ``B = Q.T A``
+  exactly (``q + 2``). (Halko-Martinsson-Tropp's scheme takes ``2q + 2``.)
+* ``block_krylov``: ``q + 1`` (``q + 2`` likewise), keeping every block ``Y_0 .. Y_q``
+  (Musco & Musco 2015): a subspace of ``(q + 1) l`` columns for the same reads.
 * ``single_pass``: 1. ``Y = A Omega``, ``W = Psi A`` and a test sketch ``Theta A`` in
   one read (Tropp, Yurtsever, Udell, Cevher, SIMAX 2017); ``A ~ Q X`` with
   ``X = (Psi Q)^+ W``; the error is estimated from ``Theta`` (their 2019 SISC paper,
@@ -275,12 +276,16 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     Reads of ``A`` (``passes``), with ``q`` power or Krylov iterations and ``l = rank +
     n_oversamples``:
 
-    * ``rsvd``: ``q + 2``. Read 1 forms ``Y = A X`` and ``W = A.T Y`` (and ``||A||_F^2``) for a
+    * ``rsvd``: ``q + 1``. Read 1 forms ``Y = A X`` and ``W = A.T Y`` (and ``||A||_F^2``) for a
       Gaussian ``X`` (``n x l``); each power step ``Z = orth(W)``, ``Y = A Z``, ``W = A.T Y`` is
-      one read (:func:`~distsketch.passes.matmul_rmatmul`); ``Y = Q R`` is orthonormalised on
-      the backend (shifted CholeskyQR3) and a last read forms ``B = Q.T A`` exactly [1]_.
-    * ``block_krylov``: ``q + 2``, keeping every block ``[Y_0 .. Y_q]`` (a basis of
-      ``(q + 1) l`` columns, capped at ``min(m, n)``) [2]_.
+      one read (:func:`~distsketch.passes.matmul_rmatmul`). ``Y = Q R`` is orthonormalised on
+      the backend by CholeskyQR2 whose first Gram ``Y.T Y = Z.T W`` comes from the small
+      factors (one sweep over ``Y``, none over ``A``; shifted CholeskyQR3 when ill-conditioned),
+      and ``B.T = A.T Q = W R^{-1}`` needs no read when ``kappa(R) <= 1e4`` (rounding
+      ``~ kappa eps ||A||``); above that (fast decay, rank-deficient ``A``) a last read forms
+      ``B = Q.T A`` exactly: ``q + 2`` reads, said in ``reason`` [1]_.
+    * ``block_krylov``: ``q + 1`` (or ``q + 2``, as for ``rsvd``), keeping every block
+      ``[Y_0 .. Y_q]`` (a basis of ``(q + 1) l`` columns, capped at ``min(m, n)``) [2]_.
     * ``single_pass``: 1. ``Y = A Omega``, ``W = Psi A`` and ``Theta A`` (10 rows) in one read;
       ``A ~ Q X`` with ``X = (Psi Q)^+ W`` [3]_.
     * ``tol``: the blocked QB of :func:`qb` (one read per block of 32 columns, plus one).
@@ -330,7 +335,7 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     >>> err = np.linalg.norm(A - (r.U * r.s) @ r.Vt)    # within 5% of the optimal rank-10 error
     >>> bool(err <= 1.05 * np.sqrt(np.sum(sv[10:] ** 2))), bool(np.allclose(r.s, sv[:10], rtol=0.05))
     (True, True)
-    >>> bool(abs(r.error_estimate - err) <= 1e-6 * np.linalg.norm(A)), r.passes == r.n_power_iter + 2
+    >>> bool(abs(r.error_estimate - err) <= 1e-6 * np.linalg.norm(A)), r.passes == r.n_power_iter + 1
     (True, True)
     >>> distsketch.svd(A.astype(np.float32), 10, seed=0).U.dtype
     dtype('float32')
