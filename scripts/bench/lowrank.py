@@ -10,7 +10,8 @@ Error: ||A - U diag(s) Vt||_F / ||A - A_50||_F, computed exactly in-process from
 ||A||_F^2 - 2 tr(diag(s) U.T A V) + ||s||^2 (one numpy pass over A), with the optimum known
 from the generator's singular values. Passes: distsketch's are counted by its backend;
 svd_compressed's are its algorithm's 2q + 2 (one read for the range, two per power
-iteration, one for B), labelled as such. Medians over --repeats runs.
+iteration, one for B), labelled as such. Medians over --repeats runs; both times include computing U
+(distsketch returns it lazy; svd_compressed's is computed with s and V).
 
 Floors (measured in the same run, on the same cluster, see _floors.py): a bare read of the store
 and the GEMM rate of one BLAS thread per worker (a row chunk times an n x l block). Each
@@ -124,9 +125,9 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
             kw = {"n_power_iter": int(q)} if q else {}
             ts, res = [], None
             for r in range(a.repeats):
-                t, res = timed(lambda: distsketch.svd(path, K, method=meth, seed=r, **kw))
+                # U is computed inside the timing (svd_compressed's is): distsketch returns it lazy
+                t, (res, U) = timed(lambda: _with_u(distsketch.svd(path, K, method=meth, seed=r, **kw)))
                 ts.append(t)
-            U = res.U.compute() if hasattr(res.U, "compute") else res.U
             record(cfg, spec, ts, U, res.s, res.Vt, res.passes,
                    {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason,
                     "n_power_iter": res.n_power_iter,
@@ -138,6 +139,10 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
         entry[cfg]["workers_restarted_or_lost"] = len(lost)
         if lost:
             print(f"{m}x{n} {cfg}: {len(lost)} worker(s) restarted or lost", flush=True)
+
+
+def _with_u(res):
+    return res, (res.U.compute() if hasattr(res.U, "compute") else res.U)
 
 
 def profile_one(path, meth, kw):
