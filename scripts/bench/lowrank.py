@@ -221,7 +221,8 @@ def main(argv=None):
     import distsketch
     from distsketch.problems import generate_problem, open_problem
 
-    result = {"benchmark": "lowrank", "rank": K, "environment": environment(), "repeats": a.repeats}
+    result = {"benchmark": "lowrank", "rank": K, "environment": environment(), "repeats": a.repeats,
+              "loadavg_at_start": list(os.getloadavg())}
     for size in a.sizes.split(","):
         m, n = (int(v) for v in size.split("x"))
         path = os.path.join(a.workdir, f"lowrank-{m}x{n}.zarr")
