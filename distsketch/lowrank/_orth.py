@@ -45,8 +45,13 @@ def _gram(data, blocks, Ms=()):
     return G
 
 
-def orthonormalize(data, Y):
+def orthonormalize(data, Y, *, gram=None, store=True):
     """Return ``(Q, R)`` with ``Y = Q R``, ``Q`` distributed and orthonormal to ``O(eps)``.
+
+    ``gram``, when given, is ``Y.T Y`` already known without a sweep over ``Y`` (the low-rank
+    methods get it from small factors: ``Y = A Z`` and ``W = A.T Y`` give ``Y.T Y = Z.T W``);
+    the first sweep is then free. ``store=False`` leaves ``Q`` a lazy chain even when ``A``
+    is held in worker memory (for a caller that uses it once).
 
     ``Y`` is one distributed block or a sequence of blocks with the same rows (taken side
     by side). When the first, unshifted Cholesky factor shows ``Y`` well enough conditioned
@@ -60,7 +65,7 @@ def orthonormalize(data, Y):
     lazy = data.lazy  # the protocol says whether distributed outputs may stay deferred
     m = data.shape[0]
     eps = np.finfo(np.float64).eps
-    G = _gram(data, blocks)
+    G = _gram(data, blocks) if gram is None else (np.asarray(gram) + np.asarray(gram).T) / 2
     l = G.shape[0]
     sweeps = 2
     try:
@@ -90,4 +95,4 @@ def orthonormalize(data, Y):
     Q = _chain(data, blocks, Ms)
     # stored once when A itself fits in worker memory; out of core, Y and Q together could
     # exceed a worker's limit, so Q stays a chain formed where it is used
-    return (data.persist(Q) if data.cached else Q), R
+    return (data.persist(Q) if data.cached and store else Q), R

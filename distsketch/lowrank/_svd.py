@@ -6,12 +6,13 @@ never held. A wide ``A`` (``m < n``) is handled as ``A.T`` with the factors swap
 
 Passes (reads of ``A``), with ``q`` power or Krylov iterations:
 
-* ``rsvd``: ``q + 2``. The power step ``Y = A Z`` and ``W = A.T Y`` share one read
-  (:func:`~distsketch.passes.matmul_rmatmul`); ``Z_next = orth(W R^{-1})`` where
-  ``Y = Q R``, so ``W R^{-1} = A.T Q``. A final read forms ``B = Q.T A`` exactly.
-  (Halko-Martinsson-Tropp's scheme takes ``2q + 2``.)
-* ``block_krylov``: ``q + 2``, keeping every block ``Q_0 .. Q_q`` (Musco & Musco 2015):
-  a subspace of ``(q + 1) l`` columns for the same reads.
+* ``rsvd``: ``q + 1``. The power step ``Y = A Z`` and ``W = A.T Y`` share one read
+  (:func:`~distsketch.passes.matmul_rmatmul`); ``Z_next = orth(W)``. The basis Gram is
+  ``Y.T Y = Z.T W`` (no sweep over ``Y``) and, with ``Y = Q R``, ``B.T = A.T Q = W R^{-1}``
+  (no last read) when ``R`` is well conditioned; otherwise a last read forms ``B = Q.T A``
+  exactly (``q + 2``). (Halko-Martinsson-Tropp's scheme takes ``2q + 2``.)
+* ``block_krylov``: ``q + 1`` (``q + 2`` likewise), keeping every block ``Y_0 .. Y_q``
+  (Musco & Musco 2015): a subspace of ``(q + 1) l`` columns for the same reads.
 * ``single_pass``: 1. ``Y = A Omega``, ``W = Psi A`` and a test sketch ``Theta A`` in
   one read (Tropp, Yurtsever, Udell, Cevher, SIMAX 2017); ``A ~ Q X`` with
   ``X = (Psi Q)^+ W``; the error is estimated from ``Theta`` (their 2019 SISC paper,
@@ -170,15 +171,27 @@ def _auto_power_iter(Wsv, k, l, N, krylov):
     return (max(1, math.ceil(q / 2)) if krylov and q else q), note
 
 
+#: ``B = Q.T A`` is taken as ``W R^{-1}`` (no read) when ``kappa(R)`` is at most this; its rounding
+#: error is then ``~ kappa eps ||A||``. Above it (fast decay, rank-deficient ``A``) a last read forms
+#: ``B`` exactly.
+_KAPPA_NO_READ = 1e4
+
+
 def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
-    """Range finder with fused power (or block Krylov) steps: ``q + 2`` reads of ``A``.
+    """Range finder with fused power (or block Krylov) steps: ``q + 1`` reads of ``A`` (``q + 2``
+    when the basis is ill-conditioned).
 
     Each read computes ``Y = A Z`` and ``W = A.T Y`` together; the next ``Z`` is the small
     ``n x l`` factor ``W`` normalised locally (QR, LU or scaling), so the tall ``Y`` needs no
     orthonormalisation between iterations: ``span(Z_next) = span(A.T A Z)``. Every ``Y_j``
-    has orthonormal ``Z_j`` behind it, so the Krylov blocks share one scale. The tall basis
-    (``Y_q``, or all blocks for Krylov) is orthonormalised once, on the backend, and a last
-    read forms ``B = Q.T A``.
+    has orthonormal ``Z_j`` behind it, so the Krylov blocks share one scale.
+
+    The basis ``Y`` (``Y_q``, or ``[Y_0 .. Y_q]`` for Krylov) is orthonormalised without its
+    first sweep: ``Y.T Y = Z.T W`` from the small factors. The second CholeskyQR sweep is one
+    pass over ``Y`` (not over ``A``), and ``Y = Q R`` gives ``B.T = A.T Q = W R^{-1}`` without
+    another read. When ``R`` is too ill-conditioned for that (``kappa(R) > _KAPPA_NO_READ``,
+    e.g. fast decay, where the trailing directions of ``Y`` are tiny), a last read forms
+    ``B = Q.T A`` exactly.
     """
     m, n = data.shape
     X = _gaussian_block(n, l, seed, 0)
@@ -188,7 +201,7 @@ def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
     note = ""
     if q == "auto":
         q, note = _auto_power_iter(np.linalg.svd(W, compute_uv=False), k, l, n, krylov)
-    blocks = [Y]
+    blocks, Zs, Ws = [Y], [X], [W]
     # a Krylov basis of A lies in range(A): more than min(m, n) columns add nothing but memory,
     # so it is capped there (the last block trimmed); at the cap it spans range(A) and the SVD is exact
     cap, width = min(m, n), Y.shape[1]
@@ -202,13 +215,23 @@ def _rsvd_core(data, k, l, q, normalizer, seed, krylov):
         if krylov and width + Z.shape[1] > cap:
             Z = Z[:, : cap - width]
         width += Z.shape[1]
-        if i == q - 1 or (krylov and width >= cap):
-            Y = passes.matmul(data, Z)  # the last step needs no A.T image
+        Y, W = passes.matmul_rmatmul(data, Z)  # the last W gives B without a read (below)
+        if krylov:
+            blocks, Zs, Ws = blocks + [Y], Zs + [Z], Ws + [W]
         else:
-            Y, W = passes.matmul_rmatmul(data, Z)
-        blocks = blocks + [Y] if krylov else [Y]
-    Q, _ = orthonormalize(data, blocks)  # never stored side by side: taken blockwise as needed
-    BT = passes.rmatmul(data, Q)  # final read: B = Q.T A, exactly
+            blocks, Zs, Ws = [Y], [Z], [W]
+    Zall, Wall = np.hstack(Zs), np.hstack(Ws)
+    # Y.T Y = Z.T A.T A Z = Z.T W: the first CholeskyQR sweep needs no pass over Y
+    Q, R = orthonormalize(data, blocks, gram=Zall.T @ Wall, store=False)
+    d = np.abs(np.diag(R))
+    kappa = np.linalg.cond(R) if d.min() > 0 else np.inf
+    if kappa <= _KAPPA_NO_READ:
+        BT = scipy.linalg.solve_triangular(R, Wall.T, trans="T", lower=False).T  # A.T Q = W R^-1
+    else:
+        if data.cached:
+            Q = data.persist(Q)
+        BT = passes.rmatmul(data, Q)  # final read: B = Q.T A, exactly
+        note = (note + "; " if note else "") + f"basis condition ~{kappa:.1e}: B = Q.T A formed by a last read"
     return Q, BT, fro2, q, note
 
 
@@ -253,12 +276,16 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     Reads of ``A`` (``passes``), with ``q`` power or Krylov iterations and ``l = rank +
     n_oversamples``:
 
-    * ``rsvd``: ``q + 2``. Read 1 forms ``Y = A X`` and ``W = A.T Y`` (and ``||A||_F^2``) for a
+    * ``rsvd``: ``q + 1``. Read 1 forms ``Y = A X`` and ``W = A.T Y`` (and ``||A||_F^2``) for a
       Gaussian ``X`` (``n x l``); each power step ``Z = orth(W)``, ``Y = A Z``, ``W = A.T Y`` is
-      one read (:func:`~distsketch.passes.matmul_rmatmul`); ``Y = Q R`` is orthonormalised on
-      the backend (shifted CholeskyQR3) and a last read forms ``B = Q.T A`` exactly [1]_.
-    * ``block_krylov``: ``q + 2``, keeping every block ``[Y_0 .. Y_q]`` (a basis of
-      ``(q + 1) l`` columns, capped at ``min(m, n)``) [2]_.
+      one read (:func:`~distsketch.passes.matmul_rmatmul`). ``Y = Q R`` is orthonormalised on
+      the backend by CholeskyQR2 whose first Gram ``Y.T Y = Z.T W`` comes from the small
+      factors (one sweep over ``Y``, none over ``A``; shifted CholeskyQR3 when ill-conditioned),
+      and ``B.T = A.T Q = W R^{-1}`` needs no read when ``kappa(R) <= 1e4`` (rounding
+      ``~ kappa eps ||A||``); above that (fast decay, rank-deficient ``A``) a last read forms
+      ``B = Q.T A`` exactly: ``q + 2`` reads, said in ``reason`` [1]_.
+    * ``block_krylov``: ``q + 1`` (or ``q + 2``, as for ``rsvd``), keeping every block
+      ``[Y_0 .. Y_q]`` (a basis of ``(q + 1) l`` columns, capped at ``min(m, n)``) [2]_.
     * ``single_pass``: 1. ``Y = A Omega``, ``W = Psi A`` and ``Theta A`` (10 rows) in one read;
       ``A ~ Q X`` with ``X = (Psi Q)^+ W`` [3]_.
     * ``tol``: the blocked QB of :func:`qb` (one read per block of 32 columns, plus one).
@@ -308,7 +335,7 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     >>> err = np.linalg.norm(A - (r.U * r.s) @ r.Vt)    # within 5% of the optimal rank-10 error
     >>> bool(err <= 1.05 * np.sqrt(np.sum(sv[10:] ** 2))), bool(np.allclose(r.s, sv[:10], rtol=0.05))
     (True, True)
-    >>> bool(abs(r.error_estimate - err) <= 1e-6 * np.linalg.norm(A)), r.passes == r.n_power_iter + 2
+    >>> bool(abs(r.error_estimate - err) <= 1e-6 * np.linalg.norm(A)), r.passes == r.n_power_iter + 1
     (True, True)
     >>> distsketch.svd(A.astype(np.float32), 10, seed=0).U.dtype
     dtype('float32')

@@ -10,7 +10,8 @@ Error: ||A - U diag(s) Vt||_F / ||A - A_50||_F, computed exactly in-process from
 ||A||_F^2 - 2 tr(diag(s) U.T A V) + ||s||^2 (one numpy pass over A), with the optimum known
 from the generator's singular values. Passes: distsketch's are counted by its backend;
 svd_compressed's are its algorithm's 2q + 2 (one read for the range, two per power
-iteration, one for B), labelled as such. Medians over --repeats runs.
+iteration, one for B), labelled as such. Medians over --repeats runs; both times include computing U
+(distsketch returns it lazy; svd_compressed's is computed with s and V).
 
 Floors (measured in the same run, on the same cluster, see _floors.py): a bare read of the store
 and the GEMM rate of one BLAS thread per worker (a row chunk times an n x l block). Each
@@ -50,15 +51,20 @@ def rel_error(A, U, s, Vt, opt, fro2):
     return float(np.sqrt(max(err2, 0.0)) / opt)
 
 
-def columns_of(method, q, l):
-    """Columns of all products with A (each costs 2 m n flops a column) and reads, by algorithm."""
+def columns_of(method, q, l, reads=None):
+    """Columns of all products with A (each costs 2 m n flops a column) and reads, by algorithm.
+
+    distsketch's rsvd and block Krylov: every read forms A Z and A.T (A Z) (2 l columns); a last
+    read for B = Q.T A (l or (q+1) l columns) only when the basis was too ill-conditioned to take
+    B = W R^-1 (``reads`` = the counted passes says which).
+    """
     if method == "single_pass":
         return 1, l + (2 * l + 1) + 10
     if method.startswith("dask"):
         return 2 * q + 2, (2 * q + 2) * l
-    if q == 0:
-        return 2, 3 * l
-    return q + 2, ((3 * q + 2) if method == "block_krylov" else (2 * q + 2)) * l
+    reads = q + 1 if reads is None else reads
+    last = (q + 1 if method == "block_krylov" else 1) * l if reads > q + 1 else 0
+    return reads, (2 * q + 2) * l + last
 
 
 def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
@@ -91,8 +97,8 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
         print(f"{m}x{n} {cfg} floors: bare read {read['median_s']:.2f} s, GEMM {gemm['aggregate_GFLOPs']:.1f} GFLOP/s "
               f"(one thread on each of {len(gemm['per_worker_GFLOPs'])} workers)", flush=True)
 
-        def with_floor(label, q, r):
-            reads, cols = columns_of(label, q, l)
+        def with_floor(label, q, r, passes=None):
+            reads, cols = columns_of(label, q, l, passes)
             f = floor(reads, 2.0 * m * n * cols, read["median_s"], gemm["aggregate_GFLOPs"])
             r["floor"] = f
             r["multiple_of_floor"] = r["median_s"] / f["floor_s"]
@@ -119,18 +125,71 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
             kw = {"n_power_iter": int(q)} if q else {}
             ts, res = [], None
             for r in range(a.repeats):
-                t, res = timed(lambda: distsketch.svd(path, K, method=meth, seed=r, **kw))
+                # U is computed inside the timing (svd_compressed's is): distsketch returns it lazy
+                t, (res, U) = timed(lambda: _with_u(distsketch.svd(path, K, method=meth, seed=r, **kw)))
                 ts.append(t)
-            U = res.U.compute() if hasattr(res.U, "compute") else res.U
             record(cfg, spec, ts, U, res.s, res.Vt, res.passes,
                    {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason,
                     "n_power_iter": res.n_power_iter,
                     "error_estimate_ratio": res.error_estimate / opt_of(p, K)})
-            with_floor(res.method, res.n_power_iter, entry[cfg][spec])
+            with_floor(res.method, res.n_power_iter, entry[cfg][spec], res.passes)
+            if a.profile:
+                entry[cfg][spec]["profile"] = profile_one(path, meth, kw)
         lost = workers0 - set(client.scheduler_info(n_workers=-1)["workers"])
         entry[cfg]["workers_restarted_or_lost"] = len(lost)
         if lost:
             print(f"{m}x{n} {cfg}: {len(lost)} worker(s) restarted or lost", flush=True)
+
+
+def _with_u(res):
+    return res, (res.U.compute() if hasattr(res.U, "compute") else res.U)
+
+
+def profile_one(path, meth, kw):
+    """One more run of a distsketch method with every backend call timed (wall seconds, by kind).
+
+    Counts the graph submissions the algorithm makes (each is a graph build, a scheduling round and a
+    persist or compute): reads of A (``row_pass``), passes over the thin distributed factors
+    (``dist_pass``), and the rest; ``U`` is computed at the end (it stays lazy in the result).
+    """
+    import time
+
+    import distsketch
+    from distsketch.backends.dask import DaskRowData
+
+    log = []
+    saved = {}
+    for name in ("row_pass", "dist_pass", "persist"):
+        orig = getattr(DaskRowData, name)
+        saved[name] = orig
+
+        def wrap(self, *args, _orig=orig, _name=name, **kwargs):
+            t = time.perf_counter()
+            out = _orig(self, *args, **kwargs)
+            kern = getattr(args[0], "name", "") if args and _name != "persist" else ""
+            log.append((_name, kern, time.perf_counter() - t))
+            return out
+        setattr(DaskRowData, name, wrap)
+    try:
+        t0 = time.perf_counter()
+        res = distsketch.svd(path, K, method=meth, seed=0, **kw)
+        t1 = time.perf_counter()
+        if hasattr(res.U, "compute"):
+            res.U.compute()
+        t2 = time.perf_counter()
+    finally:
+        for name, orig in saved.items():
+            setattr(DaskRowData, name, orig)
+    calls = [{"call": c, "kernel": k, "s": round(t, 3)} for c, k, t in log]
+    inside = sum(t for _, _, t in log)
+    prof = {"total_s": t1 - t0, "U_compute_s": t2 - t1, "backend_calls": calls,
+            "backend_s": inside, "small_dense_and_python_s": (t1 - t0) - inside,
+            "reads_of_A": sum(c == "row_pass" for c, _, _ in log),
+            "passes_over_factors": sum(c == "dist_pass" for c, _, _ in log)}
+    print(f"    profile {meth}: {prof['total_s']:.2f} s; " + ", ".join(f"{c}:{k} {t:.2f}" for c, k, t in log)
+          + f"; outside backend calls {prof['small_dense_and_python_s']:.2f} s; U.compute {t2 - t1:.2f} s",
+          flush=True)
+    return prof
 
 
 def opt_of(p, K):
@@ -150,6 +209,8 @@ def main(argv=None):
     ap.add_argument("--configs", default="out_of_core,out_of_core_limited",
                     help="out_of_core (default worker memory), out_of_core_limited (0.4x the matrix a worker)")
     ap.add_argument("--dask-q", default="0,1,2,4", help="n_power_iter values of svd_compressed")
+    ap.add_argument("--profile", action="store_true",
+                    help="one more run of each distsketch method with every backend call timed")
     a = ap.parse_args(argv)
 
     import dask
@@ -160,7 +221,8 @@ def main(argv=None):
     import distsketch
     from distsketch.problems import generate_problem, open_problem
 
-    result = {"benchmark": "lowrank", "rank": K, "environment": environment(), "repeats": a.repeats}
+    result = {"benchmark": "lowrank", "rank": K, "environment": environment(), "repeats": a.repeats,
+              "loadavg_at_start": list(os.getloadavg())}
     for size in a.sizes.split(","):
         m, n = (int(v) for v in size.split("x"))
         path = os.path.join(a.workdir, f"lowrank-{m}x{n}.zarr")
