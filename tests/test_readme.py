@@ -87,7 +87,10 @@ def test_readme_has_no_unfenced_code():
 def test_block_runs(lang, code, line, workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     if lang == "python":
-        exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+        # a fresh interpreter, as a reader's: no Dask client or state left by other tests
+        proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=_env(), capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, f"README.md:{line} failed:\n{proc.stderr[-4000:]}"
     elif lang == "bash":
         ran = 0
         for cmd in _commands(code):
