@@ -18,9 +18,12 @@ def orthonormal(m: int, n: int, seed: int = 0) -> np.ndarray:
     return np.linalg.qr(np.random.default_rng(seed).standard_normal((m, n)))[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_cluster_client():
-    """A 2-worker LocalCluster shared by the tests that need real worker processes."""
+    """A 2-worker LocalCluster shared by the tests of one module that need real worker processes.
+
+    Module scope: the client becomes the default one while it lives, so a session-wide cluster
+    made every later module run through it (and count reads in the workers' copies of their arrays)."""
     import logging
 
     from distributed import Client, LocalCluster
