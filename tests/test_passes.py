@@ -172,9 +172,22 @@ class GlobalCountingArray:
 
 
 @pytest.mark.parametrize("cache, reads_per_pass", [("auto", [1, 0, 0]), (False, [1, 1, 1])])
-def test_blocks_kept_in_worker_memory_when_they_fit(A, cache, reads_per_pass):
+def test_blocks_kept_in_worker_memory_when_they_fit(A, cache, reads_per_pass, request):
     """With a Client whose workers can hold A, the first pass keeps the blocks: later passes
-    read storage no more (counted by an independent wrapper), with the same results."""
+    read storage no more (counted by an independent wrapper), with the same results.
+
+    Runs in a fresh interpreter: its in-process cluster (needed to count reads in this process)
+    hung in full-suite runs after other tests' clusters, and never alone."""
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get("DISTSKETCH_TEST_CHILD") != "1":
+        env = dict(os.environ, DISTSKETCH_TEST_CHILD="1")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
+                              cwd=str(request.config.rootpath), env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return
     from distributed import Client, LocalCluster
 
     Ad = da.from_array(GlobalCountingArray(A), chunks=(1000, N), asarray=False)
