@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from .._memory import aligned_copy
 from .._progress import progress_for, show
 from ..errors import ShapeError
 from ._protocol import RowData, check_finite_block, run_kernel
@@ -51,11 +52,7 @@ def _aligned(x):
         return x
     if x.flags.aligned and x.nbytes > _SMALL_BYTES:
         return x
-    buf = np.empty(x.nbytes + 64, dtype=np.uint8)
-    start = (-buf.ctypes.data) % 64
-    out = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
-    out[...] = x
-    return out
+    return aligned_copy(x)
 
 
 def _run_block(kernel, Ai, r0, check, ndist, *args):

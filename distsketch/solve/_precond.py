@@ -31,6 +31,7 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
+from .._memory import aligned_copy
 from ..errors import NonFiniteError
 
 __all__ = ["Precond", "build_precond"]
@@ -124,11 +125,7 @@ def _aligned64(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.flags.c_contiguous and x.ctypes.data % 64 == 0:
         return x
-    buf = np.empty(x.nbytes + 64, dtype=np.uint8)
-    off = (-buf.ctypes.data) % 64
-    out = buf[off:off + x.nbytes].view(x.dtype).reshape(x.shape)
-    out[...] = x
-    return out
+    return aligned_copy(x)
 
 
 def build_precond(SA: np.ndarray, Sb: np.ndarray | None, *, damp: float = 0.0, method: str = "qr") -> SketchFactor:
