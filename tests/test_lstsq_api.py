@@ -126,7 +126,7 @@ def test_default_maxiter_is_the_running_methods(spy, method, maxiter, fail_gram,
     res = distsketch.lstsq(A, b, method=method, maxiter=maxiter, seed=0)
     assert seen == want
     if method == "auto" and A.shape[0] > A.shape[1]:
-        assert res.method == "cholqr", res.reason  # (what the cost model picks for this small problem)
+        assert res.method == "normal_cholqr", res.reason  # (what the cost model picks for this small problem)
 
 
 @pytest.mark.parametrize("method", ["sketch_precondition", "cholqr", "normal_cholqr"])

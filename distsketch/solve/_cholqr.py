@@ -43,7 +43,7 @@ import scipy.linalg
 
 from .. import passes
 from ..errors import GramFactorError
-from ._result import rounding_stop
+from ._result import rounding_level, rounding_stop
 
 __all__ = ["cholqr_solve", "normal_factor", "cond2_estimate", "GramFactorError", "NORMAL_COND_LIMIT"]
 
@@ -122,7 +122,7 @@ def normal_factor(G, h, R, damp):
 
 
 def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0=None, checkpoint=None,
-                 state=None, factor=None, min_steps=0):
+                 state=None, factor=None, min_steps=0, gram=None):
     """Return ``(x, r, istop, steps, normr, normar, history)``; ``r = b - A x`` distributed.
 
     ``factor=(R2, N.T A.T b)`` skips the Gram pass (the normal-equation path, which formed
@@ -130,6 +130,21 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
     refinement steps are taken before any stopping test is applied (and only iterates after
     them are returned): the normal path's first ``x`` can pass the residual tests while its
     forward error is ``eps cond(A)^2``; one corrected step brings it to ``eps cond(A)``.
+
+    ``gram=A.T A`` (the normal path; the returned ``r`` is then ``None``) lets a step be
+    checked without reading ``A`` again. The read before the step gave the true
+    ``g = A.T r - damp^2 x - c`` of ``x``; after ``x+ = x + dx``, by the identity
+    ``A.T r+ = A.T r - A.T A dx``,
+
+        g+ = g - (A.T A + damp^2 I) dx,    ||r+||^2 = ||r||^2 - 2 dx.T A.T r + dx.T A.T A dx,
+
+    with ``A.T A`` known to ``|G - A.T A| <= gamma_m |A|.T |A|`` (``gamma_m = m eps / (1 - m eps)``,
+    any order of summation), so ``||g+||`` is reported with ``gamma_m ||A||_F^2 ||dx||``
+    added and ``||r+||`` is bracketed by ``||r|| -+ ||A dx||``. ``dx`` is the small correction
+    (``~ eps cond(A)^2 ||x||``), so this bound is far below what a read would resolve; when the
+    stopping tests hold on these bounds (each test on its worse side) the step is returned
+    without the read that would otherwise check it (``history[-1]["from_gram"]`` is true).
+    Otherwise the next read checks it as usual.
     """
     min_steps = min(min_steps, maxiter)
     n = P.V.shape[0] if P.R is None else P.R.shape[0]
@@ -179,14 +194,63 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
             istop = 7
             break
         dz = scipy.linalg.cho_solve((R2, False), P.applyT(g))
-        x = x + P.apply(dz)
+        dx = P.apply(dz)
+        x = x + dx
         steps += 1
         if checkpoint is not None:
             checkpoint.save(stage=np.array("cholqr"), R2=R2, x=x, steps=np.array(steps))
+        if gram is not None and steps >= min_steps:
+            done = _checked_by_gram(gram, data.shape[0], x, dx, g, ATr[:, 0], rr, damp=damp, atol=atol, btol=btol,
+                                    bnorm=bnorm, anrm=anrm, cnorm=float(np.linalg.norm(cvec)),
+                                    consistent_test=b is not None)
+            if done is not None:
+                istop, normr, normg = done
+                history.append({"step": steps, "normr": normr, "normar": normg, "from_gram": True})
+                return x, None, istop, steps, normr, normg, history
     x, r, normr, normg = best
     if istop == 5:  # 5 if the true ||A.T r - damp^2 x - c|| of the returned x is at the rounding level, else 9
         istop = rounding_stop(normg, anrm, normr, float(np.linalg.norm(x)), n, float(np.linalg.norm(cvec)))
     return x, r, istop, steps, normr, normg, history
+
+
+def _checked_by_gram(G, m, x, dx, g, ATr, rr, *, damp, atol, btol, bnorm, anrm, cnorm, consistent_test):
+    """The stopping tests of :func:`cholqr_solve` on ``x = x_prev + dx`` from ``A.T A`` (no read).
+
+    Returns ``(istop, normr, normg)`` when a test holds on the bounds, else ``None``;
+    ``normg`` is ``||g+||`` plus the bound on what the rounding of ``G`` can hide, plus the
+    rounding of the evaluation of ``g`` (which ``dx`` was fitted to); each test
+    uses the side of the ``||r+||`` bracket that is unfavourable to it, and the ``normr``
+    reported is the expansion of ``||r+||^2`` clipped to the bracket.
+    """
+    eps = np.finfo(np.float64).eps
+    gamma = m * eps / (1.0 - m * eps) if m * eps < 0.5 else np.inf
+    Gdx = G @ dx
+    g_new = g - Gdx - damp**2 * dx
+    dxn = float(np.linalg.norm(dx))
+    fro2 = float(np.trace(G))  # ||A||_F^2
+    hidden = gamma * fro2 * dxn
+    adx = float(np.sqrt(max(float(dx @ Gdx), 0.0) + hidden * dxn))  # >= ||A dx||
+    r_prev = float(np.sqrt(rr))
+    xx = float(x @ x)
+    r_hi = float(np.sqrt((r_prev + adx) ** 2 + damp**2 * xx))
+    # g came from one evaluation of A.T r, which rounds at ~ eps (||A|| (||r|| + ||A|| ||x||) + ||c||):
+    # dx was fitted to that rounding too, so it stays in the bound (a read of x + dx would show as much)
+    noise = eps * (anrm * (r_hi + anrm * float(np.sqrt(xx))) + cnorm)
+    normg = float(np.linalg.norm(g_new)) + hidden + noise
+    r_lo = float(np.sqrt(max(r_prev - adx, 0.0) ** 2 + damp**2 * xx))
+    # the reported ||r+||: the expansion, inside the bracket
+    rr_new = rr - 2.0 * float(dx @ ATr) + float(dx @ Gdx)
+    normr = min(max(float(np.sqrt(max(rr_new, 0.0) + damp**2 * xx)), r_lo), r_hi)
+    xnorm = float(np.sqrt(xx))
+    if consistent_test and r_hi <= btol * bnorm + atol * anrm * xnorm:
+        return 1, normr, normg
+    if not consistent_test and normg <= btol * cnorm + atol * anrm * max(r_prev - adx, 0.0):
+        return 1, normr, normg
+    if normg <= atol * anrm * r_lo:
+        return 2, normr, normg
+    if normg <= rounding_level(anrm, r_lo, xnorm, len(x), cnorm):
+        return 5, normr, normg  # at the level rounding alone explains: a read could not show more
+    return None
 
 
 def cholqr_minnorm(data, c, P, *, atol, btol, maxiter, anorm_A, checkpoint=None, state=None):

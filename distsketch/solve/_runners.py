@@ -193,7 +193,10 @@ def run_normal_cholqr(s: Solve, fac, gram_A, session) -> Outcome | None:
             return None
     x, r, istop, itn, normr, normar, hist = cholqr_solve(
         s.data, s.bd, s.cT, fac.precond, damp=s.damp, atol=s.req.atol, btol=s.req.btol, maxiter=s.maxiter(),
-        bnorm=s.bnorm, anorm_A=fac.anorm, x0=s.x0, checkpoint=session, state=state, factor=factor, min_steps=1)
+        bnorm=s.bnorm, anorm_A=fac.anorm, x0=s.x0, checkpoint=session, state=state, factor=factor, min_steps=1,
+        gram=gram_A[0])
+    if hist and hist[-1].get("from_gram"):
+        s.reason += "; the last step checked from A.T A (no read)"
     return Outcome(x, None, istop, itn, normr, normar, hist)
 
 

@@ -112,7 +112,8 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     larger of its read and its arithmetic (they overlap):
 
     * ``normal_cholqr``: ``max(t_r, m n^2 / F + sketch(2n))`` (S A, A.T A, A.T b in one
-      read) + factor(2n) + ``7/3 n^3 / F`` + 2 refinement reads (``4 m n`` flops each);
+      read) + factor(2n) + ``7/3 n^3 / F`` + 1 refinement read (``4 m n`` flops; the step
+      after it is checked from ``A.T A``);
     * ``cholqr``: ``max(t_r, sketch(2n))`` + factor(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
       ``A R^-1``) + 1 refinement read;
     * ``sketch_precondition``: ``max(t_r, sketch(f n))`` + factor(f n) + ``k + 2`` reads of
@@ -144,7 +145,7 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     f_best = lsqr_sketch_factor(m, n, lazy=lazy, itemsize=itemsize, atol=atol)
     iters = _lsqr_iterations(atol, f_best)
     costs = {
-        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + factor(2 * n) + 7 * n**3 / (3 * F) + 2 * step(),
+        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + factor(2 * n) + 7 * n**3 / (3 * F) + step(),
         "cholqr": max(t_r, sketch(2 * n)) + factor(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
         "sketch_precondition": lsqr(f_best),
     }
@@ -152,7 +153,7 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
              "lsqr_sketch_factor": f_best, "sketch_2n_s": sketch(2 * n), "factor_2n_s": factor(2 * n),
              "factor_lsqr_s": factor(f_best * n), "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F,
              "rates": "nominal" if nominal else "measured"}
-    return {"seconds": costs, "terms": terms, "passes": {"normal_cholqr": 3, "cholqr": 3,
+    return {"seconds": costs, "terms": terms, "passes": {"normal_cholqr": 2, "cholqr": 3,
                                                          "sketch_precondition": iters + 3}}
 
 
@@ -290,7 +291,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     Passes (reads of ``A``): ``sketch_solve`` 1; ``cholqr`` 1 (sketch) + 1 (Gram of
     ``A N``) + one per refinement step, each computing ``r = b - A x`` and ``A.T r``
     together; ``normal_cholqr`` 1 (sketch and Gram of ``A``) + one per refinement step
-    (at least one step, then the verifying read: 3 in all at full accuracy);
+    (at least one step; that step is checked from ``A.T A`` without a read when the bounds
+    allow, see below: 2 in all at full accuracy, else 3);
     ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration + one
     verification. Every count is reported in ``passes``.
 
@@ -301,10 +303,20 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     known to ``~ eps cond(A)^2`` and each corrected semi-normal step (the residual and
     ``A.T r`` recomputed from ``A`` itself) contracts the error by about that factor;
     the first ``x`` already meets the residual tests but has a forward error
-    ``~ eps cond(A)^2``, hence the step that is always taken.
+    ``~ eps cond(A)^2``, hence the step that is always taken. That step ``dx`` is checked
+    without reading ``A`` again: the read before it gave the true ``g`` of ``x``, and
+    ``A.T (b - A (x + dx)) = A.T (b - A x) - A.T A dx`` with ``A.T A`` known to within
+    ``gamma_m |A|.T |A|`` (``gamma_m = m eps / (1 - m eps)``, any summation order). The
+    tests below are applied to ``||g - (A.T A + damp^2) dx|| + gamma_m ||A||_F^2 ||dx||``
+    ``+ eps (||A|| (||r|| + ||A|| ||x||) + ||c||)`` (the last term: the rounding of the read
+    that gave ``g``, which ``dx`` inherits) and to the bracket ``||r|| -+ ||A dx||`` (each on its unfavourable side); ``dx`` is
+    ``~ eps cond(A)^2 ||x||``, so this is as sharp as a read's own rounding. If a test does
+    not hold on the bounds, the next read checks the step as usual
+    (``history[-1]["from_gram"]`` says which, and ``reason`` says "checked from A.T A").
 
     Stopping codes. Every test is evaluated on the true residual ``r = b - A x`` of the
-    returned ``x`` (the pass that verifies it is counted; for the minimum-norm problem
+    returned ``x`` (the pass that verifies it is counted; for ``normal_cholqr``'s last step
+    on the bounds from the read before it, as above; for the minimum-norm problem
     ``A x - b`` as the refinement accumulates it, equal to the true one to
     ``eps ||A|| ||x||``, so tolerances 0 can end in istop 1), with ``||A||`` estimated by
     ``||S A||_F`` (``sqrt(||S A||_F^2 + n damp^2)`` for ridge), ``g = A.T r - damp^2 x - c``

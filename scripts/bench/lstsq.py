@@ -207,9 +207,14 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False, atol=1e-12
         # floors: one BLAS thread per worker (the workers' own setting, recorded), a bare read of the store
         wk = client.run(_worker_gemm_1t)
         F = sum(v["gemm_1t"] for v in wk.values())
+        # the bare read through distsketch's reader (open_array: direct chunk decoding) is the floor of
+        # our methods; dask's own route (da.from_zarr, Zarr's codec pipeline) is recorded beside it
         A0 = p.dask("A")
         t_read = reps(lambda: dask.compute(A0.sum(axis=0)), repeats)[0]
-        fl = {"read_s": t_read, "read_pair_s": t_read, "workers_gemm_1t_GFLOPs": F / 1e9,
+        Az = da.from_zarr(os.path.join(p.path, "A"))
+        t_read_zarr = reps(lambda: dask.compute(Az.sum(axis=0)), repeats)[0]
+        fl = {"read_s": t_read, "read_pair_s": t_read, "read_da_from_zarr_s": t_read_zarr,
+              "workers_gemm_1t_GFLOPs": F / 1e9,
               "worker_blas_threads": [v["blas_threads"] for v in wk.values()],
               "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F, "dense_n3_s": 7 * n**3 / (3 * F)}
         # the sketch and its QR, as lstsq runs them here (a sketch pass is at least a read)
@@ -229,10 +234,10 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False, atol=1e-12
         print(f"ooc {m}x{n} floors " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in fl.items()), flush=True)
 
-        def run(label, fn, k=repeats):
+        def run(label, fn, k=repeats, route=p.dask):
             ts, x, extra = [], None, {}
             for r in range(k):
-                A, b = p.dask("A"), p.dask("b")
+                A, b = route("A"), route("b")
                 t, (x, extra) = timed(fn, A, b, r)
                 ts.append(t)
             meth = extra.get("method_ran")
@@ -254,7 +259,9 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False, atol=1e-12
                                "reason": res.reason}
             return f
 
-        run("dask_linalg_lstsq", dask_lstsq)
+        # the baseline as a dask user runs it (da.from_zarr), and on distsketch's reader for comparison
+        run("dask_linalg_lstsq", dask_lstsq, route=lambda name: da.from_zarr(os.path.join(p.path, name)))
+        run("dask_linalg_lstsq_on_open_array", dask_lstsq)
         for meth in ("normal_cholqr", "cholqr", "auto"):
             run(meth, ours(meth))
         if lsqr:  # ~40 reads of A: slow out of core by design
@@ -282,6 +289,8 @@ def main(argv=None):
     ap.add_argument("--atol", type=float, default=1e-14,
                     help="atol = btol of every distsketch run (default 1e-14: the accuracy target is gelsd's level; "
                          "lstsq's own default is 1e-12)")
+    ap.add_argument("--ooc-cases", default="wide,tall", help="out-of-core problems: wide (--m x --n), tall "
+                    "(--tall-m x --tall-n)")
     ap.add_argument("--out", default="scripts/bench/results/lstsq.json")
     a = ap.parse_args(argv)
 
@@ -294,13 +303,14 @@ def main(argv=None):
     if a.part in ("memory", "all"):
         result["in_memory"], xg1 = bench_memory(p1, a.repeats, a.baseline_repeats, a.atol)
         write_json(a.out, result)
-    if a.part in ("ooc", "all"):
+    if a.part in ("ooc", "all") and "wide" in a.ooc_cases:
         if xg1 is None:
             xg1 = scipy.linalg.lstsq(p1.numpy("A"), p1.numpy("b"), lapack_driver="gelsd")[0]
         nbytes1 = a.m * a.n * 8
         result["out_of_core_n%d" % a.n] = bench_ooc(p1, a.repeats, a.workers, max(int(nbytes1 * 0.75), 10**9), xg1,
                                                          a.ooc_lsqr, a.atol)
         write_json(a.out, result)
+    if a.part in ("ooc", "all") and "tall" in a.ooc_cases:
         p2 = problem(a.workdir, a.tall_m, a.tall_n, max(1000, a.tall_m // 40))
         xg2 = scipy.linalg.lstsq(p2.numpy("A"), p2.numpy("b"), lapack_driver="gelsd")[0]
         nbytes2 = a.tall_m * a.tall_n * 8
