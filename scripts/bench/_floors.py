@@ -9,15 +9,21 @@ import time
 import numpy as np
 
 
-def bare_read(path, repeats):
-    """Seconds to read every chunk of the Zarr array at ``path`` once on the current client (medians)."""
+def bare_read(path, repeats, route="dask"):
+    """Seconds to read every chunk of the Zarr array at ``path`` once on the current client (medians).
+
+    ``route``: ``"dask"`` reads through ``da.from_zarr`` (Zarr's codec pipeline, what a dask user
+    runs); ``"distsketch"`` through :func:`distsketch.open_array` (direct chunk decoding where it
+    applies, see ``distsketch/_zarrio.py``), the route distsketch's own reads take.
+    """
     import dask.array as da
 
+    import distsketch
     from _common import median
 
     ts = []
     for _ in range(repeats):
-        Az = da.from_zarr(path)
+        Az = da.from_zarr(path) if route == "dask" else distsketch.open_array(path)
         t = time.perf_counter()
         Az.map_blocks(lambda x: np.atleast_2d(x.sum()), chunks=(1, 1), dtype=float).sum().compute()
         ts.append(time.perf_counter() - t)
