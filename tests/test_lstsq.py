@@ -593,3 +593,15 @@ def test_normal_cholqr_gram_check_refuses_what_it_cannot_bound(problems, monkeyp
     res = distsketch.lstsq(A, b, method="normal_cholqr", seed=3)
     assert res.passes == 3 and res.converged and not res.history[-1].get("from_gram")
     assert "checked from A.T A" not in res.reason
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-200])
+def test_normal_cholqr_beyond_float64_squares_runs_cholqr(problems, scale):
+    """||A||^2 over- or underflows: the Gram matrix formed in the sketch's read is unusable (the data
+    is scaled by a power of two only after it), so cholqr runs; x is gelsd's scaled back exactly."""
+    p = problems(6000, 30, 1e4, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    xg = gelsd(A, b, False)
+    res = distsketch.lstsq(A * scale, b, method="normal_cholqr", seed=3)
+    assert res.method == "cholqr" and "over- or underflowed" in res.reason and res.converged, res.reason
+    assert np.linalg.norm(res.x * scale - xg) <= 1e-8 * np.linalg.norm(xg)

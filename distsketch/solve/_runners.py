@@ -108,11 +108,12 @@ class _SketchPass:
     def __init__(self, op, bd, with_gram: bool):
         self.op, self.bd, self.with_gram = op, bd, with_gram
         self.gram_A = None
+        self.gram_of = None  # the data (view) the Gram matrix was formed from
 
     def __call__(self, data):
         if self.with_gram:  # one read: S A, S b, A.T A, A.T b
             SA, Sbs, G_A, hs = passes.sketch_gram(data, self.op, extra=[self.bd])
-            self.gram_A = (G_A, hs[0][:, 0])
+            self.gram_A, self.gram_of = (G_A, hs[0][:, 0]), data
             return SA, Sbs[0]
         sk = passes.left_sketch(data, self.op, extra=[] if self.bd is None else [self.bd], dtype=np.float64)
         return sk[0], (sk[1] if self.bd is not None else None)
@@ -138,6 +139,11 @@ def sketch_stage(s: Solve, session, stacklevel: int):
         SA, Sb = sk(s.data)
         s.data, SA, Sb, sA = scale_sketch(s.data, SA, Sb, sk)
         gram_A = sk.gram_A
+        if gram_A is not None and sk.gram_of is not s.data:
+            # A was scaled (exactly, by a power of two) after its Gram matrix was formed: that Gram
+            # over- or underflowed (||A||^2 beyond float64), so it is dropped and cholqr runs instead
+            gram_A = None
+            s.reason += f"; A.T A over- or underflowed (A scaled by {sA:.3g} after the read)"
     s.scale_options(sA, SA)
     # the iterative methods only need R as a preconditioner (and x_sketch as a start): the Cholesky of
     # the sketch's Gram matrix is enough while cond(S A) <= 1e6 (QR otherwise); sketch_solve's x is the QR's
@@ -176,7 +182,8 @@ def run_normal_cholqr(s: Solve, fac, gram_A, session) -> Outcome | None:
     read of its own (the same decision on a resume: the checkpoint keeps ``S A`` and the Gram of ``A``)."""
     factor = None
     if gram_A is None:
-        s.meth, s.reason = "cholqr", s.reason + "; the checkpoint holds no Gram of A: ran cholqr"
+        why = "the checkpoint holds no Gram of A" if "underflowed" not in s.reason else "no usable Gram of A"
+        s.meth, s.reason = "cholqr", s.reason + f"; {why}: ran cholqr"
         return None
     if fac.precond.R is None or (cond2 := cond2_estimate(fac.precond.R)) > NORMAL_COND_LIMIT:
         c2 = f"{cond2:.3g}" if fac.precond.R is not None else "inf (rank-deficient)"
