@@ -61,7 +61,6 @@ def main(argv=None):
     ap.add_argument("--out", default="bench-results/sketch.json")
     a = ap.parse_args(argv)
 
-    import dask.array as da
     import scipy.linalg
     from distributed import Client, LocalCluster
 
