@@ -142,20 +142,26 @@ class ChunkReader:
             if size == 0:
                 raise self._corrupt(key, source, "the stored chunk is empty")
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        src = memoryview(mm)
         try:
-            with memoryview(mm) as src:
-                declared = _zstd_content_size(src) if self.codec == "zstd" else _blosc_content_size(src)
-                if declared is None:  # a zstd frame that does not declare its size: Zarr decodes it
-                    return self._through_zarr(c, key, slot, source)
-                if declared != self.chunk_bytes:
-                    raise self._corrupt(key, source, f"the stored chunk decodes to {declared} bytes, "
-                                        f"{self.chunk_bytes} expected")
-                try:
-                    self.compressor.decode(src, out=slot)
-                except Exception as exc:
-                    raise self._corrupt(key, source, f"{type(exc).__name__}: {exc}") from exc
+            declared = _zstd_content_size(src) if self.codec == "zstd" else _blosc_content_size(src)
+            if declared is None:  # a zstd frame that does not declare its size: Zarr decodes it
+                return self._through_zarr(c, key, slot, source)
+            if declared != self.chunk_bytes:
+                raise self._corrupt(key, source, f"the stored chunk decodes to {declared} bytes, "
+                                    f"{self.chunk_bytes} expected")
+            try:
+                self.compressor.decode(src, out=slot)
+            except Exception as exc:
+                raise self._corrupt(key, source, f"{type(exc).__name__}: {exc}") from exc
         finally:
-            mm.close()
+            del src
+            try:
+                mm.close()
+            except BufferError:
+                # a view of the mapping is still referenced (the codec's, until the garbage collector
+                # frees it): the mapping closes with its last view
+                pass
 
     def _through_zarr(self, c: int, key: str, slot: np.ndarray, source: str) -> None:
         rows = slice(c * self.chunk_rows, min(self.shape[0], (c + 1) * self.chunk_rows))
