@@ -360,17 +360,25 @@ def sketch_both_sides(data: RowData, omega: SketchOperator, psis):
 def _k_sketch_gram(Ai, r0, dist, op):
     """``S_i A_i``, ``S_i b_i``, the upper triangle of ``A_i.T A_i`` (SYRK, half a GEMM's flops)
     and ``A_i.T b_i``, all in float64, from one read of the block."""
-    import scipy.linalg.blas as blas
-
     Ai = np.asarray(Ai, dtype=np.float64)
     bs = tuple(_2d(np.asarray(x, dtype=np.float64)) for x in dist)
     out = [op.apply(Ai, r0)]
     out.extend(op.apply(x, r0) for x in bs)
-    # Ai.T is Fortran-ordered when Ai is C-ordered: dsyrk reads it without a copy
-    At = Ai.T if Ai.flags.c_contiguous else np.asfortranarray(Ai).T
-    out.append(blas.dsyrk(1.0, At, trans=0, lower=0))
+    out.append(_syrk(Ai))
     out.extend(Ai.T @ x for x in bs)
     return (), tuple(out)
+
+
+def _syrk(X):
+    """``X.T X`` in float64 by SYRK, the GIL released.
+
+    numpy's matmul recognises ``X.T @ X`` on one C-ordered buffer and calls dsyrk (its upper
+    triangle is bit for bit scipy's ``blas.dsyrk``'s, mirrored below), releasing the GIL, so the
+    numpy backend's threads run their blocks' Grams in parallel. scipy's f2py BLAS wrappers
+    hold the GIL: with them, two threads took as long as one.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    return X.T @ X
 
 
 K_SKETCH_GRAM = Kernel(_k_sketch_gram, propagates_nonfinite=True)
@@ -463,13 +471,11 @@ def gram_matmat(data: RowData, X: np.ndarray) -> np.ndarray:
 # ``S A`` and its test sketch ``Theta A``), ``K_DIST_CHAIN``/``K_DIST_CHAIN_GRAM`` (CholeskyQR
 # sweeps over ``B``, in lowrank/_orth.py).
 def _syrk_upper(B):
-    """The upper triangle of ``B.T B`` in float64 (SYRK: half a GEMM's flops); zeros for an empty ``B``."""
-    import scipy.linalg.blas as blas
-
+    """``B.T B`` in float64 (SYRK: half a GEMM's flops; callers read its upper triangle); zeros for an
+    empty ``B``. See :func:`_syrk` (the GIL is released)."""
     if B.shape[1] == 0 or B.shape[0] == 0:
         return np.zeros((B.shape[1], B.shape[1]))
-    Bt = B.T if B.flags.c_contiguous else np.asfortranarray(B).T  # Fortran-ordered: dsyrk takes it uncopied
-    return blas.dsyrk(1.0, Bt, trans=0, lower=0)
+    return _syrk(B)
 
 
 def _symmetrize_upper(G):
