@@ -378,7 +378,8 @@ def _syrk(X):
     hold the GIL: with them, two threads took as long as one.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
-    return X.T @ X
+    with np.errstate(over="ignore", invalid="ignore"):  # ||A||^2 beyond float64: the callers' scaling handles it
+        return X.T @ X
 
 
 K_SKETCH_GRAM = Kernel(_k_sketch_gram, propagates_nonfinite=True)
