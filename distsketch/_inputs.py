@@ -145,11 +145,10 @@ def _corrupt(z, sel, source, exc) -> CorruptChunkError:
             z[region]
         except Exception:
             bad.append(z.metadata.encode_chunk_key(coords))
+    from ._zarrio import corrupt_chunk_error
+
     keys = ", ".join(bad) if bad else "(could not isolate the chunk)"
-    return CorruptChunkError(
-        f"cannot decode chunk {keys} of the Zarr array at {source!r} ({type(exc).__name__}: {exc}); the stored "
-        "bytes are truncated or altered: restore the chunk from a copy or regenerate the store"
-    )
+    return corrupt_chunk_error(keys, source, f"{type(exc).__name__}: {exc}")
 
 
 class _VerifiedZarr:

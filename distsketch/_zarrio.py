@@ -35,13 +35,20 @@ import numpy as np
 
 from .errors import CorruptChunkError
 
-__all__ = ["ChunkReader", "aligned_empty"]
+__all__ = ["ChunkReader", "aligned_empty", "corrupt_chunk_error"]
 
 def aligned_empty(nbytes: int) -> np.ndarray:
     """An uninitialised byte buffer of ``nbytes`` starting at a 64-byte boundary."""
     buf = np.empty(nbytes + 64, dtype=np.uint8)
     start = (-buf.ctypes.data) % 64
     return buf[start:start + nbytes]
+
+
+def corrupt_chunk_error(keys: str, source: str, why: str) -> CorruptChunkError:
+    """The error for stored chunk(s) ``keys`` of the array at ``source`` that do not decode."""
+    return CorruptChunkError(
+        f"cannot decode chunk {keys} of the Zarr array at {source!r} ({why}); the stored bytes are truncated "
+        "or altered: restore the chunk from a copy or regenerate the store")
 
 
 def _zstd_content_size(src) -> int | None:
@@ -137,10 +144,10 @@ class ChunkReader:
             if self.codec == "none":
                 got = fh.readinto(slot) if size == self.chunk_bytes else -1
                 if got != self.chunk_bytes:
-                    raise self._corrupt(key, source, f"{size} bytes stored, {self.chunk_bytes} expected")
+                    raise corrupt_chunk_error(key, source, f"{size} bytes stored, {self.chunk_bytes} expected")
                 return
             if size == 0:
-                raise self._corrupt(key, source, "the stored chunk is empty")
+                raise corrupt_chunk_error(key, source, "the stored chunk is empty")
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         src = memoryview(mm)
         try:
@@ -148,12 +155,12 @@ class ChunkReader:
             if declared is None:  # a zstd frame that does not declare its size: Zarr decodes it
                 return self._through_zarr(c, key, slot, source)
             if declared != self.chunk_bytes:
-                raise self._corrupt(key, source, f"the stored chunk decodes to {declared} bytes, "
+                raise corrupt_chunk_error(key, source, f"the stored chunk decodes to {declared} bytes, "
                                     f"{self.chunk_bytes} expected")
             try:
                 self.compressor.decode(src, out=slot)
             except Exception as exc:
-                raise self._corrupt(key, source, f"{type(exc).__name__}: {exc}") from exc
+                raise corrupt_chunk_error(key, source, f"{type(exc).__name__}: {exc}") from exc
         finally:
             del src
             try:
@@ -168,14 +175,9 @@ class ChunkReader:
         try:
             vals = np.asarray(self.z[rows], dtype=self.dtype)
         except Exception as exc:
-            raise self._corrupt(key, source, f"{type(exc).__name__}: {exc}") from exc
+            raise corrupt_chunk_error(key, source, f"{type(exc).__name__}: {exc}") from exc
         slot.view(self.dtype)[:vals.size] = vals.ravel()
 
-    @staticmethod
-    def _corrupt(key: str, source: str, why: str) -> CorruptChunkError:
-        return CorruptChunkError(
-            f"cannot decode chunk {key} of the Zarr array at {source!r} ({why}); the stored bytes are truncated "
-            "or altered: restore the chunk from a copy or regenerate the store")
 
 
 def _local_root(z) -> str | None:

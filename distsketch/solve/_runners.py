@@ -134,6 +134,8 @@ def sketch_stage(s: Solve, session, stacklevel: int):
         SA, Sb, gram_A, sA = saved
         if sA != 1.0:
             s.data = s.data.scaled(sA)
+        if gram_A is None and s.meth == "normal_cholqr":
+            s.reason += "; the checkpoint holds no Gram of A"
     else:
         sk = _SketchPass(op, s.bd, s.meth == "normal_cholqr")
         SA, Sb = sk(s.data)
@@ -181,9 +183,8 @@ def run_normal_cholqr(s: Solve, fac, gram_A, session) -> Outcome | None:
     otherwise (or if its Cholesky fails) hands over to ``cholqr``, which forms the Gram of ``A R^-1`` in a
     read of its own (the same decision on a resume: the checkpoint keeps ``S A`` and the Gram of ``A``)."""
     factor = None
-    if gram_A is None:
-        why = "the checkpoint holds no Gram of A" if "underflowed" not in s.reason else "no usable Gram of A"
-        s.meth, s.reason = "cholqr", s.reason + f"; {why}: ran cholqr"
+    if gram_A is None:  # (the sketch stage said why: a checkpoint without it, or A.T A out of range)
+        s.meth, s.reason = "cholqr", s.reason + "; no Gram of A to use: ran cholqr"
         return None
     if fac.precond.R is None or (cond2 := cond2_estimate(fac.precond.R)) > NORMAL_COND_LIMIT:
         c2 = f"{cond2:.3g}" if fac.precond.R is not None else "inf (rank-deficient)"
