@@ -14,7 +14,7 @@ pass                   computes, in one read of ``A`` (and of the extra operands
 ``lsqr_step``          ``w = A v - alpha c u``, ``A.T w`` and ``||w||^2`` together
 ``lsqr_step_tiled``    the same over cache-sized row tiles (each tile read from memory once)
 ``gram``               ``A.T A`` and ``A.T b`` for every extra operand ``b``
-``sketch_gram``        ``S A``, ``S b``, ``A.T A`` (SYRK) and ``A.T b`` together
+``normal_gram``        ``A.T A`` (SYRK) and ``A.T b`` together, in float64
 ``col_norms``          the 2-norm of every column of ``A``
 ``right_sketch``       ``A @ Omega`` (distributed, ``m x d``) [and ``||A||_F^2``]
 ``rmatmul_matmul``     ``A.T @ Y`` and ``A @ X`` together (independent ``X``)
@@ -49,7 +49,7 @@ __all__ = [
     "right_sketch",
     "rmatmul_matmul",
     "sketch_both_sides",
-    "sketch_gram",
+    "normal_gram",
     "lsqr_step_tiled",
     "gram_matmat",
 ]
@@ -357,16 +357,10 @@ def sketch_both_sides(data: RowData, omega: SketchOperator, psis):
 
 
 # -- the fused sketch + Gram read of the normal-equation least-squares path (lsq) -----------
-def _k_sketch_gram(Ai, r0, dist, op):
-    """``S_i A_i``, ``S_i b_i``, the upper triangle of ``A_i.T A_i`` (SYRK, half a GEMM's flops)
-    and ``A_i.T b_i``, all in float64, from one read of the block."""
+def _k_normal_gram(Ai, r0, dist):
+    """The upper triangle of ``A_i.T A_i`` (SYRK, half a GEMM's flops) and ``A_i.T b_i``, in float64."""
     Ai = np.asarray(Ai, dtype=np.float64)
-    bs = tuple(_2d(np.asarray(x, dtype=np.float64)) for x in dist)
-    out = [op.apply(Ai, r0)]
-    out.extend(op.apply(x, r0) for x in bs)
-    out.append(_syrk(Ai))
-    out.extend(Ai.T @ x for x in bs)
-    return (), tuple(out)
+    return (), (_syrk(Ai),) + tuple(Ai.T @ _2d(np.asarray(x, dtype=np.float64)) for x in dist)
 
 
 def _syrk(X):
@@ -382,24 +376,18 @@ def _syrk(X):
         return X.T @ X
 
 
-K_SKETCH_GRAM = Kernel(_k_sketch_gram, propagates_nonfinite=True)
+K_NORMAL_GRAM = Kernel(_k_normal_gram, propagates_nonfinite=True)
 
 
-def sketch_gram(data: RowData, op: SketchOperator, extra=()) -> tuple:
-    """``(S A, [S b ...], A.T A, [A.T b ...])`` in one read of ``A`` and the ``b``'s, in float64.
+def normal_gram(data: RowData, extra=()) -> tuple:
+    """``(A.T A, [A.T b ...])`` in one read of ``A`` and the ``b``'s, in float64 whatever the data's dtype.
 
     The Gram matrix is formed with SYRK block by block (``m n^2`` flops, half of a GEMM),
-    summed as upper triangles and symmetrised here. Used by the normal-equation
-    least-squares path (``lstsq(method="normal_cholqr")``), which preconditions
-    ``A.T A`` with the ``R`` of ``S A`` instead of reading ``A`` again for the Gram of
-    ``A R^{-1}``.
+    summed as upper triangles and symmetrised here: the normal-equation least-squares path
+    (``lstsq(method="normal_cholqr")``) reads nothing else before its refinement.
     """
-    k = len(extra)
-    _, red = data.row_pass(K_SKETCH_GRAM, dist=tuple(extra), small=(op,))
-    SA, Sb, G, Atb = red[0], list(red[1:1 + k]), red[1 + k], list(red[2 + k:])
-    G = np.triu(G)
-    G = G + np.triu(G, 1).T
-    return SA, Sb, G, Atb
+    _, red = data.row_pass(K_NORMAL_GRAM, dist=tuple(extra))
+    return _symmetrize_upper(red[0]), list(red[1:])
 
 
 # -- the LSQR step with cache-sized row tiles (lsq) --------------------------------------------

@@ -196,10 +196,9 @@ def test_cost_model_follows_the_rates():
 # --- the passes of the least-squares paths, against dense products ---------------------------------
 @pytest.mark.parametrize("layout", ["numpy", (1300, None), (999, 7)], ids=layout_id)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sketch_gram_and_tiled_step_against_dense(layout, dtype):
+def test_normal_gram_and_tiled_step_against_dense(layout, dtype):
     from distsketch import passes
     from distsketch.backends import as_rowdata
-    from distsketch.operators import make_operator
 
     rng = np.random.default_rng(11)
     A = rng.standard_normal((4000, 19)).astype(dtype)
@@ -207,13 +206,9 @@ def test_sketch_gram_and_tiled_step_against_dense(layout, dtype):
     A64 = A.astype(np.float64)
     Ain, bin_ = as_layout(A, b, layout)
     data = as_rowdata(Ain)
-    op = make_operator("sparse_sign", 40, 4000, seed=2)
-    SA, (Sb,), G, (h,) = passes.sketch_gram(data, op, extra=[data.distribute(bin_)])
-    # the sketch is the same operator as left_sketch's; the Gram is symmetric and equals A.T A
-    SA_ref, Sb_ref = passes.left_sketch(as_rowdata(A), op, extra=[b], dtype=np.float64)
-    np.testing.assert_allclose(SA, SA_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(Sb, Sb_ref, rtol=1e-12, atol=1e-12)
-    assert np.array_equal(G, G.T)
+    G, (h,) = passes.normal_gram(data, extra=[data.distribute(bin_)])
+    # float64 whatever the data's dtype; symmetric, and equal to A.T A
+    assert G.dtype == h.dtype == np.float64 and np.array_equal(G, G.T)
     np.testing.assert_allclose(G, A64.T @ A64, rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(h[:, 0], A64.T @ b, rtol=1e-12, atol=1e-10)
     assert data.passes == 1
@@ -240,7 +235,7 @@ def test_tiled_step_spans_many_tiles(monkeypatch):
     assert ww == pytest.approx(w_ref @ w_ref, rel=1e-13)
 
 
-# --- normal_cholqr: the Gram of A from the sketch's read ------------------------------------------
+# --- normal_cholqr: the Cholesky factor of A.T A, no sketch ---------------------------------------
 @pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
 @pytest.mark.parametrize("cond", [1e2, 1e4, 1e5, 1e6])
 def test_normal_cholqr_against_gelsd(problems, cond, layout):
@@ -250,10 +245,13 @@ def test_normal_cholqr_against_gelsd(problems, cond, layout):
     Ain, bin_ = as_layout(A, b, layout)
     res = distsketch.lstsq(Ain, bin_, method="normal_cholqr", seed=3)
     assert res.method == "normal_cholqr" and res.converged and res.istop in (1, 2, 5), res.reason
-    # the sketch+Gram read, the read before the forced corrected semi-normal step, which A.T A checks
+    # the Gram read, the read before the forced corrected semi-normal step, which A.T A checks
     # (a third read only if the bounds do not allow it: not at these sizes and conditions)
     assert res.passes == 2 and res.iterations == 1 and res.history[-1]["from_gram"], res.history
-    assert "checked from A.T A" in res.reason
+    assert "checked from A.T A" in res.reason and "column-scaled Cholesky of A.T A" in res.reason
+    # ||A||_F is exact (from A.T A), and the condition estimate is within 0.8x of cond(A) (below it)
+    assert res.anorm == pytest.approx(np.linalg.norm(A), rel=1e-12)
+    assert 0.8 * p.cond <= res.cond <= 1.01 * p.cond
     eps = np.finfo(np.float64).eps
     floor = 10 * eps * p.s[0] * np.linalg.norm(b - A @ xg)
     assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + floor
@@ -271,21 +269,24 @@ def test_normal_cholqr_against_gelsd(problems, cond, layout):
 
 @pytest.mark.parametrize("layout", ["numpy", (2001, 13)], ids=layout_id)
 def test_normal_cholqr_falls_back_beyond_cond_limit(problems, layout):
-    """cond 1e12: the Gram of A holds nothing beyond sqrt(1/eps); cholqr's Gram of A R^-1 runs instead."""
+    """cond 1e12: the Gram of A holds nothing beyond sqrt(1/eps); the sketch is read and cholqr's Gram of
+    A R^-1 runs instead."""
     p = problems(6000, 30, 1e12, 0.5, None, "float64")
     A, b = p.numpy("A"), p.numpy("b")
     Ain, bin_ = as_layout(A, b, layout)
     res = distsketch.lstsq(Ain, bin_, method="normal_cholqr", seed=3)
-    assert res.method == "cholqr" and "2-norm cond estimate" in res.reason and "> 1e+07" in res.reason
+    assert res.method == "cholqr" and "ran cholqr" in res.reason, res.reason
+    assert "> 1e+07" in res.reason or "Cholesky of A.T A failed" in res.reason
     xg = gelsd(A, b, False)
     eps = np.finfo(np.float64).eps
     assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + 10 * eps * p.s[0] * np.linalg.norm(b - A @ xg)
-    # the sketch's read (which also formed A.T A), the Gram of A R^-1, the refinement reads
-    assert 3 <= res.passes <= 5
+    # the Gram read, the sketch's read, the Gram of A R^-1, the refinement reads
+    assert 4 <= res.passes <= 6
 
 
 def test_normal_cholqr_chunk_invariant_and_counted(problems):
-    """Same sketch for any chunking (the Gram sums differ only by rounding); passes equal the reads counted."""
+    """Any chunking gives x to its forward-error level (the Gram sums differ by rounding); passes equal
+    the reads counted."""
     from .test_passes import CountingArray
 
     p = problems(6000, 30, 1e4, 0.9, None, "float64")
@@ -489,9 +490,55 @@ def test_normal_cholqr_fallback_resumes_as_cholqr(problems, tmp_path, monkeypatc
         distsketch.lstsq(A, b, checkpoint=ck, **kw)
     monkeypatch.setattr(P, "lsqr_step_tiled", real)
     resumed = distsketch.lstsq(A, b, checkpoint=ck, **kw)
-    assert full.method == resumed.method == "cholqr" and "> 1e+07" in resumed.reason
+    assert full.method == resumed.method == "cholqr" and "ran cholqr" in resumed.reason
+    assert resumed.reason == full.reason  # the decision repeated from the saved Gram of A
     np.testing.assert_array_equal(resumed.x, full.x)
     assert resumed.passes == full.passes and resumed.iterations == full.iterations
+
+
+def test_normal_cholqr_column_scaling():
+    """Columns scaled over 8 decades: cond(A) ~1e8 is past the limit, but the column-scaled Gram is
+    well conditioned, so the normal path runs (2 reads) and matches gelsd column by column."""
+    rng = np.random.default_rng(7)
+    m, n = 5000, 25
+    scales = np.geomspace(1, 1e-8, n)
+    A = rng.standard_normal((m, n)) * scales
+    b = rng.standard_normal(m)
+    res = distsketch.lstsq(A, b, method="normal_cholqr", seed=1)
+    assert res.method == "normal_cholqr" and res.passes == 2 and res.converged, res.reason
+    assert res.cond > 1e7  # the reported estimate is that of A itself
+    xg = gelsd(A, b, False)
+    # in the scaled variables (x_j * scale_j) both are accurate to ~eps cond(A D) ~ 1e-15
+    np.testing.assert_allclose(res.x * scales, xg * scales, rtol=0, atol=1e-12 * np.linalg.norm(xg * scales))
+    floor = 10 * np.finfo(np.float64).eps * np.linalg.norm(A, 2) * np.linalg.norm(b - A @ xg)
+    assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + floor
+
+
+def test_normal_cholqr_fallback_interrupted_in_its_sketch_resumes(problems, tmp_path, monkeypatch):
+    """Killed in the fallback's sketch read: the checkpoint holds only the Gram of A, whose decision the
+    resume repeats without reading A for it; it then reads the sketch and ends as the uninterrupted solve."""
+    from distsketch import passes as P
+
+    p = problems(6000, 30, 1e12, 0.5, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    kw = dict(method="normal_cholqr", seed=4)
+    full = distsketch.lstsq(A, b, **kw)
+    ck = tmp_path / "fbs.npz"
+    real_sketch, real_gram = P.left_sketch, P.normal_gram
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(P, "left_sketch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        distsketch.lstsq(A, b, checkpoint=ck, **kw)
+    monkeypatch.setattr(P, "left_sketch", real_sketch)
+    monkeypatch.setattr(P, "normal_gram", killed)  # the resume must not form A.T A again
+    resumed = distsketch.lstsq(A, b, checkpoint=ck, **kw)
+    monkeypatch.setattr(P, "normal_gram", real_gram)
+    assert resumed.method == full.method == "cholqr" and resumed.reason == full.reason
+    np.testing.assert_array_equal(resumed.x, full.x)
+    assert resumed.passes == full.passes
 
 
 @pytest.mark.parametrize("n, cond", [(200, 1e5), (300, 1e7), (120, 1e3)])
@@ -597,11 +644,11 @@ def test_normal_cholqr_gram_check_refuses_what_it_cannot_bound(problems, monkeyp
 
 @pytest.mark.parametrize("scale", [1e300, 1e-200])
 def test_normal_cholqr_beyond_float64_squares_runs_cholqr(problems, scale):
-    """||A||^2 over- or underflows: the Gram matrix formed in the sketch's read is unusable (the data
-    is scaled by a power of two only after it), so cholqr runs; x is gelsd's scaled back exactly."""
+    """||A||^2 over- or underflows: the Gram matrix of the first read is unusable (the sketch's path
+    scales the data by a power of two), so cholqr runs; x is gelsd's scaled back exactly."""
     p = problems(6000, 30, 1e4, 0.9, None, "float64")
     A, b = p.numpy("A"), p.numpy("b")
     xg = gelsd(A, b, False)
     res = distsketch.lstsq(A * scale, b, method="normal_cholqr", seed=3)
-    assert res.method == "cholqr" and "over- or underflowed" in res.reason and res.converged, res.reason
+    assert res.method == "cholqr" and "over- or underflow" in res.reason and res.converged, res.reason
     assert np.linalg.norm(res.x * scale - xg) <= 1e-8 * np.linalg.norm(xg)

@@ -26,14 +26,17 @@ so each step contracts the error by ``O(eps cond(A))``). Stop when
               + ||c||): the rounding level is reached, checked on the true residual
     istop 9:  ||g|| stopped falling above that level: the sketch did not embed A (not converged)
 
-The normal-equation variant (``lstsq(method="normal_cholqr")``, :func:`normal_factor`)
-skips the Gram pass of ``A N``: the sketch's read also forms ``A.T A`` and ``A.T b``
-(:func:`distsketch.passes.sketch_gram`), and ``R2`` is the Cholesky factor of
-``R^{-T} A.T A R^{-1}``. Its rounding is ``eps cond(A)^2`` relative, so it is used only
-while the sketch estimates ``cond(A) <= NORMAL_COND_LIMIT`` (1e7); the same refinement
-(at least one step, ``min_steps=1``) then brings ``x`` to the accuracy of the QR-based
-solution (Bjorck, "Numerical methods for least squares problems", SIAM 1996, on the
-corrected semi-normal equations).
+The normal-equation variant (``lstsq(method="normal_cholqr")``, :func:`gram_cholesky`)
+reads no sketch at all: its first read forms ``A.T A`` and ``A.T b``
+(:func:`distsketch.passes.normal_gram`), and ``N = R^{-1}`` with ``R.T R = A.T A + damp^2 I``
+is the Cholesky factor of that Gram matrix itself (after scaling its columns to unit
+norm), so ``G = I`` above. ``A.T A`` carries a rounding error ``~ eps |A|.T |A|``: the
+column-scaled factor is used only while its 2-norm condition estimate is at most
+``NORMAL_COND_LIMIT`` (1e7), where each corrected semi-normal step contracts the error by
+``~ eps cond^2 < 1e-2`` (Bjorck, "Numerical methods for least squares problems", SIAM 1996,
+section 2.9); beyond it (or when the Cholesky fails) the sketch is read and ``cholqr``
+runs. At least one refinement step is taken (``min_steps=1``): the first ``x`` has forward
+error ``eps cond(A)^2``, one step brings it to the QR-based solution's.
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ from .. import passes
 from ..errors import GramFactorError
 from ._result import rounding_level, rounding_stop
 
-__all__ = ["cholqr_solve", "normal_factor", "cond2_estimate", "GramFactorError", "NORMAL_COND_LIMIT"]
+__all__ = ["cholqr_solve", "gram_cholesky", "cond2_estimate", "GramFactorError", "NORMAL_COND_LIMIT"]
 
-#: largest sketch condition estimate for which the normal-equation path is used: the Gram
-#: matrix A.T A carries an error ~ eps ||A||^2, so the preconditioned Gram is known to
-#: ~ eps cond(A)^2 (< 1e-2 here) and each refinement step contracts the error by about that
+#: largest condition estimate of the column-scaled Cholesky factor of A.T A for which the
+#: normal-equation path keeps it: A.T A carries an error ~ eps |A|.T |A|, so the factor is known
+#: to ~ eps cond^2 (< 1e-2 here) and each refinement step contracts the error by about that
 NORMAL_COND_LIMIT = 1e7
 
 
@@ -99,34 +102,38 @@ def cond2_estimate(R, iters: int = 8) -> float:
     return float(np.sqrt(smax2 * smin2inv))
 
 
-def normal_factor(G, h, R, damp):
-    """Cholesky factor ``R2`` of ``R^{-T} (A.T A + damp^2 I) R^{-1}`` and ``R^{-T} A.T b``: no pass.
+def gram_cholesky(G, damp):
+    """``(R, cond_scaled, cond)``: ``R.T R = G + damp^2 I`` for ``G = A.T A``, with condition estimates.
 
-    ``G = A.T A`` and ``h = A.T b`` come from the sketch's own read
-    (:func:`distsketch.passes.sketch_gram`); ``R`` is the triangular factor of the sketch,
-    so the matrix factored has condition ``~ ((1 + eps)/(1 - eps))^2`` plus the rounding
-    of ``G`` magnified by ``cond(A)^2``, and ``R2 R`` is a Cholesky factor of ``A.T A``.
-    Costs ``7/3 n^3`` flops (two triangular solves with ``n`` right-hand sides, Cholesky).
+    The Cholesky runs on ``D (G + damp^2 I) D`` (``D`` scales the columns of ``[A; damp I]`` to
+    unit norm), and ``R = R_s D^{-1}``: ``cond_scaled`` is :func:`cond2_estimate` of ``R_s``, the
+    condition that bounds what the rounding of ``G`` (``|dG| <= gamma_m |A|.T |A|``, column by
+    column) does to the refinement; ``cond`` that of ``R`` itself, the estimate of ``cond(A)``
+    reported. Raises :class:`GramFactorError` when ``G`` has a zero or non-finite diagonal or the
+    Cholesky fails (``A`` numerically rank-deficient). ``n^3 / 3`` flops.
     """
-    G = G + damp**2 * np.eye(G.shape[0]) if damp else G
-    # X = R^{-T} G, then R^{-T} X.T = R^{-T} G R^{-1} (G symmetric)
-    X = scipy.linalg.solve_triangular(R, G, trans="T", check_finite=False)
-    Gp = scipy.linalg.solve_triangular(R, X.T, trans="T", check_finite=False)
-    Gp = 0.5 * (Gp + Gp.T)
-    try:
-        R2 = scipy.linalg.cholesky(Gp, lower=False, check_finite=False)
-    except np.linalg.LinAlgError as exc:
-        raise GramFactorError(str(exc)) from None
-    hz = np.zeros(R.shape[0]) if h is None else scipy.linalg.solve_triangular(R, h, trans="T", check_finite=False)
-    return R2, hz
+    n = G.shape[0]
+    Gd = G + damp**2 * np.eye(n) if damp else np.array(G, dtype=np.float64)
+    dg = np.diag(Gd).copy()
+    if not (np.all(np.isfinite(Gd)) and np.all(dg > 0)):
+        k = int(np.flatnonzero(~(dg > 0) | ~np.isfinite(dg))[0]) if not np.all(dg > 0) else -1
+        raise GramFactorError("A.T A is not finite" if k < 0 else f"column {k} of A is zero")
+    dsc = 1.0 / np.sqrt(dg)
+    Gs = Gd * dsc[:, None] * dsc[None, :]
+    Rs, info = scipy.linalg.lapack.dpotrf(Gs, lower=0, clean=1, overwrite_a=1)
+    if info != 0:
+        raise GramFactorError(f"the column-scaled A.T A is not numerically positive definite (dpotrf info {info})")
+    cond_scaled = cond2_estimate(Rs)
+    R = np.ascontiguousarray(Rs / dsc[None, :])
+    return R, cond_scaled, cond2_estimate(R)
 
 
 def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0=None, checkpoint=None,
                  state=None, factor=None, min_steps=0, gram=None):
     """Return ``(x, r, istop, steps, normr, normar, history)``; ``r = b - A x`` distributed.
 
-    ``factor=(R2, N.T A.T b)`` skips the Gram pass (the normal-equation path, which formed
-    them from ``A.T A`` in the sketch's read: :func:`normal_factor`). ``min_steps``
+    ``factor=(R2, N.T A.T b)`` skips the Gram pass (the normal-equation path, whose ``N`` is
+    the inverse Cholesky factor of ``A.T A`` itself: :func:`gram_cholesky`, ``R2 = I``). ``min_steps``
     refinement steps are taken before any stopping test is applied (and only iterates after
     them are returned): the normal path's first ``x`` can pass the residual tests while its
     forward error is ``eps cond(A)^2``; one corrected step brings it to ``eps cond(A)``.

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.linalg
 
 from .. import passes
 from ..errors import ConvergenceWarning, IllConditionedWarning, ParameterError
 from ..operators import make_operator
-from ._cholqr import NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, cond2_estimate, normal_factor
+from ._cholqr import NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, gram_cholesky
 from ._lsqr import LSQRState, lsqr_precond
-from ._precond import build_precond
+from ._precond import Precond, SketchFactor, build_precond
 from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
-from ._scale import scale_sketch
+from ._scale import SAFE, scale_sketch
 from ._validate import Request
 
 __all__ = ["Solve", "Outcome", "sketch_stage", "RUNNERS", "run", "build_result", "DEFAULT_MAXITER", "sketch_eps"]
@@ -74,13 +75,13 @@ class Solve:
         """The caller's ``maxiter``, or the default of the method that runs (:data:`DEFAULT_MAXITER`)."""
         return self.req.maxiter if self.req.maxiter is not None else DEFAULT_MAXITER[meth or self.meth]
 
-    def scale_options(self, sA: float, SA) -> None:
+    def scale_options(self, sA: float, anorm: float) -> None:
         """Enter the scaled problem ``sA A``, ``sb b``: ``damp' = sA damp``, ``c' = sA sb c``,
-        ``x0' = (sb / sA) x0``."""
+        ``x0' = (sb / sA) x0``; ``anorm`` is ``||A'||_F`` (or the sketch's estimate of it)."""
         self.sA = sA
         if self.req.damp * sA > 1e150:  # damp'^2 would overflow: relative to ||A||, damp is beyond float64
             raise ParameterError(
-                f"damp={self.req.damp:.3g} is so large relative to A (||S A||_F ~ {np.linalg.norm(SA) / sA:.3g}) "
+                f"damp={self.req.damp:.3g} is so large relative to A (||A||_F ~ {anorm / sA:.3g}) "
                 "that damp^2 overflows float64; the ridge solution is x = 0 to working precision: pass a smaller damp")
         self.damp = self.req.damp * sA
         if self.req.c is not None:
@@ -102,51 +103,46 @@ class Outcome(NamedTuple):
 
 
 class _SketchPass:
-    """The sketch's read (``[S A, S b]``; for ``normal_cholqr`` also ``A.T A`` and ``A.T b``), callable again
-    on the scaled data when the first one overflowed (:func:`~._scale.scale_sketch`)."""
+    """The sketch's read (``[S A, S b]``), callable again on the scaled data when the first one
+    overflowed (:func:`~._scale.scale_sketch`)."""
 
-    def __init__(self, op, bd, with_gram: bool):
-        self.op, self.bd, self.with_gram = op, bd, with_gram
-        self.gram_A = None
-        self.gram_of = None  # the data (view) the Gram matrix was formed from
+    def __init__(self, op, bd):
+        self.op, self.bd = op, bd
 
     def __call__(self, data):
-        if self.with_gram:  # one read: S A, S b, A.T A, A.T b
-            SA, Sbs, G_A, hs = passes.sketch_gram(data, self.op, extra=[self.bd])
-            self.gram_A, self.gram_of = (G_A, hs[0][:, 0]), data
-            return SA, Sbs[0]
         sk = passes.left_sketch(data, self.op, extra=[] if self.bd is None else [self.bd], dtype=np.float64)
         return sk[0], (sk[1] if self.bd is not None else None)
 
 
 def sketch_stage(s: Solve, session, stacklevel: int):
-    """Pass 1 (or the checkpoint's sketch): ``S A``, ``S b``, the scale of ``A``; returns ``(fac, gram_A)``.
+    """Pass 1 (or the checkpoint's): the factor every method starts from; returns ``(fac, gram_A)``.
 
     ``fac`` is the factored sketch (:func:`~._precond.build_precond`): preconditioner,
     sketch-and-solve solution, estimates of ``||A||_F`` and ``cond(A)``, numerical rank.
+    ``normal_cholqr`` reads ``A.T A`` and ``A.T b`` instead (:func:`_normal_stage`), and
+    ``fac`` is then the Cholesky factor of ``A.T A``; ``gram_A`` is ``(A.T A, A.T b)`` or None.
     """
     req = s.req
+    saved = session.saved_sketch() if session is not None else None
+    gram_A = None
+    if s.meth == "normal_cholqr":
+        got, gram_A = _normal_stage(s, session, saved)
+        if got is not None:
+            return got, gram_A
+        # beyond its limit: the sketch is read (or restored), cholqr runs; the Gram of A stays in the
+        # checkpoint so that a resumed solve repeats this decision without reading A for it
     op = make_operator(req.kind, s.d, s.data.shape[0], seed=s.seed, nnz=min(8, s.d))
     if req.built:  # a backend lstsq built itself: its blocks may suit the sketch
         s.data.prefer_sketch_blocks(s.d)
-    saved = session.saved_sketch() if session is not None else None
-    if saved is not None:
-        SA, Sb, gram_A, sA = saved
+    if saved is not None and saved[0] is not None:
+        SA, Sb, _, sA = saved
         if sA != 1.0:
             s.data = s.data.scaled(sA)
-        if gram_A is None and s.meth == "normal_cholqr":
-            s.reason += "; the checkpoint holds no Gram of A"
     else:
-        sk = _SketchPass(op, s.bd, s.meth == "normal_cholqr")
+        sk = _SketchPass(op, s.bd)
         SA, Sb = sk(s.data)
         s.data, SA, Sb, sA = scale_sketch(s.data, SA, Sb, sk)
-        gram_A = sk.gram_A
-        if gram_A is not None and sk.gram_of is not s.data:
-            # A was scaled (exactly, by a power of two) after its Gram matrix was formed: that Gram
-            # over- or underflowed (||A||^2 beyond float64), so it is dropped and cholqr runs instead
-            gram_A = None
-            s.reason += f"; A.T A over- or underflowed (A scaled by {sA:.3g} after the read)"
-    s.scale_options(sA, SA)
+    s.scale_options(sA, float(np.linalg.norm(SA)))
     # the iterative methods only need R as a preconditioner (and x_sketch as a start): the Cholesky of
     # the sketch's Gram matrix is enough while cond(S A) <= 1e6 (QR otherwise); sketch_solve's x is the QR's
     fac = build_precond(SA, None if Sb is None else Sb[:, 0], damp=s.damp,
@@ -157,7 +153,55 @@ def sketch_stage(s: Solve, session, stacklevel: int):
     if session is not None:
         session.save_sketch(SA, Sb, gram_A, sA)
         session.restore_iteration()
-    return fac, gram_A
+    return fac, None
+
+
+def _normal_stage(s: Solve, session, saved):
+    """``normal_cholqr``'s first read: ``A.T A`` and ``A.T b``, no sketch; returns ``(fac, (G, h))``.
+
+    ``fac`` holds ``N = R^{-1}`` with ``R.T R = A.T A + damp^2 I`` (:func:`~._cholqr.gram_cholesky`),
+    ``||A||_F`` (exact: ``sqrt(trace(A.T A))``) and the condition estimate of ``R``. It is None,
+    and ``s.meth`` becomes ``cholqr`` with ``s.reason`` saying why, when ``||A||_F`` is outside the
+    range where ``A.T A`` is formed without over- or underflow (the sketch's path scales ``A``
+    exactly), when the Cholesky fails, or when the column-scaled factor's 2-norm condition
+    estimate exceeds ``NORMAL_COND_LIMIT``: the Gram of ``A`` is then too inaccurate to refine on.
+    """
+    if saved is not None and saved[2] is not None:  # a resume: the Gram of A of the first read
+        G, h = saved[2]
+    else:
+        G, (h,) = passes.normal_gram(s.data, extra=[s.bd])
+        h = h[:, 0]
+    fro2 = float(np.trace(G))
+    why = None
+    if not (math.isfinite(fro2) and SAFE[0] ** 2 <= fro2 <= SAFE[1] ** 2):
+        why = f"||A||_F^2 = {fro2:.3g} is beyond the range where A.T A is formed without over- or underflow"
+    else:
+        try:
+            R, cond_s, cond = gram_cholesky(G, s.req.damp)
+        except GramFactorError as exc:
+            why = f"the Cholesky of A.T A failed ({exc})"
+        else:
+            if not cond_s <= NORMAL_COND_LIMIT:
+                why = (f"2-norm cond estimate {cond_s:.3g} (column-scaled Cholesky factor of A.T A) > "
+                       f"{NORMAL_COND_LIMIT:.0e}: A.T A is too inaccurate")
+    if why is not None:
+        s.meth, s.reason = "cholqr", s.reason + f"; {why}, ran cholqr (its sketch and Gram of A R^-1: two more reads)"
+        if session is not None and saved is None:
+            session.save_sketch(None, None, (G, h), 1.0)
+        return None, (G, h)
+    s.scale_options(1.0, math.sqrt(fro2))
+    n = G.shape[0]
+    hz = scipy.linalg.solve_triangular(R, h, trans="T", check_finite=False)  # R^{-T} A.T b
+    x = scipy.linalg.solve_triangular(R, hz, check_finite=False)  # the normal-equation solution
+    rho = float(np.sqrt(max(s.bnorm**2 - float(hz @ hz), 0.0)))  # ||b - A x||^2 = ||b||^2 - h.T G^-1 h
+    fac = SketchFactor(Precond(R=R), x, rho, cond, n, math.sqrt(fro2))
+    s.reason += f"; 2-norm cond estimate {cond_s:.3g} <= {NORMAL_COND_LIMIT:.0e} (column-scaled Cholesky of A.T A)"
+    if s.req.method == "auto":
+        s.reason += f"; cond estimate {cond:.3g}"
+    if session is not None:
+        session.save_sketch(None, None, (G, h), 1.0)
+        session.restore_iteration()
+    return fac, (G, h)
 
 
 def warn_ill_conditioned(s: Solve, fac, stacklevel: int) -> None:
@@ -179,26 +223,17 @@ def run_sketch_solve(s: Solve, fac, gram_A, session) -> Outcome:
 
 
 def run_normal_cholqr(s: Solve, fac, gram_A, session) -> Outcome | None:
-    """The Gram of ``A`` from the sketch's read, used while the sketch says ``cond(A) <= NORMAL_COND_LIMIT``;
-    otherwise (or if its Cholesky fails) hands over to ``cholqr``, which forms the Gram of ``A R^-1`` in a
-    read of its own (the same decision on a resume: the checkpoint keeps ``S A`` and the Gram of ``A``)."""
-    factor = None
-    if gram_A is None:  # (the sketch stage said why: a checkpoint without it, or A.T A out of range)
+    """Corrected semi-normal refinement on the Cholesky factor of ``A.T A`` (``fac``, from
+    :func:`_normal_stage`, which handed over to ``cholqr`` already when that factor is unusable):
+    one read per step, the last step checked from ``A.T A`` without a read when the bounds allow."""
+    if gram_A is None:  # (not reached: the stage hands over first)
         s.meth, s.reason = "cholqr", s.reason + "; no Gram of A to use: ran cholqr"
         return None
-    if fac.precond.R is None or (cond2 := cond2_estimate(fac.precond.R)) > NORMAL_COND_LIMIT:
-        c2 = f"{cond2:.3g}" if fac.precond.R is not None else "inf (rank-deficient)"
-        s.meth, s.reason = "cholqr", (s.reason + f"; 2-norm cond estimate {c2} > {NORMAL_COND_LIMIT:.0e}: the Gram "
-                                      "of A is too inaccurate, ran cholqr (one more read)")
-        return None
-    s.reason += f"; 2-norm cond estimate {cond2:.3g} <= {NORMAL_COND_LIMIT:.0e}"
     state = session.state_for("cholqr") if session is not None else None
+    n = fac.precond.R.shape[0]
+    factor = None
     if state is None:  # (resuming the refinement: the checkpoint holds R2 and x)
-        try:
-            factor = normal_factor(gram_A[0], gram_A[1], fac.precond.R, s.damp)
-        except GramFactorError as exc:
-            s.meth, s.reason = "cholqr", s.reason + f"; Cholesky of the preconditioned A.T A failed ({exc}): ran cholqr"
-            return None
+        factor = (np.eye(n), scipy.linalg.solve_triangular(fac.precond.R, gram_A[1], trans="T", check_finite=False))
     x, r, istop, itn, normr, normar, hist = cholqr_solve(
         s.data, s.bd, s.cT, fac.precond, damp=s.damp, atol=s.req.atol, btol=s.req.btol, maxiter=s.maxiter(),
         bnorm=s.bnorm, anorm_A=fac.anorm, x0=s.x0, checkpoint=session, state=state, factor=factor, min_steps=1,

@@ -8,9 +8,10 @@ A session wraps a :class:`~distsketch.solve._checkpoint.Checkpoint` (a path, or 
   the seed: a ``seed=None`` call takes the seed the checkpointed one drew) and loads the
   saved state, if any; the data is then expected to have the saved fingerprint, which the
   next pass verifies before anything is returned;
-* the first checkpoint, after the sketch, holds ``S A`` (and ``S b``, the Gram matrix of
-  ``A`` for ``normal_cholqr``, the scale of ``A``); every later one keeps them, so a
-  resumed solve skips the sketch's read;
+* the first checkpoint, after the first read, holds ``S A`` (and ``S b``, the scale of
+  ``A``), or for ``normal_cholqr`` the Gram matrix of ``A`` and ``A.T b`` (with ``S A`` too
+  once its fallback has read the sketch); every later one keeps them, so a resumed solve
+  skips those reads;
 * counters are restored through the backend (:meth:`RowData.restore_state`): the
   result's ``passes`` counts the reads of the whole solve, interrupted or not.
 """
@@ -60,7 +61,9 @@ class CheckpointSession:
             solve.seed = saved_seed if saved_seed is not None else solve.seed
         fp = {"shape": [req.m, req.n], "dtype": str(req.dtype), "b": b_checksum(solve), "c": _digest(req.c),
               "method": req.method, "atol": req.atol, "btol": req.btol, "maxiter": req.maxiter, "damp": req.damp,
-              "seed": solve.seed, "sketch": (req.kind, solve.d), "x0": None if req.x0 is None else req.x0.tolist()}
+              "seed": solve.seed, "sketch": (req.kind, solve.d), "x0": None if req.x0 is None else req.x0.tolist(),
+              # 2: normal_cholqr factors A.T A itself (format 1 refined on the sketch's R: not resumable)
+              "format": 2}
         ckpt.bind(fp)
         ckpt.data = solve.data
         self = cls(ckpt, solve)
@@ -79,7 +82,8 @@ class CheckpointSession:
         return self.state if self.stage == stage else None
 
     def saved_sketch(self):
-        """``(SA, Sb, gram_A, sA)`` of the loaded state, with the pass counter restored; None for a fresh start."""
+        """``(SA, Sb, gram_A, sA)`` of the loaded state (``SA`` None when only the Gram of ``A`` was
+        saved), with the pass counter restored; None for a fresh start."""
         st = self.state
         if st is None:
             return None
@@ -87,13 +91,16 @@ class CheckpointSession:
         self._sketch = {k: st[k] for k in SKETCH_KEYS if k in st}
         gram_A = (st["G_A"], st["h_A"]) if "G_A" in st else None
         sA = float(st["scale_A"]) if "scale_A" in st else 1.0
-        return st["SA"], (st["Sb"] if "Sb" in st else None), gram_A, sA
+        return (st["SA"] if "SA" in st else None), (st["Sb"] if "Sb" in st else None), gram_A, sA
 
     def save_sketch(self, SA, Sb, gram_A, sA) -> None:
-        """The first checkpoint: the sketch (skipped on a resume, whose sketch is the saved one)."""
-        if self.state is not None:
+        """The first checkpoint: the sketch and/or the Gram of ``A`` (skipped on a resume whose state
+        holds them already; a state with the Gram only gains the sketch read after it)."""
+        if self.state is not None and (SA is None or "SA" in self.state):
             return
-        save = {"SA": SA, "passes_sketch": np.array(self.solve.data.passes), "scale_A": np.array(sA)}
+        save = {"passes_sketch": np.array(self.solve.data.passes), "scale_A": np.array(sA)}
+        if SA is not None:
+            save["SA"] = SA
         if Sb is not None:
             save["Sb"] = Sb
         if gram_A is not None:

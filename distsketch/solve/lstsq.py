@@ -111,9 +111,9 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     Gram matrix; see :func:`~distsketch.solve._precond.build_precond`). A pass costs the
     larger of its read and its arithmetic (they overlap):
 
-    * ``normal_cholqr``: ``max(t_r, m n^2 / F + sketch(2n))`` (S A, A.T A, A.T b in one
-      read) + factor(2n) + ``7/3 n^3 / F`` + 1 refinement read (``4 m n`` flops; the step
-      after it is checked from ``A.T A``);
+    * ``normal_cholqr``: ``max(t_r, m n^2 / F)`` (A.T A and A.T b in one read, no sketch) +
+      ``n^3 / (3 F)`` (its Cholesky) + 1 refinement read (``4 m n`` flops; the step after it
+      is checked from ``A.T A``);
     * ``cholqr``: ``max(t_r, sketch(2n))`` + factor(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
       ``A R^-1``) + 1 refinement read;
     * ``sketch_precondition``: ``max(t_r, sketch(f n))`` + factor(f n) + ``k + 2`` reads of
@@ -145,7 +145,7 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     f_best = lsqr_sketch_factor(m, n, lazy=lazy, itemsize=itemsize, atol=atol)
     iters = _lsqr_iterations(atol, f_best)
     costs = {
-        "normal_cholqr": max(t_r, m * n * n / F + sketch(2 * n)) + factor(2 * n) + 7 * n**3 / (3 * F) + step(),
+        "normal_cholqr": max(t_r, m * n * n / F) + n**3 / (3 * F) + step(),
         "cholqr": max(t_r, sketch(2 * n)) + factor(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
         "sketch_precondition": lsqr(f_best),
     }
@@ -179,7 +179,8 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None,
            f"{t['factor_2n_s']:.3g} s; LSQR: a {t['lsqr_sketch_factor']}n sketch, factor {t['factor_lsqr_s']:.3g} s, "
            f"{t['lsqr_iterations']} iterations]")
     if best == "normal_cholqr":
-        est += "; normal_cholqr falls back to cholqr (one more read) if the sketch estimates cond(A) > 1e7"
+        est += ("; normal_cholqr falls back to cholqr (two more reads) if the Cholesky factor of A.T A "
+                "estimates cond > 1e7")
     return best, est
 
 
@@ -205,10 +206,10 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
         ``sketch_precondition``: LSQR on ``A N`` with the fused one-read step, warm-started
         from the sketch-and-solve solution and refined. ``cholqr``: randomized Cholesky QR
         and refinement, 3-4 passes in all.
-        ``normal_cholqr``: the Gram matrix ``A.T A`` formed in the sketch's own read and
-        preconditioned by the sketch's ``R`` (Cholesky of ``R^-T A.T A R^-1``), one
-        corrected semi-normal step: 3 passes; used while the sketch estimates
-        ``cond(A) <= 1e7``, else ``cholqr`` runs (``method`` and ``reason`` say so). For
+        ``normal_cholqr``: no sketch: one read forms ``A.T A`` and ``A.T b``, whose
+        (column-scaled) Cholesky factor ``R`` preconditions one corrected semi-normal step:
+        2 passes; used while ``R``'s condition estimate is at most 1e7, else the sketch is
+        read and ``cholqr`` runs (``method`` and ``reason`` say so; 2 more passes). For
         ``m < n`` or a ``c`` term it runs ``cholqr``.
         ``auto``: a cost model of passes, flops and bytes with measured rates (see
         :func:`choose_method`); ``reason`` quotes it.
@@ -290,17 +291,17 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     -----
     Passes (reads of ``A``): ``sketch_solve`` 1; ``cholqr`` 1 (sketch) + 1 (Gram of
     ``A N``) + one per refinement step, each computing ``r = b - A x`` and ``A.T r``
-    together; ``normal_cholqr`` 1 (sketch and Gram of ``A``) + one per refinement step
+    together; ``normal_cholqr`` 1 (the Gram of ``A``) + one per refinement step
     (at least one step; that step is checked from ``A.T A`` without a read when the bounds
     allow, see below: 2 in all at full accuracy, else 3);
     ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration + one
     verification. Every count is reported in ``passes``.
 
-    Flops: ``normal_cholqr`` ``m n^2`` (SYRK) + ``16 m n`` (sparse sketch) in its first
-    read, ``cholqr`` ``3 m n^2`` in its Gram read (``A_i R^-1`` and its Gram), LSQR
+    Flops: ``normal_cholqr`` ``m n^2`` (SYRK) in its first read, ``cholqr`` ``3 m n^2`` in its Gram read (``A_i R^-1`` and its Gram), LSQR
     ``4 m n`` per iteration. Why ``normal_cholqr`` stays accurate: ``A.T A`` is formed
-    with an error ``~ eps ||A||^2``, so the preconditioned Gram ``R^-T A.T A R^-1`` is
-    known to ``~ eps cond(A)^2`` and each corrected semi-normal step (the residual and
+    with an error ``~ eps |A|.T |A|``, so its Cholesky factor ``R`` (computed after scaling
+    the columns to unit norm) makes ``R^-T A.T A R^-1`` the identity to ``~ eps cond^2``
+    (``cond`` that of the column-scaled ``A``, the gate's) and each corrected semi-normal step (the residual and
     ``A.T r`` recomputed from ``A`` itself) contracts the error by about that factor;
     the first ``x`` already meets the residual tests but has a forward error
     ``~ eps cond(A)^2``, hence the step that is always taken. That step ``dx`` is checked
@@ -319,7 +320,8 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     on the bounds from the read before it, as above; for the minimum-norm problem
     ``A x - b`` as the refinement accumulates it, equal to the true one to
     ``eps ||A|| ||x||``, so tolerances 0 can end in istop 1), with ``||A||`` estimated by
-    ``||S A||_F`` (``sqrt(||S A||_F^2 + n damp^2)`` for ridge), ``g = A.T r - damp^2 x - c``
+    ``||S A||_F`` (``normal_cholqr``: ``||A||_F`` itself, from ``A.T A``;
+    ``sqrt(||A||_F^2 + n damp^2)`` for ridge), ``g = A.T r - damp^2 x - c``
     and the rounding level ``rho = 10 sqrt(n) eps (||A|| (||r|| + ||A|| ||x||) + ||c||)``
     (for the minimum-norm problem ``10 sqrt(m) eps (||A|| ||x|| + ||b||)``). The codes
     are scipy lsqr's with the same wording (``message``), plus 8 and 9; the same code
