@@ -123,6 +123,8 @@ def sketch_stage(s: Solve, session, stacklevel: int):
     ``fac`` is then the Cholesky factor of ``A.T A``; ``gram_A`` is ``(A.T A, A.T b)`` or None.
     """
     req = s.req
+    # the operator first (cheap; it checks d against m) even where normal_cholqr may not need it
+    op = make_operator(req.kind, s.d, s.data.shape[0], seed=s.seed, nnz=min(8, s.d))
     saved = session.saved_sketch() if session is not None else None
     gram_A = None
     if s.meth == "normal_cholqr":
@@ -131,7 +133,6 @@ def sketch_stage(s: Solve, session, stacklevel: int):
             return got, gram_A
         # beyond its limit: the sketch is read (or restored), cholqr runs; the Gram of A stays in the
         # checkpoint so that a resumed solve repeats this decision without reading A for it
-    op = make_operator(req.kind, s.d, s.data.shape[0], seed=s.seed, nnz=min(8, s.d))
     if req.built:  # a backend lstsq built itself: its blocks may suit the sketch
         s.data.prefer_sketch_blocks(s.d)
     if saved is not None and saved[0] is not None:
@@ -176,8 +177,9 @@ def _normal_stage(s: Solve, session, saved):
     if not (math.isfinite(fro2) and SAFE[0] ** 2 <= fro2 <= SAFE[1] ** 2):
         why = f"||A||_F^2 = {fro2:.3g} is beyond the range where A.T A is formed without over- or underflow"
     else:
+        s.scale_options(1.0, math.sqrt(fro2))  # (a damp whose square overflows is refused here)
         try:
-            R, cond_s, cond = gram_cholesky(G, s.req.damp)
+            R, cond_s, cond = gram_cholesky(G, s.damp)
         except GramFactorError as exc:
             why = f"the Cholesky of A.T A failed ({exc})"
         else:
@@ -189,7 +191,6 @@ def _normal_stage(s: Solve, session, saved):
         if session is not None and saved is None:
             session.save_sketch(None, None, (G, h), 1.0)
         return None, (G, h)
-    s.scale_options(1.0, math.sqrt(fro2))
     n = G.shape[0]
     hz = scipy.linalg.solve_triangular(R, h, trans="T", check_finite=False)  # R^{-T} A.T b
     x = scipy.linalg.solve_triangular(R, hz, check_finite=False)  # the normal-equation solution

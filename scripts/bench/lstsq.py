@@ -21,7 +21,7 @@ Floors, measured in the same process before the methods (medians of --repeats):
 A method's floor is what its algorithm must spend at those rates (each pass costs the larger of its
 read and its flops; the dense n^3 work at the GEMM rate):
   sketch_precondition  sketch(fn) + factor(fn) + (passes - 1) x read_pair
-  normal_cholqr        max(read, SYRK + sketch(2n)) + factor(2n) + 7/3 n^3 / F + (passes - 1) x read_pair
+  normal_cholqr        max(read, SYRK) + n^3 / (3 F) + (passes - 1) x read_pair   (no sketch)
   cholqr               sketch(2n) + factor(2n) + max(read, 3 m n^2 / F) + (passes - 2) x read_pair
 and "fraction_of_floor" = median seconds / floor (1.0 is at the floor).
 
@@ -121,7 +121,7 @@ def memory_floors(A, b, repeats, atol):
         fl[f"qr_{label}_s"] = reps(lambda: scipy.linalg.qr(np.asfortranarray(sk[0]), mode="r",
                                                            check_finite=False), 1)[0]
     F = fl["gemm_GFLOPs"] * 1e9
-    fl["dense_n3_s"] = 7 * n**3 / (3 * F)
+    fl["chol_n3_s"] = n**3 / (3 * F)
     fl["gram_AN_s"] = 3.0 * m * n * n / F
     return fl
 
@@ -132,8 +132,7 @@ def floor_of(meth, passes, fl):
     if meth == "sketch_precondition":
         return fl["sketch_fn_s"] + fl["factor_fn_s"] + (passes - 1) * rp
     if meth == "normal_cholqr":
-        return max(fl.get("read_s", 0.0), fl["syrk_s"] + fl["sketch_2n_s"]) + fl["factor_2n_s"] + fl["dense_n3_s"] \
-            + (passes - 1) * rp
+        return max(fl.get("read_s", 0.0), fl["syrk_s"]) + fl["chol_n3_s"] + (passes - 1) * rp
     if meth == "cholqr":
         return fl["sketch_2n_s"] + fl["factor_2n_s"] + max(fl.get("read_s", 0.0), fl["gram_AN_s"]) + (passes - 2) * rp
     return None
@@ -216,7 +215,7 @@ def bench_ooc(p, repeats, workers, memory_limit, x_gelsd, lsqr=False, atol=1e-12
         fl = {"read_s": t_read, "read_pair_s": t_read, "read_da_from_zarr_s": t_read_zarr,
               "workers_gemm_1t_GFLOPs": F / 1e9,
               "worker_blas_threads": [v["blas_threads"] for v in wk.values()],
-              "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F, "dense_n3_s": 7 * n**3 / (3 * F)}
+              "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F, "chol_n3_s": n**3 / (3 * F)}
         # the sketch and its QR, as lstsq runs them here (a sketch pass is at least a read)
         from distsketch import passes
         from distsketch.backends import as_rowdata

@@ -35,7 +35,7 @@ def main(argv=None):
     import distsketch
     from distsketch import passes
 
-    L = sys.modules["distsketch.solve._runners"]  # where lstsq calls build_precond and normal_factor
+    L = sys.modules["distsketch.solve._runners"]  # where lstsq calls build_precond and gram_cholesky
     rng = np.random.default_rng(0)
     A = rng.standard_normal((a.m, a.n)) * np.geomspace(1, 1e-5, a.n)
     b = rng.standard_normal(a.m)
@@ -65,10 +65,10 @@ def main(argv=None):
 
         setattr(mod, name, g)
 
-    for name in ("left_sketch", "lsqr_step", "lsqr_step_tiled", "gram", "sketch_gram"):
+    for name in ("left_sketch", "lsqr_step", "lsqr_step_tiled", "gram", "normal_gram"):
         if hasattr(passes, name):
             wrap(passes, name)
-    for name in ("build_precond", "normal_factor"):
+    for name in ("build_precond", "gram_cholesky"):
         if hasattr(L, name):
             wrap(L, name)
     with threadpool_limits(1):
