@@ -25,7 +25,7 @@ OOC_READ_BYTES_PER_S = 5e8
 _RATES: dict = {}
 #: rates of this project's 2-core reference machine (quiet), used instead of a measurement for
 #: problems of under 1e10 flops (m n^2), where any method takes well under a second
-NOMINAL_RATES = {"gemm_1t": 5e10, "sparse_1t": 1.5e9, "read_bw": 2e10}
+NOMINAL_RATES = {"gemm_1t": 5e10, "sparse_1t": 1.5e9, "read_bw": 2e10, "step_bw": 8e9}
 
 
 def machine_rates() -> dict:
@@ -36,7 +36,12 @@ def machine_rates() -> dict:
     (``2 nnz`` per entry of ``A``) of the sparse-sign sketch of a 2048 x 128 block on one
     thread, through the operator itself. ``read_bw``: bytes/s of a matrix-vector product
     of a 64 MiB matrix (larger than the caches) with all threads: one in-memory read of
-    ``A``. Medians of three; a loaded machine measures lower rates, and the choice follows.
+    ``A``. ``step_bw``: bytes of ``A`` per second of the refinement/LSQR pass
+    (:func:`distsketch.passes.lsqr_step_tiled`: ``A v``, ``A.T w`` and ``||w||``) over the
+    same matrix in 4 row blocks, as the numpy backend runs it: 2.3-3.4x slower than
+    ``read_bw`` here (each tile is multiplied twice, the second time from cache), so a
+    step is not priced as one read. Medians of three; a loaded machine measures lower
+    rates, and the choice follows.
     """
     if _RATES:
         return dict(_RATES)
@@ -66,7 +71,13 @@ def machine_rates() -> dict:
     v = np.ones(1024)
     big @ v
     bw = big.nbytes / best(lambda: big @ v)
-    _RATES.update(gemm_1t=float(gemm), sparse_1t=float(sparse), read_bw=float(bw))
+    from .. import passes
+    from ..backends import as_rowdata
+
+    data = as_rowdata(big, block_rows=big.shape[0] // 4)
+    passes.lsqr_step_tiled(data, v)
+    step = big.nbytes / best(lambda: passes.lsqr_step_tiled(data, v))
+    _RATES.update(gemm_1t=float(gemm), sparse_1t=float(sparse), read_bw=float(bw), step_bw=float(step))
     return dict(_RATES)
 
 
@@ -109,15 +120,17 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     :data:`OOC_READ_BYTES_PER_S` out of core), the sparse sketch ``16 m n / (p sparse_1t)``
     and the factor of a ``d x n`` sketch ``(d n^2 + n^3 / 3) / F`` (SYRK and Cholesky of its
     Gram matrix; see :func:`~distsketch.solve._precond.build_precond`). A pass costs the
-    larger of its read and its arithmetic (they overlap):
+    larger of its read and its arithmetic (they overlap); a refinement or LSQR step
+    (``A v``, ``A.T w``: ``4 m n`` flops) costs ``step = max(t_s, 4 m n / F)`` with ``t_s`` a
+    read out of core and, in memory, ``m n itemsize / step_bw`` (the step's own measured rate,
+    see :func:`machine_rates`):
 
     * ``normal_cholqr``: ``max(t_r, m n^2 / F)`` (A.T A and A.T b in one read, no sketch) +
-      ``n^3 / (3 F)`` (its Cholesky) + 1 refinement read (``4 m n`` flops; the step after it
-      is checked from ``A.T A``);
+      ``n^3 / (3 F)`` (its Cholesky) + 1 step (the correction after it is checked from ``A.T A``);
     * ``cholqr``: ``max(t_r, sketch(2n))`` + factor(2n) + ``max(t_r, 3 m n^2 / F)`` (the Gram of
-      ``A R^-1``) + 1 refinement read;
-    * ``sketch_precondition``: ``max(t_r, sketch(f n))`` + factor(f n) + ``k + 2`` reads of
-      ``4 m n`` flops, ``k = log(atol) / log(1/sqrt(f))`` LSQR iterations, for the sketch
+      ``A R^-1``) + 1 step;
+    * ``sketch_precondition``: ``max(t_r, sketch(f n))`` + factor(f n) + ``k + 2`` steps,
+      ``k = log(atol) / log(1/sqrt(f))`` LSQR iterations, for the sketch
       size ``f n`` of :func:`lsqr_sketch_factor` (``terms["lsqr_sketch_factor"]``): a larger
       sketch costs more to factor and saves iterations, the more so the smaller ``atol``.
     """
@@ -136,8 +149,11 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
     def factor(d):
         return (d * n * n + n**3 / 3.0) / F
 
+    # a refinement/LSQR step: out of core the read dominates; in memory its measured rate
+    t_step = t_r if lazy else m * n * itemsize / rates.get("step_bw", 0.4 * rates["read_bw"])
+
     def step():
-        return max(t_r, 4.0 * m * n / F)
+        return max(t_step, 4.0 * m * n / F)
 
     def lsqr(f):
         return max(t_r, sketch(f * n)) + factor(f * n) + (_lsqr_iterations(atol, f) + 2) * step()
@@ -149,7 +165,8 @@ def method_costs(m, n, *, lazy, itemsize, atol, threads=None, rates=None) -> dic
         "cholqr": max(t_r, sketch(2 * n)) + factor(2 * n) + max(t_r, 3.0 * m * n * n / F) + step(),
         "sketch_precondition": lsqr(f_best),
     }
-    terms = {"threads": p, "gemm_GFLOPs": F / 1e9, "read_s": t_r, "read_GBs": B / 1e9, "lsqr_iterations": iters,
+    terms = {"threads": p, "gemm_GFLOPs": F / 1e9, "read_s": t_r, "read_GBs": B / 1e9, "step_s": step(),
+             "lsqr_iterations": iters,
              "lsqr_sketch_factor": f_best, "sketch_2n_s": sketch(2 * n), "factor_2n_s": factor(2 * n),
              "factor_lsqr_s": factor(f_best * n), "syrk_s": m * n * n / F, "gram_AN_s": 3.0 * m * n * n / F,
              "rates": "nominal" if nominal else "measured"}
@@ -173,7 +190,7 @@ def choose_method(m, n, *, lazy, itemsize, atol, c_given, minnorm, threads=None,
     where = "out of core" if lazy else "in memory"
     rd = "assumed" if lazy else t["rates"]
     est = (f"{where}, cost model (GEMM {t['gemm_GFLOPs']:.3g} GFLOP/s {t['rates']} on {t['threads']} threads, one "
-           f"read of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}): "
+           f"read of A {t['read_s']:.3g} s at {t['read_GBs']:.3g} GB/s {rd}, a refinement/LSQR step {t['step_s']:.3g} s): "
            + ", ".join(f"{k} ~{v:.3g} s in {ps[k]} reads" for k, v in sorted(c.items(), key=lambda kv: kv[1]))
            + f" [SYRK of A {t['syrk_s']:.3g} s, Gram of A R^-1 {t['gram_AN_s']:.3g} s, factor of the 2n sketch "
            f"{t['factor_2n_s']:.3g} s; LSQR: a {t['lsqr_sketch_factor']}n sketch, factor {t['factor_lsqr_s']:.3g} s, "
