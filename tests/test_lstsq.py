@@ -226,6 +226,7 @@ def test_tiled_step_spans_many_tiles(monkeypatch):
     from distsketch.backends import NumpyRowData
 
     monkeypatch.setattr(passes, "TILE_BYTES", 1)
+    monkeypatch.setattr(passes, "TILE_MIN_ROWS", 16)
     rng = np.random.default_rng(12)
     A, v, u = rng.standard_normal((10_000, 5)), rng.standard_normal(5), rng.standard_normal(10_000)
     w, ATw, ww = passes.lsqr_step_tiled(NumpyRowData(A, block_rows=4096), v, u, -1.5)
