@@ -285,6 +285,18 @@ def test_normal_cholqr_falls_back_beyond_cond_limit(problems, layout):
     assert 4 <= res.passes <= 6
 
 
+def test_normal_cholqr_gate_refuses_a_factor_it_could_compute(problems):
+    """cond 3e7: the Cholesky of A.T A succeeds (cond(A.T A) ~1e15 < 1/eps), but its condition estimate
+    is past 1e7, where a refinement step would contract the error by only ~eps cond^2 ~ 0.2."""
+    p = problems(6000, 30, 3e7, 0.9, None, "float64")
+    A, b = p.numpy("A"), p.numpy("b")
+    res = distsketch.lstsq(A, b, method="normal_cholqr", seed=3)
+    assert res.method == "cholqr" and "> 1e+07" in res.reason and res.converged, res.reason
+    xg = gelsd(A, b, False)
+    eps = np.finfo(np.float64).eps
+    assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + 10 * eps * p.s[0] * np.linalg.norm(b - A @ xg)
+
+
 def test_normal_cholqr_chunk_invariant_and_counted(problems):
     """Any chunking gives x to its forward-error level (the Gram sums differ by rounding); passes equal
     the reads counted."""
