@@ -297,6 +297,21 @@ def test_normal_cholqr_gate_refuses_a_factor_it_could_compute(problems):
     assert normal_error(A, b, res.x) <= 10 * normal_error(A, b, xg) + 10 * eps * p.s[0] * np.linalg.norm(b - A @ xg)
 
 
+def test_normal_cholqr_zero_column_falls_back_to_the_minimum_norm_solution():
+    """A zero column: A.T A is singular, the method says so and cholqr returns gelsd's minimum-norm x."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((3000, 12))
+    A[:, 5] = 0
+    b = rng.standard_normal(3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", distsketch.IllConditionedWarning)
+        res = distsketch.lstsq(A, b, method="normal_cholqr", seed=1)
+    assert res.method == "cholqr" and "column 5 of A is zero" in res.reason and res.converged, res.reason
+    xg = gelsd(A, b, False)
+    assert res.x[5] == 0 or abs(res.x[5]) <= 1e-12 * np.linalg.norm(xg)
+    assert np.linalg.norm(res.x - xg) <= 1e-10 * np.linalg.norm(xg)
+
+
 def test_normal_cholqr_chunk_invariant_and_counted(problems):
     """Any chunking gives x to its forward-error level (the Gram sums differ by rounding); passes equal
     the reads counted."""

@@ -115,9 +115,10 @@ def gram_cholesky(G, damp):
     n = G.shape[0]
     Gd = G + damp**2 * np.eye(n) if damp else np.array(G, dtype=np.float64)
     dg = np.diag(Gd).copy()
-    if not (np.all(np.isfinite(Gd)) and np.all(dg > 0)):
-        k = int(np.flatnonzero(~(dg > 0) | ~np.isfinite(dg))[0]) if not np.all(dg > 0) else -1
-        raise GramFactorError("A.T A is not finite" if k < 0 else f"column {k} of A is zero")
+    if not np.all(np.isfinite(Gd)):
+        raise GramFactorError("A.T A is not finite")
+    if not np.all(dg > 0):
+        raise GramFactorError(f"column {int(np.flatnonzero(~(dg > 0))[0])} of A is zero")
     dsc = 1.0 / np.sqrt(dg)
     Gs = Gd * dsc[:, None] * dsc[None, :]
     Rs, info = scipy.linalg.lapack.dpotrf(Gs, lower=0, clean=1, overwrite_a=1)
