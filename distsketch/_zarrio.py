@@ -27,21 +27,16 @@ compare both).
 
 from __future__ import annotations
 
-import os
 import mmap
+import os
 import struct
 
 import numpy as np
 
+from ._memory import aligned_empty
 from .errors import CorruptChunkError
 
-__all__ = ["ChunkReader", "aligned_empty", "corrupt_chunk_error"]
-
-def aligned_empty(nbytes: int) -> np.ndarray:
-    """An uninitialised byte buffer of ``nbytes`` starting at a 64-byte boundary."""
-    buf = np.empty(nbytes + 64, dtype=np.uint8)
-    start = (-buf.ctypes.data) % 64
-    return buf[start:start + nbytes]
+__all__ = ["ChunkReader", "corrupt_chunk_error"]
 
 
 def corrupt_chunk_error(keys: str, source: str, why: str) -> CorruptChunkError:

@@ -227,9 +227,6 @@ def run_normal_cholqr(s: Solve, fac, gram_A, session) -> Outcome | None:
     """Corrected semi-normal refinement on the Cholesky factor of ``A.T A`` (``fac``, from
     :func:`_normal_stage`, which handed over to ``cholqr`` already when that factor is unusable):
     one read per step, the last step checked from ``A.T A`` without a read when the bounds allow."""
-    if gram_A is None:  # (not reached: the stage hands over first)
-        s.meth, s.reason = "cholqr", s.reason + "; no Gram of A to use: ran cholqr"
-        return None
     state = session.state_for("cholqr") if session is not None else None
     n = fac.precond.R.shape[0]
     factor = None

@@ -314,12 +314,13 @@ def lstsq(A, b, *, method: str = "auto", atol: float = 1e-12, btol: float = 1e-1
     ``sketch_precondition`` 1 (sketch) + 1 (``r0``) + one per LSQR iteration + one
     verification. Every count is reported in ``passes``.
 
-    Flops: ``normal_cholqr`` ``m n^2`` (SYRK) in its first read, ``cholqr`` ``3 m n^2`` in its Gram read (``A_i R^-1`` and its Gram), LSQR
-    ``4 m n`` per iteration. Why ``normal_cholqr`` stays accurate: ``A.T A`` is formed
-    with an error ``~ eps |A|.T |A|``, so its Cholesky factor ``R`` (computed after scaling
-    the columns to unit norm) makes ``R^-T A.T A R^-1`` the identity to ``~ eps cond^2``
-    (``cond`` that of the column-scaled ``A``, the gate's) and each corrected semi-normal step (the residual and
-    ``A.T r`` recomputed from ``A`` itself) contracts the error by about that factor;
+    Flops: ``normal_cholqr`` ``m n^2`` (SYRK) in its first read, ``cholqr`` ``3 m n^2`` in
+    its Gram read (``A_i R^-1`` and its Gram), LSQR ``4 m n`` per iteration. Why
+    ``normal_cholqr`` stays accurate: ``A.T A`` is formed with an error ``~ eps |A|.T |A|``,
+    so its Cholesky factor ``R`` (computed after scaling the columns to unit norm) makes
+    ``R^-T A.T A R^-1`` the identity to ``~ eps cond^2`` (``cond`` that of the column-scaled
+    ``A``, the gate's) and each corrected semi-normal step (the residual and ``A.T r``
+    recomputed from ``A`` itself) contracts the error by about that factor;
     the first ``x`` already meets the residual tests but has a forward error
     ``~ eps cond(A)^2``, hence the step that is always taken. That step ``dx`` is checked
     without reading ``A`` again: the read before it gave the true ``g`` of ``x``, and
