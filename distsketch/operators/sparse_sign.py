@@ -29,6 +29,10 @@ __all__ = ["SparseSign"]
 APPLY_TILE_COLS = 64
 APPLY_TILE_BYTES = 8 * 2**20
 
+#: Floyd's repeat test as pairwise compares of contiguous vectors up to this many earlier picks
+#: (cheaper than one panel x t comparison for the usual nnz <= 16); the same picks either way
+_PAIRWISE_MAX = 16
+
 
 @dataclass(frozen=True)
 class SparseSign(SketchOperator):
@@ -56,41 +60,47 @@ class SparseSign(SketchOperator):
             )
 
     def _panel_pattern(self, p: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices (panel x nnz, int32) and values (panel x nnz, float64) of panel ``p``."""
+        """Row indices (nnz x panel, int32) and signs (nnz x panel, True for +) of panel ``p``:
+        entry ``[t, j]`` is the ``t``-th nonzero of the panel's column ``j``."""
         rng = self._panel_rng(p)
         P, d, k = self.panel, self.d, self.nnz
-        rows = np.empty((P, k), dtype=np.int32)
+        rows = np.empty((k, P), dtype=np.int32)  # one contiguous row of picks per t
         for t in range(k):
             top = d - k + t  # Floyd: draw from [0, top]; on a repeat take top itself
             draw = rng.integers(0, top + 1, size=P, dtype=np.int32)
-            if t:
-                repeat = (rows[:, :t] == draw[:, None]).any(axis=1)
+            if t and t <= _PAIRWISE_MAX:  # t compares of contiguous vectors, no P x t temporary
+                repeat = rows[0] == draw
+                for s in range(1, t):
+                    repeat |= rows[s] == draw
                 draw[repeat] = top
-            rows[:, t] = draw
+            elif t:
+                draw[(rows[:t] == draw).any(axis=0)] = top
+            rows[t] = draw
         signs = rng.integers(0, 2, size=(P, k), dtype=np.int8)
-        vals = np.where(signs == 1, 1.0, -1.0) / np.sqrt(k)
-        return rows, vals
+        return rows, (signs == 1).T
 
     def _csc(self, j0: int, j1: int, dtype) -> sp.csc_matrix:
         """``S[:, j0:j1]`` as a CSC matrix with exactly ``nnz`` entries a column."""
-        if j1 <= j0:  # an empty row block (a zero-row chunk, an MPI rank without rows)
-            return sp.csc_matrix((self.d, 0), dtype=dtype)
-        parts_r, parts_v = [], []
-        for p, lo, hi, _ in self._panels(j0, j1):
-            rows, vals = self._panel_pattern(p)
-            parts_r.append(rows[lo:hi])
-            parts_v.append(vals[lo:hi])
-        rows = np.concatenate(parts_r).ravel()
-        vals = np.concatenate(parts_v).ravel().astype(dtype, copy=False)
         k = j1 - j0
-        indptr = np.arange(0, (k + 1) * self.nnz, self.nnz, dtype=np.int64)
-        return sp.csc_matrix((vals, rows, indptr), shape=(self.d, k))
+        if k <= 0:  # an empty row block (a zero-row chunk, an MPI rank without rows)
+            return sp.csc_matrix((self.d, 0), dtype=dtype)
+        nnz = self.nnz
+        indices = np.empty((k, nnz), dtype=np.int32)
+        positive = np.empty((k, nnz), dtype=bool)
+        for p, lo, hi, o in self._panels(j0, j1):
+            rows, pos = self._panel_pattern(p)
+            indices[o:o + hi - lo] = rows[:, lo:hi].T
+            positive[o:o + hi - lo] = pos[:, lo:hi].T
+        v = np.dtype(dtype).type(1.0 / np.sqrt(nnz))  # the float64 value, rounded once to dtype
+        data = np.where(positive, v, -v).ravel()
+        indptr = np.arange(0, (k + 1) * nnz, nnz, dtype=np.int64 if k * nnz >= 2**31 else np.int32)
+        return sp.csc_matrix((data, indices.ravel(), indptr), shape=(self.d, k))
 
     def _panel_columns(self, p, lo, hi):
-        rows, vals = self._panel_pattern(p)
+        rows, pos = self._panel_pattern(p)
         out = np.zeros((self.d, hi - lo))
-        cols = np.repeat(np.arange(hi - lo), self.nnz)
-        out[rows[lo:hi].ravel(), cols] = vals[lo:hi].ravel()
+        cols = np.broadcast_to(np.arange(hi - lo), (self.nnz, hi - lo))
+        out[rows[:, lo:hi], cols] = np.where(pos[:, lo:hi], 1.0, -1.0) / np.sqrt(self.nnz)
         return out
 
     def apply(self, X, offset=0):
