@@ -2,8 +2,9 @@
 
 ``A = U diag(s) V.T`` with ``U`` (``m x n``) orthonormal and ``V`` (``n x n``) orthogonal;
 ``U`` is produced a row block at a time as ``G R^{-1}``, where ``G`` is a seeded
-Gaussian (the Gaussian sketching operator's panels, so the matrix does not depend on
-the chunking it is written with) and ``R`` the Cholesky factor of ``G.T G`` from a
+Gaussian (drawn like the Gaussian sketching operator's panels, so the matrix does not depend
+on the chunking it is written with, but under an operator family of its own, so it shares no
+draws with any sketch made with the same seed) and ``R`` the Cholesky factor of ``G.T G`` from a
 first streaming pass. Because ``m >> n`` makes ``G`` well conditioned, one Cholesky QR
 already gives ``||U.T U - I|| = O(eps)``. Nothing of size ``m x n`` is ever held.
 
@@ -285,6 +286,18 @@ class _PanelCache:
         return np.concatenate(out)
 
 
+class _ProblemGaussian(Gaussian):
+    """The generator's Gaussian panels under a family no sketching operator uses.
+
+    A panel's draws are keyed by (seed, family, stream, panel), not by the operator's row count:
+    under the Gaussian family itself, ``G`` (rows of ``U``) would be the leading rows of
+    ``sketch(A, d, kind="gaussian", seed=seed)`` for the problem's own seed, and that sketch of
+    ``A = G R^{-1} diag(s) V.T`` would be ``G.T G``-amplified instead of an embedding
+    (distortion ~ sqrt(m / d), not ~ sqrt(n / d))."""
+
+    family = 101
+
+
 class _Generator:
     """The problem's content as functions of row ranges of the tall factor ``T = U diag(s) V.T``.
 
@@ -299,8 +312,8 @@ class _Generator:
     def __init__(self, spec: _Spec, bar):
         M, N, r = spec.M, spec.N, spec.rank
         self.spec, self.sv = spec, spec.sv
-        self.G = Gaussian(d=N, m=M, seed=spec.seed, stream=0, panel=PANEL)  # G.T is the M x N factor
-        self.gvec = Gaussian(d=1, m=M, seed=spec.seed, stream=1, panel=PANEL)  # g ~ N(0, I), the residual
+        self.G = _ProblemGaussian(d=N, m=M, seed=spec.seed, stream=0, panel=PANEL)  # G.T is the M x N factor
+        self.gvec = _ProblemGaussian(d=1, m=M, seed=spec.seed, stream=1, panel=PANEL)  # g ~ N(0, I), the residual
         self.scale = np.sqrt(N)  # Gaussian panels are N(0, 1/N)
         self.cache = _PanelCache(M)
         rng = stream_generator(spec.seed, 100, 0)  # draws, in this order: V, c, then z (wide)

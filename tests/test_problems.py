@@ -110,3 +110,20 @@ def test_existing_path_needs_overwrite(tmp_path):
         generate_problem(tmp_path / "e.zarr", 100, 5, seed=0)
     p = generate_problem(tmp_path / "e.zarr", 100, 5, seed=1, overwrite=True)
     assert open_problem(tmp_path / "e.zarr").seed == 1 == p.seed
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "sparse_sign", "srct"])
+def test_sketch_with_the_problems_own_seed_is_an_embedding(tmp_path, kind):
+    """The generator's Gaussian shares no draws with a sketch made with the problem's seed: under
+    the Gaussian family itself its G was the leading rows of the seed-0 Gaussian sketch, and that
+    sketch of A = G R^-1 diag(s) V.T had distortion ~ sqrt(m / d) (18.9 here), not ~ sqrt(n / d)."""
+    import distsketch
+
+    m, n, d = 20000, 16, 256
+    p = generate_problem(str(tmp_path / "p.zarr"), m, n, cond=10.0, chunks=3000, seed=0)
+    A = p.numpy("A")
+    s = np.linalg.svd(A, compute_uv=False)
+    for seed in (0, 1):
+        SA = distsketch.sketch(A, d, kind=kind, seed=seed)
+        distortion = np.max(np.abs(np.linalg.svd(SA, compute_uv=False) / s - 1))
+        assert distortion < 0.6, (kind, seed, distortion)  # sqrt(n / d) = 0.25
