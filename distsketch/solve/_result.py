@@ -89,14 +89,18 @@ class LstsqResult:
         Reads of ``A``, counted by the backend (not estimated).
     normr : float
         ``||b - A x||`` (``sqrt(||b - A x||^2 + damp^2 ||x||^2)`` for ridge), computed in
-        the last pass from the returned ``x``; for ``sketch_solve`` (``verified`` False),
+        the last pass from the returned ``x``; when that ``x`` was checked from ``A.T A`` without
+        a pass (``normal_cholqr``, ``history[-1]["from_gram"]``), from the last pass's residual and
+        the step (an upper bound where the two nearly cancel). For float32 data these figures are
+        those of the float64 iterate that ``x`` is rounded from (``res.reason`` says so); for ``sketch_solve`` (``verified`` False),
         the sketched estimate ``||S (A x - b)||``, within a factor ``1 +- eps_sketch`` of
         the true one when the sketch embeds ``A`` (no pass checks it);
         for minimum-norm problems ``||A x - b||`` with ``A x`` accumulated by the refinement
         (right to rounding, ``eps ||A|| ||x||``).
     normar : float
-        ``||A.T (b - A x) - damp^2 x - c||`` for the returned ``x`` (NaN where it would cost
-        a pass of its own: ``sketch_solve`` and minimum-norm problems).
+        ``||A.T (b - A x) - damp^2 x - c||`` for the returned ``x`` (an upper bound of it when
+        checked from ``A.T A``; NaN where it would cost a pass of its own: ``sketch_solve`` and
+        minimum-norm problems).
     anorm : float
         ``||A||_F`` estimated from the sketch (unbiased).
     cond : float

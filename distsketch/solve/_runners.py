@@ -26,7 +26,8 @@ import scipy.linalg
 from .. import passes
 from ..errors import ConvergenceWarning, IllConditionedWarning, ParameterError
 from ..operators import make_operator
-from ._cholqr import NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, gram_cholesky
+from ._cholqr import (NORMAL_COND_LIMIT, GramFactorError, cholqr_minnorm, cholqr_solve, gram_cholesky,
+                      normal_contraction)
 from ._lsqr import LSQRState, lsqr_precond
 from ._precond import Precond, SketchFactor, build_precond
 from ._result import MESSAGES, NOT_VERIFIED, STALLED, LstsqResult
@@ -186,6 +187,11 @@ def _normal_stage(s: Solve, session, saved):
             if not cond_s <= NORMAL_COND_LIMIT:
                 why = (f"2-norm cond estimate {cond_s:.3g} (column-scaled Cholesky factor of A.T A) > "
                        f"{NORMAL_COND_LIMIT:.0e}: A.T A is too inaccurate")
+            elif not cond <= 1 / np.finfo(np.float64).eps:
+                # well conditioned once its columns are scaled, but not as it is: every other method (and
+                # gelsd) returns the minimum-norm solution over A's numerical rank there, and warns
+                why = (f"cond estimate {cond:.3g} > 1/eps: A is numerically rank-deficient as given (its "
+                       "column-scaled Gram is not), and the minimum-norm solution over its numerical rank is cholqr's")
     if why is not None:
         s.meth, s.reason = "cholqr", s.reason + f"; {why}, ran cholqr (its sketch and Gram of A R^-1: two more reads)"
         if session is not None and saved is None:
@@ -235,9 +241,10 @@ def run_normal_cholqr(s: Solve, fac, gram_A, session) -> Outcome | None:
     x, r, istop, itn, normr, normar, hist = cholqr_solve(
         s.data, s.bd, s.cT, fac.precond, damp=s.damp, atol=s.req.atol, btol=s.req.btol, maxiter=s.maxiter(),
         bnorm=s.bnorm, anorm_A=fac.anorm, x0=s.x0, checkpoint=session, state=state, factor=factor, min_steps=1,
-        gram=gram_A[0])
+        gram=gram_A[0], contraction=normal_contraction(fac.precond.R), cond=fac.cond)
+    s.reason += f"; {itn} refinement step(s)"
     if hist and hist[-1].get("from_gram"):
-        s.reason += "; the last step checked from A.T A (no read)"
+        s.reason += ", the last checked from A.T A (no read)"
     return Outcome(x, None, istop, itn, normr, normar, hist)
 
 
@@ -311,6 +318,9 @@ def build_result(s: Solve, fac, out: Outcome, session, stacklevel: int) -> Lstsq
         y = None if y is None else y / s.sb
         normr, normar, anorm = normr / s.sb, normar / s.sA / s.sb, anorm / s.sA
         reason += f"; A and b scaled by 2^{round(math.log2(s.sA))} and 2^{round(math.log2(s.sb))} internally (exact)"
+    if np.dtype(s.req.dtype) != np.float64 and out.istop != NOT_VERIFIED:
+        reason += (f"; normr and normar are those of the float64 iterate, returned rounded to {np.dtype(s.req.dtype)} "
+                   "(its own residuals can differ by its rounding, ~eps32 ||A|| ||x||)")
     # the minimum-norm x is distributed like T's rows: in the caller's family; otherwise a numpy n-vector
     x = s.data.output(x, dtype=s.req.dtype) if s.minnorm else np.asarray(x).astype(s.req.dtype, copy=False)
     y = None if y is None else s.data.output(y)
