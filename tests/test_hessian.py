@@ -258,6 +258,9 @@ def test_bad_input_operator_and_analyze(problem):
         analyze(model, LOSS, batches, top_k=181, client=False)
     with pytest.raises(ParameterError, match="top_k must be a non-negative integer; received -1"):
         analyze(model, LOSS, batches, top_k=-1, client=False)
+    # refused before the eigenvalue pass spends its products (it was checked by the trace, after them)
+    with pytest.raises(ParameterError, match="trace_matvecs must be >= 4 for the Hutch\\+\\+ trace; received 2"):
+        analyze(model, LOSS, batches, trace_matvecs=2, client=False)
 
 
 @pytest.mark.cluster

@@ -15,7 +15,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from distsketch import matfree as mf
-from distsketch.errors import InputTypeError, ParameterError, ShapeError
+from distsketch.errors import InputTypeError, NonFiniteError, ParameterError, ShapeError
 from distsketch.matfree._probes import DENSITY, probe_block
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -293,7 +293,7 @@ def test_eigsh_against_lapack(name, which):
     res = np.linalg.norm(A @ X - X * r.eigenvalues, axis=0)
     assert np.all(res <= 1e-8 * scale) and np.allclose(res, r.residuals, atol=1e-12 * scale)
     np.testing.assert_allclose(X.T @ X, np.eye(k), atol=1e-12)
-    assert r.matvecs == 2 * r.iterations + k and r.which == which and r.seed == 0
+    assert r.matvecs == k * r.iterations + k and r.which == which and r.seed == 0  # default block: k columns
 
 
 def test_eigsh_repeated_eigenvalue():
@@ -302,6 +302,63 @@ def test_eigsh_repeated_eigenvalue():
     r = mf.eigsh(A, 3, seed=1)
     assert r.converged
     np.testing.assert_allclose(r.eigenvalues, [5.0, 5.0, 4.0], atol=1e-8 * 5)
+
+
+@pytest.mark.parametrize("A, k, ref", [
+    (np.eye(50), 3, [1.0, 1.0, 1.0]),  # invariant after one block: it stopped with 2 pairs, converged
+    (np.diag([5.0, 5, 5, 4, 3, 2, 1] + [0.5] * 43), 3, [5.0, 5.0, 5.0]),  # gave [5, 5, 4], converged
+    (_rotate(np.r_[7.0, 7.0, 7.0, 7.0, 2.0, np.linspace(0, 1, 60)], 3), 4, [7.0] * 4),
+])
+def test_eigsh_repeated_eigenvalues_beyond_the_old_block_of_2(A, k, ref):
+    """The default block is k columns: every multiplicity among the k wanted is resolved, and
+    converged is never true with fewer than k pairs (a review found both with a block of 2)."""
+    r = mf.eigsh(A, k, seed=0)
+    assert r.converged and len(r.eigenvalues) == k, r.message
+    np.testing.assert_allclose(r.eigenvalues, ref, atol=1e-8 * max(ref))
+
+
+def test_eigsh_smaller_block_says_what_it_cannot_resolve():
+    D = np.diag([5.0, 5, 5, 4, 3, 2, 1] + [0.5] * 43)
+    r = mf.eigsh(D, 3, block_size=1, seed=0)
+    assert "block_size 1 < k" in r.message
+    r = mf.eigsh(D, 3, maxiter=1, seed=0)  # one block of 3: 3 pairs, not converged
+    assert len(r.eigenvalues) == 3 and not r.converged
+
+
+def test_operator_that_returns_nan_is_refused_with_a_clear_error():
+    def bad(X):
+        Y = X.copy()
+        Y[3] = np.nan
+        return Y
+    op = scipy.sparse.linalg.LinearOperator((20, 20), matvec=lambda x: bad(x[:, None])[:, 0], matmat=bad,
+                                            dtype=np.float64)
+    for call in (lambda: mf.eigsh(op, 2, seed=0), lambda: mf.density(op, n_vectors=2, n_steps=4, seed=0),
+                 lambda: mf.trace(op, matvecs=8, seed=0)):
+        with pytest.raises(NonFiniteError, match="returned NaN or Inf for a finite input"):
+            call()
+
+
+@pytest.mark.parametrize("method", ["hutch++", "xtrace"])
+def test_trace_error_bar_covers_rounding_on_a_low_rank_operator(method):
+    """Rank 3 < the sketch: the estimate is exact to rounding, and the sampling spread was smaller than
+    that rounding (the true trace fell outside +-2 stderr for 46 of 50 seeds)."""
+    A = _rotate(np.r_[3.0, 2.0, 1.0, np.zeros(197)], 5)
+    misses = sum(abs((r := mf.trace(A, method=method, matvecs=30, seed=s)).estimate - 6.0) > 2 * r.stderr
+                 for s in range(20))
+    assert misses <= 2
+
+
+def test_density_float32_with_an_outlier_keeps_its_steps():
+    """An outlier 1e3 x the bulk (a Hessian's usual shape): at float32's eps the breakdown cut-off
+    ended the bulk's Lanczos runs after 2-3 steps and the density on the bulk was off by up to 8.8
+    (peak 1.17). The cut-off is now float64's; float32 agrees with float64."""
+    n = 2000
+    A = _rotate(np.r_[1e3, np.linspace(0, 1, n - 1)], 0)
+    d64 = mf.density(A, n_vectors=4, n_steps=40, seed=0)
+    d32 = mf.density(A.astype(np.float32), n_vectors=4, n_steps=40, seed=0)
+    assert d32.matvecs == d64.matvecs == 160
+    bulk = (d64.grid > 0) & (d64.grid < 1)
+    np.testing.assert_allclose(d32.values[bulk], d64.values[bulk], atol=1e-3 * d64.values[bulk].max())
 
 
 def test_eigsh_not_converged_when_maxiter_too_small():

@@ -149,6 +149,11 @@ def analyze(model, loss_fn, data, *, params=None, top_k: int = 1, trace: bool = 
     trace_matvecs = _nonneg_int("trace_matvecs", trace_matvecs)
     n_vectors = _nonneg_int("n_vectors", n_vectors)
     n_steps = _nonneg_int("n_steps", n_steps)
+    from ..matfree._trace import _MIN as _TRACE_MIN
+
+    if trace and trace_matvecs < _TRACE_MIN["hutch++"]:  # before any Hessian-vector product is spent
+        raise ParameterError(f"trace_matvecs must be >= {_TRACE_MIN['hutch++']} for the Hutch++ trace; received "
+                             f"{trace_matvecs}. Give more products, or trace=False")
     base = resolve_seed(seed)
     # three independent streams, one per estimator, all fixed by ``base``
     s_eig, s_tr, s_den = (int(s.generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -89,7 +89,11 @@ def _lanczos_blocked(op, Z, steps, reorth):
     q, q_prev, b_prev = Z.copy(), np.zeros_like(Z), np.zeros(N)
     act = np.ones(N, dtype=bool)
     scale = np.zeros(N)
-    tiny = 100 * np.finfo(dt).eps * math.sqrt(n)
+    # relative to the largest |alpha| + beta seen, which an outlier eigenvalue sets: at float32's eps the
+    # cut-off (5e-4 ||A|| at n = 2,000) ended the bulk's runs after 2-3 steps whenever an outlier was
+    # ~1e3 x the bulk (a Hessian's usual shape). float64's eps keeps them going; a float32 run that
+    # is truly invariant then goes on to s steps on rounding noise, whose nodes carry ~no weight
+    tiny = 100 * np.finfo(np.float64).eps * math.sqrt(n)
     for j in range(steps):
         if reorth:
             Qs[j] = q

@@ -128,11 +128,13 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     maxiter : int, optional
         Most block products ``A @ V_j`` (default 1000).
     block_size : int, optional
-        Columns per product, at most ``n``. Default 1 for ``k = 1`` (a repeated top
-        eigenvalue is still found; any vector of its eigenspace is an answer) and 2 otherwise:
-        a block of ``b`` columns resolves eigenvalues of multiplicity up to ``b``. With a Gram
-        operator a block is one read of the data: larger blocks mean fewer reads and usually
-        more products.
+        Columns per product, at most ``n``. Default ``k`` (1 for ``k = 1``: a repeated top
+        eigenvalue is still found; any vector of its eigenspace is an answer). A block of ``b``
+        columns resolves eigenvalues of multiplicity up to ``b``: with ``b < k`` an eigenvalue
+        repeated more than ``b`` times among the wanted ones shows at most ``b`` copies, and the
+        pairs returned are then eigenpairs (``converged`` checks their residuals) but not the
+        ``k`` extreme ones; the message says so. With a Gram operator a block is one read of
+        the data: larger blocks mean fewer reads and usually more products.
     seed : None, int, SeedSequence or Generator
         Seeds the starting block; the result records it.
 
@@ -197,7 +199,7 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     k = int(k)
     seed = resolve_seed(seed)
     maxiter = DEFAULT_MAXITER if maxiter is None else int(maxiter)
-    b = min(n, int(block_size) if block_size else (1 if k == 1 else 2))
+    b = min(n, int(block_size) if block_size else k)
     ncv = _basis_size(n, k, b)
     keep = max(k, min(ncv - b, k + (ncv - k - b) // 2))
     start = op.matvecs
@@ -225,6 +227,7 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
         res = np.linalg.norm(AV @ Yk - (V @ Yk) * theta[idx].astype(dt), axis=0)
         scale = float(np.max(np.abs(theta)))
         ok = bool(np.all(res <= tol * scale)) if scale > 0 else bool(np.all(res == 0))
+        ok = ok and len(idx) == k  # an invariant space of fewer than k vectors (A = I, b < k) is not the answer
         if ok or p >= n:
             break
         # the next block: A V_j outside span(V), reorthogonalised twice
@@ -251,7 +254,13 @@ def eigsh(op, k: int, *, which: str = "LA", tol: float = 1e-8, maxiter: int | No
     residuals = np.linalg.norm(AX.astype(np.float64) - X.astype(np.float64) * lam, axis=0)
     scale = max(float(np.max(np.abs(theta))), float(np.max(np.abs(lam))))
     converged = bool(np.all(residuals <= tol * scale)) if scale > 0 else bool(np.all(residuals == 0))
-    worst = float(np.max(residuals / scale)) if scale > 0 else 0.0
+    converged = converged and len(lam) == k
+    worst = float(np.max(residuals / scale)) if scale > 0 and len(lam) else 0.0
     msg = (f"{'converged' if converged else 'not converged'}: largest relative residual {worst:.2e} "
            f"(tol {tol:g}) after {it} block products of size {b} (maxiter {maxiter}, basis {ncv})")
+    if len(lam) < k:
+        msg += f"; only {len(lam)} of the {k} pairs asked for were formed (raise maxiter)"
+    if b < k:
+        msg += (f"; block_size {b} < k: an eigenvalue repeated more than {b} times among the wanted ones would "
+                f"show at most {b} copies (block_size={k} resolves every multiplicity that matters here)")
     return EigshResult(lam, X, residuals, converged, op.matvecs - start, it, which, float(tol), seed, msg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputTypeError, ShapeError
+from ..errors import InputTypeError, NonFiniteError, ShapeError
 
 __all__ = ["Operator", "GramOperator", "RowDataOperator", "aslinearoperator", "gram_operator"]
 
@@ -75,6 +75,14 @@ class Operator:
             raise ShapeError(
                 f"the operator's product has shape {Y.shape}; an n x k block (n={self.n}) must give n x k "
                 f"({X2.shape}). Check that the operator's matmat returns A @ X")
+        if not np.isfinite(Y).all() and np.isfinite(X2).all():
+            # a finite block in, NaN or Inf out: every estimate built on it would be NaN (or a LAPACK
+            # "did not converge") with no word of why
+            col = int(np.flatnonzero(~np.isfinite(Y).all(axis=0))[0])
+            raise NonFiniteError(
+                f"the operator {self.name} returned NaN or Inf for a finite input (product {self.calls + 1}, "
+                f"column {col} of {X2.shape[1]}): check the operator (for a Hessian, the loss and model on "
+                "this batch) before estimating anything from it")
         self.matvecs += X2.shape[1]
         self.calls += 1
         return Y[:, 0] if one else Y

@@ -29,7 +29,8 @@ class TraceResult:
     stderr : float
         Estimated standard deviation of ``estimate`` (see :func:`trace`, Notes): the
         interval ``estimate +- 2 stderr`` covers ``tr(A)`` about 95% of the time when the
-        quadratic forms are near normal, and less often with very few probes.
+        quadratic forms are near normal, and less often with very few probes. At least
+        ``sqrt(n) eps |estimate|`` (the rounding an exact method leaves).
     matvecs : int
         Products with ``A`` used (columns of the blocks multiplied).
     method : str
@@ -157,6 +158,9 @@ def trace(op, *, method: str = "hutch++", matvecs: int | None = None, probe: str
         est, err, v = _hutchpp(op, m, probe, seed)
     else:
         est, err, v = _xtrace(op, m, probe, seed)
+    # the sampling spread alone can fall below what rounding leaves in the estimate (Hutch++ and
+    # XTrace are exact, to rounding, on a low-rank A): the bar covers at least that
+    err = max(err, float(np.sqrt(n) * np.finfo(dt).eps * abs(est)))
     return TraceResult(est, err, op.matvecs - start, method, seed, probe, v)
 
 
