@@ -59,6 +59,15 @@ def _2d(x):
     return x if x.ndim == 2 else x[:, None]
 
 
+def _sumsq(X) -> float:
+    """``sum(X**2)`` accumulated in float64 (``np.vdot`` of float32 data sums in float32: ~1e-6
+    relative, which a Frobenius norm that decides a rank or an error estimate cannot afford)."""
+    if X.dtype == np.float64:
+        return float(np.vdot(X, X))
+    return float(np.einsum("ij,ij->", X, X, dtype=np.float64)) if X.ndim == 2 else float(np.sum(
+        np.square(X, dtype=np.float64)))
+
+
 def _tmul(Ai, Y):
     """``Ai.T @ Y`` for a row block ``Ai`` (r x n) and a thin ``Y`` (r x k), C-ordered.
 
@@ -158,12 +167,12 @@ def _k_right_sketch(Ai, r0, dist, op):
 
 
 def _k_right_sketch_frob(Ai, r0, dist, op):
-    return (op.apply_right(Ai, 0),), (np.array([np.vdot(Ai, Ai)]),)
+    return (op.apply_right(Ai, 0),), (np.array([_sumsq(Ai)]),)
 
 
 def _k_matmul_rmatmul_frob(Ai, r0, dist, X):
     Y = Ai @ X
-    return (Y,), (_tmul(Ai, Y), np.array([np.vdot(Ai, Ai)]))
+    return (Y,), (_tmul(Ai, Y), np.array([_sumsq(Ai)]))
 
 
 def _k_rmatmul_matmul(Ai, r0, dist, X):
@@ -172,7 +181,7 @@ def _k_rmatmul_matmul(Ai, r0, dist, X):
 
 def _k_single_pass(Ai, r0, dist, omega, psis):
     Y = omega.apply_right(Ai, 0)
-    return (Y,), tuple(psi.apply(Ai, r0) for psi in psis) + (np.array([np.vdot(Ai, Ai)]),)
+    return (Y,), tuple(psi.apply(Ai, r0) for psi in psis) + (np.array([_sumsq(Ai)]),)
 
 
 K_LEFT_SKETCH = Kernel(_k_left_sketch, propagates_nonfinite=True)
@@ -206,7 +215,7 @@ def _k_dist_chain(r0, dist, Ms):
 
 
 def _k_dist_chain_gram(r0, dist, Ms):
-    Z = _chain(dist, Ms)
+    Z = np.asarray(_chain(dist, Ms), dtype=np.float64)  # a float32 Y's first sweep: the Gram in float64
     return (), (Z.T @ Z,)
 
 
@@ -225,7 +234,7 @@ def _k_dist_cross(r0, dist):
 
 
 def _k_dist_sumsq(r0, dist):
-    return (), (np.array([np.vdot(dist[0], dist[0])]),)
+    return (), (np.array([_sumsq(dist[0])]),)
 
 
 def _k_dist_shift(r0, dist, op, nu):
@@ -589,7 +598,7 @@ def _k_dist_row_resid(r0, dist, ZI):
     """``||Z_i - X_i Z[idx]||_F^2`` and ``||Z_i||_F^2``."""
     X, Z = dist
     E = Z - np.asarray(X, dtype=np.float64) @ ZI
-    return (), (np.array([np.vdot(E, E)]), np.array([np.vdot(Z, Z)]))
+    return (), (np.array([np.vdot(E, E)]), np.array([_sumsq(Z)]))
 
 
 K_CQRRPT_GRAM = Kernel(_k_cqrrpt_gram, propagates_nonfinite=True)

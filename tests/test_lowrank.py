@@ -415,3 +415,25 @@ def test_mpi_two_ranks_low_rank_matches_numpy(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     # two ranks share stdout: their lines can interleave ("okok"), so split on the word itself
     assert sorted(p.stdout.replace("ok", " ok ").split()) == ["0", "1", "ok", "ok"]
+
+
+def test_float32_frobenius_norm_and_first_gram_in_float64():
+    """float32 data: ||A||_F^2 was summed in float32 (1e-6 relative), so tol mode stopped at rank 6
+    with an error estimate of 0 for a true relative error of 1.1e-3, and the first Gram of a float32
+    Y was formed in float32 (a raw LinAlgError on exactly low-rank input)."""
+    rng = np.random.default_rng(0)
+    L = rng.standard_normal((5000, 5)) @ rng.standard_normal((5, 500)) + 3.0
+    N = rng.standard_normal((5000, 500))
+    A32 = (L + 1e-3 * np.linalg.norm(L) / np.linalg.norm(N) * N).astype(np.float32)
+    Ad = A32.astype(np.float64)
+    nA = np.linalg.norm(Ad)
+    r = distsketch.svd(A32, tol=9e-4, seed=0)
+    true = np.linalg.norm(Ad - (r.U.astype(np.float64) * r.s) @ r.Vt) / nA
+    assert true <= 9e-4 * 1.05 and r.error_estimate / nA == pytest.approx(true, rel=0.05), (r.rank, true)
+    r = distsketch.svd(A32, 6, method="rsvd", seed=0)
+    true = np.linalg.norm(Ad - (r.U.astype(np.float64) * r.s) @ r.Vt) / nA
+    assert r.error_estimate / nA == pytest.approx(true, rel=0.05)
+    B32 = (rng.standard_normal((1000, 5)) @ rng.standard_normal((5, 100))).astype(np.float32)
+    for res in (distsketch.svd(B32, 5, method="single_pass", seed=0), distsketch.qb(B32, 20, seed=0)):
+        assert res.error_estimate <= 1e-3 * np.linalg.norm(B32.astype(np.float64))
+

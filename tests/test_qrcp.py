@@ -268,6 +268,7 @@ A_OK = np.random.default_rng(0).standard_normal((50, 8))
     (lambda: distsketch.qrcp(A_OK, kind="uniform"), ParameterError, "kind must be one of 'sparse_sign'"),
     (lambda: distsketch.qrcp(A_OK, d=60), ParameterError, r"d \(sketch rows\) must be an integer in"),
     (lambda: distsketch.qrcp(A_OK, 4, d=3), ParameterError, r"d \(sketch rows\) must be an integer in"),
+    (lambda: distsketch.qrcp(A_OK, 2, d=7), ParameterError, r"d \(sketch rows\) must be an integer in \[n=8"),
     (lambda: distsketch.interpolative(A_OK, 3, axis="diagonal"), ParameterError, "axis must be 'columns' or 'rows'"),
     (lambda: distsketch.interpolative(A_OK, 0), ParameterError, r"rank must be an integer in \[1, min\(m, n\)=8\]"),
     (lambda: distsketch.interpolative(A_OK, 3, n_oversamples=-1), ParameterError, "n_oversamples must be a non-neg"),
@@ -398,3 +399,33 @@ def test_id_and_cur_under_mpi_match_numpy(tmp_path):
     assert out["cur"]["cols"] == ref.cols.tolist() and out["cur"]["rows"] == ref.rows.tolist()
     assert out["cur"]["passes"] == ref.passes == 2
     np.testing.assert_allclose(np.array(out["cur"]["U"]), ref.U, rtol=0, atol=1e-8 * np.abs(ref.U).max())
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_qrcp_id_cur_at_extreme_scales_match_the_unscaled(scale):
+    """Squared norms of a 1e+-200 sketch under- or overflowed: qrcp(tol) chose rank 0 with an
+    infinite estimate, interpolative and cur reported an error estimate of 0 for a true 0.58. Their
+    first sketch out of range now redoes the reads on 2^-e A (exact) and maps the result back."""
+    A = np.random.default_rng(0).standard_normal((400, 50)) * np.logspace(0, -2, 50)
+    As = A * scale
+    for f in (lambda M: distsketch.qrcp(M, tol=0.01, seed=0), lambda M: distsketch.qrcp(M, 10, seed=0)):
+        r1, rs = f(A), f(As)
+        assert rs.rank == r1.rank and np.array_equal(rs.perm, r1.perm), (rs.rank, r1.rank, rs.reason)
+        assert rs.error_estimate == pytest.approx(r1.error_estimate * scale, rel=1e-6)
+        np.testing.assert_allclose(rs.R, r1.R * scale, rtol=1e-6, atol=1e-8 * abs(r1.R).max() * scale)
+        assert "out of range" in rs.reason
+    for axis in ("columns", "rows"):
+        for kw in ({"tol": 0.01}, {"rank": 10}):
+            r1 = distsketch.interpolative(A, seed=0, axis=axis, **kw)
+            rs = distsketch.interpolative(As, seed=0, axis=axis, **kw)
+            assert rs.rank == r1.rank and np.array_equal(rs.idx, r1.idx), (axis, kw, rs.rank, r1.rank)
+            # (rows with tol: rank 50 = n, an estimate at the rounding floor, which A * scale rounds apart)
+            assert rs.error_estimate == pytest.approx(r1.error_estimate * scale, rel=1e-6, abs=1e-12 * rs.norm_estimate)
+            assert rs.norm_estimate == pytest.approx(r1.norm_estimate * scale, rel=1e-6)
+    r1, rs = distsketch.cur(A, 10, seed=0), distsketch.cur(As, 10, seed=0)
+    assert np.array_equal(rs.cols, r1.cols) and np.array_equal(rs.rows, r1.rows)
+    np.testing.assert_allclose(np.asarray(rs.C), A[:, rs.cols] * scale, rtol=0)
+    np.testing.assert_allclose(rs.R, A[rs.rows] * scale, rtol=0)
+    np.testing.assert_allclose(rs.U, r1.U / scale, rtol=1e-6)
+    assert rs.error_estimate == pytest.approx(r1.error_estimate * scale, rel=1e-6)
+

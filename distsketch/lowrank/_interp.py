@@ -28,6 +28,7 @@ probability > 0.99 for 10 rows (Tropp, Yurtsever, Udell, Cevher, SISC 2019, sect
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,8 @@ from .. import passes
 from ..errors import ParameterError
 from ..operators import KINDS, make_operator
 from ..random.streams import resolve_seed
-from ._qrcp import check_rank_tol, choose_rank, rowdata, sketch_qrcp
+from ._qrcp import (at_safe_scale, check_dist_range, check_rank_tol, check_sketch_range, choose_rank,
+                    rescaled_note, rowdata, sketch_qrcp)
 
 __all__ = ["interpolative", "cur", "IDResult", "CURResult"]
 
@@ -288,6 +290,15 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     _check_common(data, rank, tol, kind, n_oversamples)
     m, n = data.shape
     seed = resolve_seed(seed)
+    res, scale = at_safe_scale(lambda dd: _interp_run(dd, rank, tol, axis, seed, n_oversamples, kind, refine), data)
+    if scale != 1.0:  # read as scale * A: the indices and X are the same, the norms scale
+        res = dataclasses.replace(res, error_estimate=res.error_estimate / scale,
+                                  norm_estimate=res.norm_estimate / scale, reason=res.reason + rescaled_note(scale))
+    return res
+
+
+def _interp_run(data, rank, tol, axis, seed, n_oversamples, kind, refine):
+    m, n = data.shape
     dtype = np.dtype(data.dtype)
     if axis == "columns":
         l = _sketch_rows(m, n, rank, n_oversamples, "left")
@@ -297,6 +308,7 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
             SA, l, kind = data.gather(Acopy), m, "identity"
         else:
             SA, TA = passes.left_sketch(data, (make_operator(kind, l, m, seed=seed, stream=0), Th), dtype=np.float64)
+        check_sketch_range(data, SA, TA)
         idx, X, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
         if refine and k:
             _, G, BtA = passes.cqrrpt_gram(data, idx, np.arange(n), R11, keep=False)
@@ -314,6 +326,7 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     th = make_operator("gaussian", N_TEST, n, seed=seed, stream=3)
     Y, Z = passes.right_sketch_pair(data, om, th)
     Y, Z = data.persist(Y), data.persist(Z)
+    check_dist_range(data, Y, Z)
     kmax = int(rank) if rank is not None else min(m, n)
     idx, YI = _select_rows(data, Y, kmax, tol)
     k = len(idx)
@@ -383,6 +396,17 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     _check_common(data, rank, tol, kind, n_oversamples)
     m, n = data.shape
     seed = resolve_seed(seed)
+    res, scale = at_safe_scale(lambda dd: _cur_run(dd, rank, tol, seed, n_oversamples, kind), data)
+    if scale != 1.0:  # read as scale * A: C and R scale with it, U = C^+ A R^+ inversely, the norms with it
+        res = dataclasses.replace(res, C=res.C / scale, R=(res.R / scale).astype(res.R.dtype, copy=False),
+                                  U=(res.U * scale).astype(res.U.dtype, copy=False),
+                                  error_estimate=res.error_estimate / scale, norm_estimate=res.norm_estimate / scale,
+                                  reason=res.reason + rescaled_note(scale))
+    return res
+
+
+def _cur_run(data, rank, tol, seed, n_oversamples, kind):
+    m, n = data.shape
     dtype = np.dtype(data.dtype)
     l = _sketch_rows(m, n, rank, n_oversamples, "left")
     l2 = _sketch_rows(m, n, rank, n_oversamples, "right")
@@ -393,6 +417,8 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     (Y,), Acopy, TA, SA = passes.cur_sketch(data, S, th, (om,))
     if S is None:  # no smaller sketch: pivot on A (m <= 2 min(m, n))
         SA = data.gather(Acopy)
+    check_sketch_range(data, SA, TA)
+    check_dist_range(data, Y)
     cols, _, k, how, R11 = _column_id_from_sketch(SA, rank, tol)
     rows = _select_rows(data, Y, k)[0] if k else np.zeros(0, dtype=np.intp)
     rows_sorted = np.asarray(rows)

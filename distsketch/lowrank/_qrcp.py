@@ -33,6 +33,7 @@ explicit ``Q``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ import scipy.linalg
 
 from .. import passes
 from .._linalg import cond2_estimate
-from ..backends import as_rowdata
+from ..backends import as_rowdata, pow2_scale
 from ..errors import ParameterError, ShapeError
 from ..operators import KINDS, make_operator
 from ..random.streams import resolve_seed
@@ -105,10 +106,59 @@ def sketch_qrcp(SA):
 
 
 def tail_norms(R):
-    """``t[k] = ||R[k:, k:]||_F`` for ``k = 0 .. r`` (upper trapezoidal ``R``, ``r`` rows)."""
-    rows = np.sum(np.asarray(R) ** 2, axis=1)
+    """``t[k] = ||R[k:, k:]||_F`` for ``k = 0 .. r`` (upper trapezoidal ``R``, ``r`` rows), summed on
+    ``R`` times a power of two (exact) so that the squares neither overflow nor underflow."""
+    R = np.asarray(R, dtype=np.float64)
+    top = float(np.max(np.abs(R))) if R.size else 0.0
+    e = int(np.frexp(top)[1]) if top > 0 and np.isfinite(top) else 0
+    rows = np.sum(np.ldexp(R, -e) ** 2, axis=1)
     t2 = np.concatenate([np.cumsum(rows[::-1])[::-1], [0.0]])
-    return np.sqrt(t2)
+    return np.ldexp(np.sqrt(t2), e)
+
+
+class _OutOfRange(Exception):
+    """The first read's sketch is too large or too small for the squared norms downstream."""
+
+
+#: a first-read sketch with its largest entry outside this range is redone on ``2^-e A``: the
+#: squared norms of the selection and the estimates (sums of up to ~1e8 squares) stay in range
+SAFE_SKETCH = (1e-100, 1e100)
+
+
+def check_sketch_range(data, *sketches):
+    """Raise :class:`_OutOfRange` when the largest entry of the sketches is nonzero and outside
+    :data:`SAFE_SKETCH` (non-finite values are left to the finiteness checks of the read)."""
+    if data.scale != 1.0:
+        return  # already the rescaled view
+    top = max((float(np.max(np.abs(x))) if np.size(x) else 0.0) for x in sketches)
+    if np.isfinite(top) and top > 0 and not SAFE_SKETCH[0] <= top <= SAFE_SKETCH[1]:
+        raise _OutOfRange()
+
+
+def check_dist_range(data, *xs):
+    """:func:`check_sketch_range` for distributed sketches (their largest entry: a sweep over them,
+    no read of ``A``)."""
+    if data.scale != 1.0:
+        return
+    for x in xs:
+        e = data.max_exponent(x)
+        if e is not None and not SAFE_SKETCH[0] <= np.ldexp(1.0, e) <= 2 * SAFE_SKETCH[1]:
+            raise _OutOfRange()
+
+
+def rescaled_note(scale):
+    return f"; A read as 2^{round(float(np.log2(scale)))} A (exact): its first sketch was out of range"
+
+
+def at_safe_scale(run, data):
+    """``(run(data), 1.0)``, or ``(run(2^-e A), 2^-e)`` when the first read's sketch was out of range
+    (one more pass finds ``e``; the reads are then made again on the scaled view). The caller maps
+    the result back (norms and ``R`` divided by the scale, ``Q`` and coefficients as they are)."""
+    try:
+        return run(data), 1.0
+    except _OutOfRange:
+        scale = pow2_scale(data.max_exponent(), data.dtype)
+        return run(data.scaled(scale)), scale
 
 
 def numerical_rank(R, d, n):
@@ -175,7 +225,7 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
     kind : {"sparse_sign", "gaussian", "srct"}
         Sketching operator (sparse sign with 8 nonzeros per column by default).
     d : int, optional
-        Sketch rows, ``k <= d``; default ``min(m, 2 n)``.
+        Sketch rows, ``n <= d <= m``; default ``min(m, 2 n)``.
     compute_q : bool
         Form ``Q`` (default). Without it the second read keeps only ``B.T B`` and ``C``.
 
@@ -230,14 +280,27 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
     k_min = int(rank) if rank is not None else 1
     if d is None:
         d = min(m, 2 * n)
-    if isinstance(d, bool) or int(d) != d or not max(k_min, 1) <= d <= m:
-        raise ParameterError(f"d (sketch rows) must be an integer in [rank or 1, m={m}]; got {d!r}")
+    if isinstance(d, bool) or int(d) != d or not max(k_min, n) <= d <= m:
+        # fewer sketch rows than columns: the sketch's R has d rows, its tail past k = d is empty, and
+        # the error estimate said 0 for a true 0.83 (2,000 x 100 Gaussian, d = 30)
+        raise ParameterError(f"d (sketch rows) must be an integer in [n={n}, m={m}] (the sketch must embed the "
+                             f"column space of A for R and the error estimate to hold); got {d!r}")
     d = int(d)
     seed = resolve_seed(seed)
+    res, scale = at_safe_scale(lambda dd: _qrcp_run(dd, d, kind, rank, tol, seed, compute_q), data)
+    if scale != 1.0:  # A was read as scale * A: R and the estimate scale with it, Q does not
+        res = dataclasses.replace(res, R=(res.R / scale).astype(res.R.dtype, copy=False),
+                                  error_estimate=res.error_estimate / scale, reason=res.reason + rescaled_note(scale))
+    return res
+
+
+def _qrcp_run(data, d, kind, rank, tol, seed, compute_q):
+    m, n = data.shape
     out_dtype = np.dtype(data.dtype)
 
     # read 1: the sketch and its pivoted QR
     (SA,) = passes.left_sketch(data, make_operator(kind, d, m, seed=seed, stream=0), dtype=np.float64)
+    check_sketch_range(data, SA)
     Rsk, perm = sketch_qrcp(SA)
     k, nr, how = choose_rank(Rsk, d, n, rank, tol)
     est = float(tail_norms(Rsk)[k])
