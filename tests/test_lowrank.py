@@ -193,6 +193,10 @@ def test_out_of_core_rank50(tmp_path):
     ({"tol": -1.0}, ParameterError, "tol is a relative"),
     ({"rank": 5, "method": "lanczos"}, ParameterError, "unknown method 'lanczos'"),
     ({"rank": 5, "n_power_iter": -1}, ParameterError, "n_power_iter must be a non-negative integer"),
+    ({"rank": 5, "n_power_iter": 2.0}, ParameterError, "n_power_iter must be a non-negative integer"),  # was a
+    ({"rank": 5, "n_power_iter": True}, ParameterError, "n_power_iter must be a non-negative integer"),  # TypeError
+    ({"rank": True}, ParameterError, "rank must be an integer"),  # after the first read / taken as 1
+    ({"rank": 5, "n_oversamples": -5}, ParameterError, "n_oversamples must be a non-negative integer"),
     ({"rank": 5, "power_iteration_normalizer": "SVD"}, ParameterError, "power_iteration_normalizer must be"),
 ])
 def test_bad_input(kw, exc, match):
@@ -292,6 +296,8 @@ def test_rank_is_positional_or_keyword_everywhere():
     (lambda A, P: distsketch.qb(A, 5, n_power_iter=-1), r"n_power_iter must be a non-negative integer; got -1"),
     (lambda A, P: distsketch.qb(A, 5, n_power_iter="auto"), r"non-negative integer; got 'auto'"),
     (lambda A, P: distsketch.nystrom(P, 5, n_power_iter=1.5), r"non-negative integer or 'auto'; got 1.5"),
+    (lambda A, P: distsketch.qb(A, 5, block_size=0), r"block_size must be a positive integer .*; got 0"),
+    (lambda A, P: distsketch.qb(A, tol=0.1, max_rank=0), r"max_rank must be a positive integer .*; got 0"),
 ])
 def test_bad_power_iterations(call, match):
     with pytest.raises(ParameterError, match=match):
@@ -436,4 +442,36 @@ def test_float32_frobenius_norm_and_first_gram_in_float64():
     B32 = (rng.standard_normal((1000, 5)) @ rng.standard_normal((5, 100))).astype(np.float32)
     for res in (distsketch.svd(B32, 5, method="single_pass", seed=0), distsketch.qb(B32, 20, seed=0)):
         assert res.error_estimate <= 1e-3 * np.linalg.norm(B32.astype(np.float64))
+
+
+def test_nystrom_psd_to_rounding_asymmetric_and_indefinite():
+    """A PSD matrix with -5e-16 rounding eigenvalues failed the Cholesky (raw LinAlgError) at the old
+    shift eps ||Y||_F; an asymmetry outside the three compared blocks was accepted; a clearly
+    indefinite A gave a raw LinAlgError."""
+    rng = np.random.default_rng(0)
+    n = 500
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    S = (V * np.r_[np.linspace(1, 0.1, 10), -5e-16 * np.ones(n - 10)]) @ V.T
+    S = (S + S.T) / 2
+    for seed in range(3):
+        r = distsketch.nystrom(S, 5, seed=seed)
+        np.testing.assert_allclose(r.lam, np.linspace(1, 0.1, 10)[:5], rtol=1e-6)
+    T = (V * np.linspace(1, 0.01, n)) @ V.T
+    T = (T + T.T) / 2
+    T[300, 10] += 1.0
+    with pytest.raises(ParameterError, match="nystrom needs a symmetric A"):
+        distsketch.nystrom(T, 5, seed=0)
+    with pytest.raises(ParameterError, match="nystrom needs a positive semidefinite A"):
+        distsketch.nystrom(-(V * np.linspace(1, 0.01, n)) @ V.T, 5, n_power_iter=0, seed=0)
+    with pytest.raises(ParameterError, match="n_oversamples must be a non-negative integer; got -5"):
+        distsketch.nystrom(S, 5, n_oversamples=-5)
+
+
+def test_svd_tol_below_the_qb_floor_says_it_was_not_reached():
+    """tol below sqrt(100 eps): the QB stops where rounding hides the rest, and the reason says the
+    tolerance was not reached (it said only "rank 128 kept")."""
+    A = (np.random.default_rng(0).standard_normal((400, 150)) * np.exp(-np.arange(150) / 6.0))
+    r = distsketch.svd(A, tol=1e-12, seed=0)
+    assert "tol NOT reached" in r.reason and r.error_estimate > 1e-12 * r.norm_fro, r.reason
+    assert "NOT" not in distsketch.svd(A, tol=1e-3, seed=0).reason
 

@@ -62,9 +62,10 @@ def _check_rank_tol(rank, tol, m, n):
     if (rank is None) == (tol is None):
         raise ParameterError("give exactly one of rank and tol; got "
                              + ("both" if rank is not None else "neither"))
-    if rank is not None and (int(rank) != rank or not 1 <= rank <= min(m, n)):
+    if rank is not None and (isinstance(rank, bool) or int(rank) != rank or not 1 <= rank <= min(m, n)):
         raise ParameterError(f"rank must be an integer in [1, min(m, n)={min(m, n)}]; got {rank!r}")
-    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+    if tol is not None and not (isinstance(tol, (int, float, np.floating)) and not isinstance(tol, bool)
+                                and 0 < tol < 1):
         raise ParameterError(f"tol is a relative Frobenius error ||A - A_hat||_F / ||A||_F in (0, 1); got {tol!r}")
 
 
@@ -345,10 +346,8 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     if power_iteration_normalizer not in NORMALIZERS:
         raise ParameterError(f"power_iteration_normalizer must be one of {NORMALIZERS}; "
                              f"got {power_iteration_normalizer!r}")
-    if n_power_iter != "auto" and (int(n_power_iter) != n_power_iter or n_power_iter < 0):
-        raise ParameterError(f"n_power_iter must be a non-negative integer or 'auto'; got {n_power_iter!r}")
-    if int(n_oversamples) != n_oversamples or n_oversamples < 0:
-        raise ParameterError(f"n_oversamples must be a non-negative integer; got {n_oversamples!r}")
+    _check_power_iter(n_power_iter, allow_auto=True)
+    _check_oversamples(n_oversamples)
     data, wide = _prepare(A)
     m, n = data.shape
     _check_rank_tol(rank, tol, m, n)
@@ -392,8 +391,11 @@ def _svd_run(data, wide, rank, tol, method, n_oversamples, n_power_iter, normali
         k = int(ok[0]) + 1 if len(ok) else len(sall)
         U, s, Vt = apply_right(data, U, np.eye(U.shape[1])[:, :k]), s[:k], Vt[:k]
         est = _estimate(res.norm_fro**2, s)
-        return _finish(data, wide, U, s, Vt, est, "qb", f"tol={tol}: blocked QB to {res.B.shape[0]} columns, "
-                       f"rank {k} kept", 0, seed, res.norm_fro)
+        why = f"tol={tol}: blocked QB to {res.B.shape[0]} columns, rank {k} kept"
+        if not len(ok):  # the QB stopped first: at its rounding floor (relative sqrt(100 eps)) or at min(m, n)
+            why += (f"; tol NOT reached: the estimated relative error is {est / res.norm_fro:.3g} (the QB stops "
+                    f"where rounding hides the rest, relative ~{math.sqrt(100 * np.finfo(np.float64).eps):.1e})")
+        return _finish(data, wide, U, s, Vt, est, "qb", why, 0, seed, res.norm_fro)
 
     k = int(rank)
     l = min(k + int(n_oversamples), n, m)
@@ -449,6 +451,12 @@ def _hstack(data, Qs):
     (Q,), _ = data.dist_pass(passes.K_DIST_CHAIN, dist=tuple(Qs), small=((),),
                              dist_out=((sum(q.shape[1] for q in Qs), np.float64),))
     return data.persist(Q)
+
+
+def _check_oversamples(n_oversamples):
+    if (isinstance(n_oversamples, bool) or not isinstance(n_oversamples, (int, np.integer))
+            or n_oversamples < 0):
+        raise ParameterError(f"n_oversamples must be a non-negative integer; got {n_oversamples!r}")
 
 
 def _check_power_iter(n_power_iter, allow_auto=False):
@@ -543,10 +551,11 @@ def qb(A, rank=None, *, tol=None, block_size=None, n_power_iter=0, seed=None, ma
     _check_rank_tol(rank, tol, m, n)
     _check_power_iter(n_power_iter)
     seed = resolve_seed(seed)
+    for name, v in (("block_size", block_size), ("max_rank", max_rank)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ParameterError(f"{name} must be a positive integer (or None for the default); got {v!r}")
     target = int(rank) if rank is not None else int(max_rank or min(m, n))
     b = int(block_size or (max(10, target // 4) if rank is not None else 32))
-    if b < 1:
-        raise ParameterError(f"block_size must be a positive integer; got {block_size!r}")
     try:
         res, scale = _rescaled(lambda d: _qb_run(d, rank, tol, b, target, seed, int(n_power_iter)), data)
     except _Zero as z:  # A = 0: Q B = 0 exactly, with Q the first columns of the identity
@@ -657,8 +666,11 @@ def nystrom(A, rank, *, n_oversamples=10, n_power_iter="auto", seed=None) -> Nys
     Parameters
     ----------
     A : numpy array, dask array, zarr array or path, or a :class:`~distsketch.backends.RowData`
-        Square, symmetric positive semidefinite (symmetry is checked on three ``128 x 128``
-        block pairs before any pass; definiteness is assumed).
+        Square, symmetric positive semidefinite. Symmetry is checked on three ``128 x 128``
+        block pairs before any pass, and on ``Omega.T A Omega`` after; definiteness only as far as
+        ``Omega.T (A + nu I) Omega`` shows it (its Cholesky must exist). An indefinite ``A`` whose
+        negative part that product does not show is not detected, and its ``lam`` are then not
+        lower bounds of ``A``'s eigenvalues.
     rank : int
         Number ``k`` of eigenpairs (positional or keyword, as in :func:`svd` and :func:`qb`).
     n_oversamples : int
@@ -682,7 +694,8 @@ def nystrom(A, rank, *, n_oversamples=10, n_power_iter="auto", seed=None) -> Nys
     ShapeError
         ``A`` is not square.
     ParameterError
-        ``A`` is not symmetric; ``rank`` outside ``[1, n]``; a bad ``n_power_iter``.
+        ``A`` is not symmetric or (as far as the sketch shows) not positive semidefinite; ``rank``
+        outside ``[1, n]``; a bad ``n_power_iter`` or ``n_oversamples``.
     NonFiniteError
         NaN/Inf in ``A``, found in the first pass.
 
@@ -734,9 +747,10 @@ def nystrom(A, rank, *, n_oversamples=10, n_power_iter="auto", seed=None) -> Nys
     data = as_rowdata(A)
     _check_symmetric(data)
     n = data.shape[0]
-    if int(rank) != rank or not 1 <= rank <= n:
+    if isinstance(rank, bool) or int(rank) != rank or not 1 <= rank <= n:
         raise ParameterError(f"rank must be an integer in [1, n={n}]; got {rank!r}")
     _check_power_iter(n_power_iter, allow_auto=True)
+    _check_oversamples(n_oversamples)
     seed = resolve_seed(seed)
     try:
         res, scale = _rescaled(lambda d: _nystrom_run(d, rank, n_oversamples, n_power_iter, seed), data)
@@ -769,13 +783,31 @@ def _nystrom_run(data, rank, n_oversamples, q, seed):
             Om = np.linalg.qr(W)[0]
         Y = passes.matmul(data, Om)  # the Nystrom read: Y = A Omega_q
         ysq = float(data.dist_pass(passes.K_DIST_SUMSQ, dist=(Y,))[1][0][0])
-    nu = float(np.finfo(np.float64).eps * math.sqrt(ysq))
+    eps = np.finfo(np.float64).eps
+    # the shift of Tropp, Yurtsever, Udell, Cevher (2017): sqrt(n) eps ||Y|| (||Y||_F >= ||Y||_2 here);
+    # eps ||Y||_F alone left the Cholesky below failing on PSD matrices with -5e-16 rounding eigenvalues
+    nu = float(math.sqrt(n) * eps * math.sqrt(ysq))
     Od = data.distribute(Om, check=False)  # Omega_q beside the rows of A (no read of A)
     (Ynu,), _ = data.dist_pass(passes.K_DIST_PROJECT, dist=(Y, Od), small=(-nu * np.eye(l),),
                                dist_out=((l, np.float64),))  # Y_nu = Y + nu Omega_q
     _, (M,) = data.dist_pass(passes.K_DIST_CROSS, dist=(Od, Ynu))  # Omega_q.T Y_nu
+    # Omega.T A Omega is symmetric for a symmetric A, to the rounding of its n-term sums: a larger
+    # asymmetry is A's own (only three 128 x 128 block pairs were compared before the reads)
+    asym = float(np.linalg.norm(M - M.T))
+    om_f = float(np.linalg.norm(Om))
+    if not asym <= 10 * n * eps * om_f * (math.sqrt(ysq) + nu * om_f):  # |sum of n terms| rounding, worst case
+        raise ParameterError(f"nystrom needs a symmetric A: Omega.T A Omega differs from its transpose by {asym:.3g} "
+                             f"(||Omega.T A Omega||_F = {float(np.linalg.norm(M)):.3g}), far beyond rounding. Use "
+                             "distsketch.svd for a nonsymmetric A, or symmetrise it ((A + A.T) / 2)")
     M = (M + M.T) / 2
-    C = scipy.linalg.cholesky(M, lower=False)
+    try:
+        C = scipy.linalg.cholesky(M, lower=False)
+    except np.linalg.LinAlgError:
+        w = np.linalg.eigvalsh(M)
+        raise ParameterError(
+            f"nystrom needs a positive semidefinite A: Omega.T (A + nu I) Omega has the eigenvalue {w[0]:.3g} "
+            f"(largest {w[-1]:.3g}, shift nu = {nu:.3g}), so A has a negative eigenvalue beyond rounding. Use "
+            "distsketch.svd, or distsketch.matfree.eigsh for the extreme eigenvalues of an indefinite A") from None
     B = apply_right(data, Ynu, scipy.linalg.solve_triangular(C, np.eye(l)))
     Q, R = orthonormalize(data, B)
     Ur, S, _ = scipy.linalg.svd(R)
