@@ -226,9 +226,7 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         if steps < min_steps:
             pass  # no test yet: see min_steps
         elif fwd and not accurate:
-            if prev_dxn is not None and dxn > 0.5 * prev_dxn:
-                istop = 5  # the steps stopped shrinking: the forward error is at what rounding allows
-                break
+            pass  # no residual test may stop before the forward error is within tau
         elif b is not None and normr <= btol * bnorm + atol * anrm * xnorm:
             istop, best = 1, (x, r, normr, normg)  # the test held on this x: return it
             break
@@ -238,12 +236,11 @@ def cholqr_solve(data, b, c, P, *, damp, atol, btol, maxiter, bnorm, anorm_A, x0
         elif normg <= atol * anrm * normr:
             istop, best = 2, (x, r, normr, normg)
             break
-        elif fwd:
-            if prev_dxn is not None and dxn > 0.5 * prev_dxn:
-                istop = 5
-                break
-        elif len(history) >= 2 + min_steps and normg > 0.5 * history[-2]["normar"]:
+        elif not fwd and len(history) >= 2 + min_steps and normg > 0.5 * history[-2]["normar"]:
             istop = 5  # stagnation: rounding level reached (checked below on the best iterate), or a failed sketch
+            break
+        if fwd and steps >= min_steps and prev_dxn is not None and dxn > 0.5 * prev_dxn:
+            istop = 5  # the steps stopped shrinking: the forward error is at what rounding allows
             break
         if steps >= maxiter:
             istop = 7
