@@ -288,7 +288,6 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
     if axis not in ("columns", "rows"):
         raise ParameterError(f"axis must be 'columns' or 'rows'; got {axis!r}")
     _check_common(data, rank, tol, kind, n_oversamples)
-    m, n = data.shape
     seed = resolve_seed(seed)
     res, scale = at_safe_scale(lambda dd: _interp_run(dd, rank, tol, axis, seed, n_oversamples, kind, refine), data)
     if scale != 1.0:  # read as scale * A: the indices and X are the same, the norms scale
@@ -394,7 +393,6 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     """
     data = rowdata(A)
     _check_common(data, rank, tol, kind, n_oversamples)
-    m, n = data.shape
     seed = resolve_seed(seed)
     res, scale = at_safe_scale(lambda dd: _cur_run(dd, rank, tol, seed, n_oversamples, kind), data)
     if scale != 1.0:  # read as scale * A: C and R scale with it, U = C^+ A R^+ inversely, the norms with it
