@@ -258,6 +258,10 @@ def test_bad_input_operator_and_analyze(problem):
         analyze(model, LOSS, batches, top_k=181, client=False)
     with pytest.raises(ParameterError, match="top_k must be a non-negative integer; received -1"):
         analyze(model, LOSS, batches, top_k=-1, client=False)
+    # a loss that is not a scalar (reduction='none'): a clear error, not torch's "grad ... scalar outputs"
+    op_none = hessian_operator(model, torch.nn.CrossEntropyLoss(reduction="none"), batches, client=False)
+    with pytest.raises(InputTypeError, match=r"loss_fn must return a scalar .* tensor of shape \(\d+,\)"):
+        op_none.matmat(np.ones((180, 1)))
     # refused before the eigenvalue pass spends its products (it was checked by the trace, after them)
     with pytest.raises(ParameterError, match="trace_matvecs must be >= 4 for the Hutch\\+\\+ trace; received 2"):
         analyze(model, LOSS, batches, trace_matvecs=2, client=False)

@@ -489,3 +489,8 @@ def test_aslinearoperator_dask_matrix_reads_through_passes():
     r = mf.eigsh(L, 3, seed=2)
     np.testing.assert_allclose(r.eigenvalues, mf.eigsh(A, 3, seed=2).eigenvalues, rtol=1e-12)
     assert L.reads == 1 + r.iterations + 1
+
+
+def test_density_of_an_empty_operator_is_refused():
+    with pytest.raises(ShapeError, match="density needs an operator of dimension n >= 1"):
+        mf.density(np.zeros((0, 0)))

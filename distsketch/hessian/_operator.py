@@ -148,7 +148,11 @@ class _Context:
         model, loss_fn = self.model, self.loss_fn
 
         def loss_of(p):
-            return loss_fn(functional_call(model, {**fixed, **p}, args), y)
+            loss = loss_fn(functional_call(model, {**fixed, **p}, args), y)
+            if loss.ndim != 0:  # reduction='none': torch's own error would only say "grad ... scalar outputs"
+                raise InputTypeError(f"loss_fn must return a scalar (the batch's mean loss, e.g. reduction='mean'); "
+                                     f"it returned a tensor of shape {tuple(loss.shape)}")
+            return loss
 
         if self.method == "func":
             from torch.func import grad, jvp, vjp, vmap

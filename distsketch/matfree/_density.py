@@ -206,6 +206,8 @@ def density(op, *, n_vectors: int = DEFAULT_VECTORS, n_steps: int = DEFAULT_STEP
     op = aslinearoperator(op)
     seed = resolve_seed(seed)
     n, dt = op.n, op.dtype
+    if n == 0:
+        raise ShapeError("density needs an operator of dimension n >= 1; got a 0 x 0 one (it has no eigenvalues)")
     steps = min(n_steps, n)
     start = op.matvecs
     Z = probe_block(seed, DENSITY, n, n_vectors, probe, dt)
