@@ -47,6 +47,30 @@ def test_eigen_paths_agree_and_small_singular_values_are_exact():
         assert df["matrix_rank"].iloc[0] == np.linalg.matrix_rank(A)
 
 
+@pytest.mark.parametrize("n", [3, 65, 300])
+def test_two_stage_band_width_against_lapack(n):
+    """The banded route (dsytrd_sy2sb with a chosen width, dsytrd_sb2st, dsterf, called
+    directly) against numpy's dsyevd, for every width from 1 to past n, including LAPACK's own
+    (None: the dsyevd_2stage driver), on a Gram matrix with a 1e-12 spread."""
+    import distsketch.spectral._esd as esd
+
+    ts = esd._find_two_stage()
+    if not ts or ts.banded is None:
+        pytest.skip("numpy's OpenBLAS does not export the two-stage routines")
+    rng = np.random.default_rng(n)
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    lam = np.logspace(-12, 0, n)
+    G = np.ascontiguousarray((U * lam) @ U.T)
+    G = (G + G.T) / 2
+    ref = np.linalg.eigvalsh(G)
+    for kd in (None, 1, 2, 8, esd.BAND_WIDTH, n - 2, n - 1, n, 2 * n):
+        e = ts.eigvalsh(G.copy(), kd)
+        assert e is not None, kd
+        assert np.all(np.diff(e) >= 0), kd
+        assert np.max(np.abs(e - ref)) <= 1e2 * n * np.finfo(float).eps * ref[-1], kd
+        assert np.max(np.abs(e - lam)) <= 1e2 * n * np.finfo(float).eps, kd  # the exact spectrum
+
+
 def test_two_stage_eigensolver_gives_the_same_metrics(monkeypatch):
     """LAPACK's two-stage dsyevd (used from TWO_STAGE_MIN up; lowered here to reach it on small
     layers) against numpy's dsyevd and against WeightWatcher's own SVD path."""
