@@ -81,8 +81,12 @@ def test_full_accuracy_against_gelsd(problems, m, n, cond, frac, rank, dtype, la
         assert res.x.dtype == np.dtype(dtype) and isinstance(res.x, np.ndarray)
         assert res.method == method and res.converged, (method, res.istop, res.message)
         normar = normal_error(A, b, res.x)
-        floor = 10 * eps * p.s[0] * max(np.linalg.norm(b - A @ xg), eps * np.linalg.norm(b))
-        assert normar <= 10 * ref_normar + floor, (method, normar, ref_normar)
+        # what a backward-stable x's computed A.T r carries: eps ||A|| (||r|| + ||A|| ||x||). At cond 1e12
+        # (inconsistent, ||x|| 1.6e5) gelsd sits at 0.02 of it and refined LSQR at 0.08-0.5, depending on
+        # the chunk order and the BLAS kernels (AMD EPYC: 13-26x gelsd; SkylakeX: under 10x)
+        rg = max(np.linalg.norm(b - A @ xg), eps * np.linalg.norm(b))
+        floor = eps * p.s[0] * (10 * rg + p.s[0] * np.linalg.norm(xg))
+        assert normar <= 10 * ref_normar + floor, (method, normar, ref_normar, floor)
         fwd = np.linalg.norm(res.x.astype(np.float64) - p.x) / nx
         assert fwd <= 10 * max(fwd_g, theory), (method, fwd, fwd_g, theory)
         # the reported residual norm is the true one of the returned x

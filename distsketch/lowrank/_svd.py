@@ -385,16 +385,23 @@ def _svd_run(data, wide, rank, tol, method, n_oversamples, n_power_iter, normali
     if tol is not None:
         res = _qb_run(data, None, tol, 32, min(m, n), seed)  # scaled units: svd() un-scales
         U, s, Vt, sall = _svd_of_qb(data, res.Q, res.B.T, res.B.shape[0])
-        # smallest k whose estimated error meets tol
-        tail = res.norm_fro**2 - np.cumsum(sall**2)
-        ok = np.flatnonzero(tail <= (tol * res.norm_fro) ** 2)
+        # smallest k whose estimated error meets tol. The estimate ||A||_F^2 - sum s_j^2 cancels:
+        # below 100 eps ||A||_F^2 it is rounding (its sign and size depend on the summation order),
+        # so a tol under relative sqrt(100 eps) is never reported as met, and the rank stops there
+        fro2 = res.norm_fro**2
+        floor2 = 100 * np.finfo(np.float64).eps * fro2
+        tail = fro2 - np.cumsum(sall**2)
+        ok = np.flatnonzero(tail <= max((tol * res.norm_fro) ** 2, floor2))
         k = int(ok[0]) + 1 if len(ok) else len(sall)
         U, s, Vt = apply_right(data, U, np.eye(U.shape[1])[:, :k]), s[:k], Vt[:k]
-        est = _estimate(res.norm_fro**2, s)
+        est = _estimate(fro2, s)
         why = f"tol={tol}: blocked QB to {res.B.shape[0]} columns, rank {k} kept"
-        if not len(ok):  # the QB stopped first: at its rounding floor (relative sqrt(100 eps)) or at min(m, n)
-            why += (f"; tol NOT reached: the estimated relative error is {est / res.norm_fro:.3g} (the QB stops "
-                    f"where rounding hides the rest, relative ~{math.sqrt(100 * np.finfo(np.float64).eps):.1e})")
+        if not (est <= tol * res.norm_fro and (tol * res.norm_fro) ** 2 >= floor2):
+            # the QB stopped first (at its rounding floor or at min(m, n)), or tol is below what the
+            # estimate resolves
+            why += (f"; tol NOT reached: the estimated relative error is {est / res.norm_fro:.3g} (the estimate "
+                    f"resolves relative errors down to ~{math.sqrt(100 * np.finfo(np.float64).eps):.1e}, where the "
+                    "QB also stops: rounding hides the rest)")
         return _finish(data, wide, U, s, Vt, est, "qb", why, 0, seed, res.norm_fro)
 
     k = int(rank)
