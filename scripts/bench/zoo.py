@@ -202,9 +202,10 @@ def bench_topk(tmp, repeats, n=8192):
 
 
 def bench_eigensolver(tmp, repeats, layers=8, n=4096):
-    """The eigensolver of the exact path, LAPACK's two-stage dsyevd (default from
-    ``TWO_STAGE_MIN``) against numpy's one-stage dsyevd (the code before), in one process:
-    (a) the eigenvalues of one n x n Gram matrix, 1 and 2 BLAS threads; (b) ``analyze`` of
+    """The eigensolver of the exact path, LAPACK's two-stage reduction (default from
+    ``TWO_STAGE_MIN``, band width ``BAND_WIDTH``) against numpy's one-stage dsyevd (the code
+    before), in one process: (a) the eigenvalues of one n x n Gram matrix, 1 and 2 BLAS threads,
+    also through the two-stage driver with LAPACK's own band width; (b) ``analyze`` of
     ``layers`` x Linear(n, n) with the default threads (layers in parallel). Every numeric column
     of the two analyses is compared (largest relative difference). No WeightWatcher needed."""
     from threadpoolctl import threadpool_limits
@@ -218,7 +219,8 @@ def bench_eigensolver(tmp, repeats, layers=8, n=4096):
     single = {}
     for threads in (1, 2):
         with threadpool_limits(threads):
-            one, two = [], []
+            one, two, lapack_band = [], [], []
+            band = esd.BAND_WIDTH
             for _ in range(repeats):
                 t = time.perf_counter()
                 ref = np.linalg.eigvalsh(G)
@@ -226,10 +228,21 @@ def bench_eigensolver(tmp, repeats, layers=8, n=4096):
                 t = time.perf_counter()
                 new = esd._eigvalsh_inplace(G.copy())
                 two.append(time.perf_counter() - t)
+                try:  # the two-stage driver with LAPACK's own band width (32), as before BAND_WIDTH
+                    esd.BAND_WIDTH = None
+                    t = time.perf_counter()
+                    old = esd._eigvalsh_inplace(G.copy())
+                    lapack_band.append(time.perf_counter() - t)
+                finally:
+                    esd.BAND_WIDTH = band
         single[f"{threads} BLAS thread(s)"] = {"one_stage_seconds": median(one), "two_stage_seconds": median(two),
+                                               "two_stage_lapack_band_seconds": median(lapack_band),
+                                               "band_width": band,
                                                "speedup": median(one) / median(two), "all_one_stage": one,
-                                               "all_two_stage": two,
-                                               "max_abs_diff_over_lambda_max": float(np.max(np.abs(new - ref)) / ref[-1])}
+                                               "all_two_stage": two, "all_two_stage_lapack_band": lapack_band,
+                                               "max_abs_diff_over_lambda_max": float(np.max(np.abs(new - ref)) / ref[-1]),
+                                               "lapack_band_max_abs_diff_over_lambda_max":
+                                                   float(np.max(np.abs(old - ref)) / ref[-1])}
     p = os.path.join(tmp, "linear.safetensors")
     write_safetensors(p, {f"layers.{i}.weight": layer(rng, n, n) for i in range(layers)})
     t_old, t_new, df_old, df_new = [], [], None, None
