@@ -50,3 +50,41 @@ def test_vectorised_fit_equals_loop(n):
         fit = fit_power_law(x)
         a, xmin, D = _ww_fit_loop(x)
         np.testing.assert_allclose([fit.alpha, fit.xmin, fit.D], [a, xmin, D], rtol=1e-12)
+
+
+def _spectra(rng):
+    """Spectra the pruned KS sweep must handle: heavy tails, Marchenko-Pastur bulks, smooth
+    log-normal ones, and many exact ties (rounded values)."""
+    W = rng.standard_normal((900, 1100)) / 30.0
+    return {"pareto": np.sort(rng.pareto(1.5, 3000) + 1e-2),
+            "mp": np.sort(np.linalg.eigvalsh(W @ W.T)),
+            "lognormal": np.sort(np.exp(1.5 * rng.standard_normal(2500))),
+            "ties": np.sort(np.round(rng.pareto(2.0, 2000) * 10) / 10 + 0.1),
+            "short": np.sort(rng.gamma(0.7, 2.0, 300) + 1e-3)}
+
+
+@pytest.mark.parametrize("kind", ["pareto", "mp", "lognormal", "ties", "short"])
+def test_pruned_ks_sweep_picks_the_full_sweeps_minimum(kind):
+    """_ks_distances prunes candidates by lower bounds from a strided sweep; the first minimum
+    (index and value) must be the full sweep's, and every pruned entry a bound below its D."""
+    from distsketch.spectral import _powerlaw as pl
+
+    x = _spectra(np.random.default_rng(5))[kind]
+    x = x[x > pl.EVALS_THRESH]
+    N = len(x)
+    L = np.log(x)
+    n = (N - np.arange(N - 1)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alphas = 1.0 + n / (np.cumsum(L[::-1])[::-1][:-1] - n * L[:-1])
+    cand = np.flatnonzero(alphas > 1)
+    full = pl._ks_distances(x, alphas, cand, stride=1)
+    pruned = pl._ks_distances(x, alphas, cand)
+    assert int(np.argmin(pruned)) == int(np.argmin(full)) and pruned.min() == full.min()
+    computed = pruned == full
+    assert np.all(pruned[~computed] <= full[~computed] * (1 + 1e-12))
+    assert np.all(pruned[~computed] > full.min())
+    if kind != "short":  # the pruning prunes: most of the O(N^2) work is left out
+        assert np.sum(N - cand[computed]) < 0.5 * np.sum(N - cand)
+    a, xmin, D = _ww_fit_loop(x)
+    fit = fit_power_law(x)
+    np.testing.assert_allclose([fit.alpha, fit.xmin, fit.D], [a, xmin, D], rtol=1e-12)
