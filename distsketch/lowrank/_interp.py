@@ -39,8 +39,9 @@ from .. import passes
 from ..errors import ParameterError
 from ..operators import KINDS, make_operator
 from ..random.streams import resolve_seed
-from ._qrcp import (at_safe_scale, check_dist_range, check_rank_tol, check_sketch_range, choose_rank,
-                    rescaled_note, rowdata, sketch_qrcp)
+from ._qrcp import (check_dist_range, check_rank_tol, check_sketch_range, choose_rank, rescaled_note, rowdata,
+                    sketch_qrcp)
+from ._scale import rescaled
 
 __all__ = ["interpolative", "cur", "IDResult", "CURResult"]
 
@@ -289,7 +290,7 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
         raise ParameterError(f"axis must be 'columns' or 'rows'; got {axis!r}")
     _check_common(data, rank, tol, kind, n_oversamples)
     seed = resolve_seed(seed)
-    res, scale = at_safe_scale(lambda dd: _interp_run(dd, rank, tol, axis, seed, n_oversamples, kind, refine), data)
+    res, scale = rescaled(lambda dd: _interp_run(dd, rank, tol, axis, seed, n_oversamples, kind, refine), data)
     if scale != 1.0:  # read as scale * A: the indices and X are the same, the norms scale
         res = dataclasses.replace(res, error_estimate=res.error_estimate / scale,
                                   norm_estimate=res.norm_estimate / scale, reason=res.reason + rescaled_note(scale))
@@ -394,7 +395,7 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     data = rowdata(A)
     _check_common(data, rank, tol, kind, n_oversamples)
     seed = resolve_seed(seed)
-    res, scale = at_safe_scale(lambda dd: _cur_run(dd, rank, tol, seed, n_oversamples, kind), data)
+    res, scale = rescaled(lambda dd: _cur_run(dd, rank, tol, seed, n_oversamples, kind), data)
     if scale != 1.0:  # read as scale * A: C and R scale with it, U = C^+ A R^+ inversely, the norms with it
         res = dataclasses.replace(res, C=res.C / scale, R=(res.R / scale).astype(res.R.dtype, copy=False),
                                   U=(res.U * scale).astype(res.U.dtype, copy=False),

@@ -42,11 +42,12 @@ import scipy.linalg
 
 from .. import passes
 from .._linalg import cond2_estimate
-from ..backends import as_rowdata, pow2_scale
+from ..backends import as_rowdata
 from ..errors import ParameterError, ShapeError
 from ..operators import KINDS, make_operator
 from ..random.streams import resolve_seed
 from ._orth import orthonormalize
+from ._scale import Rescale, rescaled
 
 __all__ = ["qrcp", "QRCPResult"]
 
@@ -116,23 +117,20 @@ def tail_norms(R):
     return np.ldexp(np.sqrt(t2), e)
 
 
-class _OutOfRange(Exception):
-    """The first read's sketch is too large or too small for the squared norms downstream."""
-
-
 #: a first-read sketch with its largest entry outside this range is redone on ``2^-e A``: the
 #: squared norms of the selection and the estimates (sums of up to ~1e8 squares) stay in range
 SAFE_SKETCH = (1e-100, 1e100)
 
 
 def check_sketch_range(data, *sketches):
-    """Raise :class:`_OutOfRange` when the largest entry of the sketches is nonzero and outside
-    :data:`SAFE_SKETCH` (non-finite values are left to the finiteness checks of the read)."""
+    """Raise :class:`~distsketch.lowrank._scale.Rescale` (rerun on ``2^-e A``) when the largest entry
+    of the sketches is nonzero and outside :data:`SAFE_SKETCH` (non-finite values are left to the
+    finiteness checks of the read)."""
     if data.scale != 1.0:
         return  # already the rescaled view
     top = max((float(np.max(np.abs(x))) if np.size(x) else 0.0) for x in sketches)
     if np.isfinite(top) and top > 0 and not SAFE_SKETCH[0] <= top <= SAFE_SKETCH[1]:
-        raise _OutOfRange()
+        raise Rescale()
 
 
 def check_dist_range(data, *xs):
@@ -143,22 +141,11 @@ def check_dist_range(data, *xs):
     for x in xs:
         e = data.max_exponent(x)
         if e is not None and not SAFE_SKETCH[0] <= np.ldexp(1.0, e) <= 2 * SAFE_SKETCH[1]:
-            raise _OutOfRange()
+            raise Rescale()
 
 
 def rescaled_note(scale):
     return f"; A read as 2^{round(float(np.log2(scale)))} A (exact): its first sketch was out of range"
-
-
-def at_safe_scale(run, data):
-    """``(run(data), 1.0)``, or ``(run(2^-e A), 2^-e)`` when the first read's sketch was out of range
-    (one more pass finds ``e``; the reads are then made again on the scaled view). The caller maps
-    the result back (norms and ``R`` divided by the scale, ``Q`` and coefficients as they are)."""
-    try:
-        return run(data), 1.0
-    except _OutOfRange:
-        scale = pow2_scale(data.max_exponent(), data.dtype)
-        return run(data.scaled(scale)), scale
 
 
 def numerical_rank(R, d, n):
@@ -287,7 +274,7 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
                              f"column space of A for R and the error estimate to hold); got {d!r}")
     d = int(d)
     seed = resolve_seed(seed)
-    res, scale = at_safe_scale(lambda dd: _qrcp_run(dd, d, kind, rank, tol, seed, compute_q), data)
+    res, scale = rescaled(lambda dd: _qrcp_run(dd, d, kind, rank, tol, seed, compute_q), data)
     if scale != 1.0:  # A was read as scale * A: R and the estimate scale with it, Q does not
         res = dataclasses.replace(res, R=(res.R / scale).astype(res.R.dtype, copy=False),
                                   error_estimate=res.error_estimate / scale, reason=res.reason + rescaled_note(scale))

@@ -35,12 +35,14 @@ import numpy as np
 import scipy.linalg
 
 from .. import passes
-from ..backends import as_rowdata, pow2_scale
+from ..backends import as_rowdata
 from ..errors import NonFiniteError, ParameterError, ShapeError
 from ..operators import make_operator
 from ..random.streams import resolve_seed
 from ._orth import apply_right, orthonormalize
 from ._result import NystromResult, QBResult, SVDResult
+from ._scale import Rescale as _Rescale
+from ._scale import rescaled as _rescaled
 
 __all__ = ["svd", "qb", "nystrom"]
 
@@ -90,10 +92,6 @@ def _svd_of_qb(data, Q, BT, k):
     return U, s[:k], Vt[:k], s
 
 
-class _Rescale(Exception):
-    """The first pass over- or underflowed: rerun on ``2^-e A`` (exact) and un-scale the result."""
-
-
 class _Zero(Exception):
     """``A X = 0`` and ``||A||_F = 0`` for a Gaussian ``X``: ``A`` is the zero matrix."""
 
@@ -120,20 +118,6 @@ def _eye_columns(data, Y, k):
     """The first ``k`` columns of the ``m x m`` identity, distributed like ``Y``."""
     (E,), _ = data.dist_pass(passes.K_DIST_EYE, dist=(Y,), small=(int(k),), dist_out=((int(k), np.float64),))
     return E
-
-
-def _rescaled(run, data):
-    """``run(data)``, or ``run`` on ``2^-e A`` (one more pass, for ``e``) if the first pass went out of range.
-
-    Returns ``(result, scale)``; the caller divides singular values and norms by ``scale``.
-    """
-    try:
-        return run(data), 1.0
-    except _Rescale:
-        e = data.max_exponent()
-        scale = pow2_scale(e, data.dtype)
-        scale = 0.5 if scale == 1.0 else scale  # any exact power of two will do; 1 would not mark the view
-        return run(data.scaled(scale)), scale
 
 
 def _estimate(fro2, s_kept):
