@@ -143,6 +143,35 @@ def compare(ours, ref):
     return worst
 
 
+def gemm_floor_rate(n=2048, seconds=1.0):
+    """GFLOP/s of an n x n GEMM on one BLAS thread, run on every core at once (the layers are
+    analysed in parallel threads with one BLAS thread each): per-thread rates and their sum."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from _floors import _gemm_rate
+
+    cores = os.cpu_count() or 1
+    with ThreadPoolExecutor(cores) as ex:
+        rates = [r / 1e9 for r in ex.map(lambda _: _gemm_rate((n, n), (n, n), seconds), range(cores))]
+    return {"shape": [n, n], "per_thread_GFLOPs": rates, "aggregate_GFLOPs": float(sum(rates))}
+
+
+def exact_path_flops(df):
+    """The BLAS-3 work the exact path cannot avoid, per analysed matrix (N x M, M <= N): the Gram
+    matrix (N M^2), its full-to-band reduction (4/3 M^3), and for layers whose smallest eigenvalues
+    were refined the factor of W (LU 2/3 M^3 when square, else QR 2 N M^2 - 2/3 M^3); times the
+    ``rf`` slices of a convolution."""
+    total = 0.0
+    rfs = df["rf"].astype(float) if "rf" in df else np.ones(len(df))
+    for N, M, rf, how in zip(df["N"].astype(float), df["M"].astype(float), rfs, df["eig_method"]):
+        N, M = max(N, M), min(N, M)
+        f = N * M * M + 4.0 / 3.0 * M**3
+        if how == "gram+inverse":
+            f += 2.0 / 3.0 * M**3 if N == M else 2.0 * N * M * M - 2.0 / 3.0 * M**3
+        total += rf * f
+    return total
+
+
 def bench_pair(name, path, opts, ww_python, tmp, repeats):
     from distsketch.spectral import analyze
 
@@ -159,7 +188,14 @@ def bench_pair(name, path, opts, ww_python, tmp, repeats):
            "speedup": median(ww_t) / median(ours_t), "all_distsketch_seconds": ours_t, "all_weightwatcher_seconds": ww_t,
            "max_rel_diff_vs_weightwatcher": compare(ours, ref), "passes": {"distsketch": 1, "weightwatcher": 1},
            "eig_methods": ours["eig_method"].value_counts().to_dict()}
-    print(json.dumps({k: res[k] for k in ("config", "distsketch_seconds", "weightwatcher_seconds", "speedup")}),
+    rate = gemm_floor_rate()
+    flops = exact_path_flops(ours)
+    res["floor"] = {"what": "Gram + full-to-band reduction (+ LU/QR of refined layers) at the one-thread GEMM rate "
+                            "of every core at once, measured in this run", "GFLOP": flops / 1e9, "gemm": rate,
+                    "floor_s": flops / (rate["aggregate_GFLOPs"] * 1e9)}
+    res["fraction_of_floor"] = res["floor"]["floor_s"] / res["distsketch_seconds"]
+    print(json.dumps({k: res[k] for k in ("config", "distsketch_seconds", "weightwatcher_seconds", "speedup",
+                                          "fraction_of_floor")}),
           flush=True)
     return res
 
