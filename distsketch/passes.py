@@ -219,6 +219,11 @@ def _k_dist_chain_gram(r0, dist, Ms):
     return (), (Z.T @ Z,)
 
 
+def _k_dist_chain_and_gram(r0, dist, Ms):
+    Z = np.asarray(_chain(dist, Ms), dtype=np.float64)
+    return (Z,), (Z.T @ Z,)
+
+
 def _k_dist_left_apply(r0, dist, ops):
     return (), tuple(op.apply(dist[0], r0) for op in ops)
 
@@ -243,6 +248,7 @@ def _k_dist_shift(r0, dist, op, nu):
 
 K_DIST_CHAIN = Kernel(_k_dist_chain, reduces=False)
 K_DIST_CHAIN_GRAM = Kernel(_k_dist_chain_gram)
+K_DIST_CHAIN_AND_GRAM = Kernel(_k_dist_chain_and_gram)  # the product, stored, and its Gram
 K_DIST_LEFT_APPLY = Kernel(_k_dist_left_apply)
 K_DIST_PROJECT = Kernel(_k_dist_project, reduces=False)
 K_DIST_CROSS = Kernel(_k_dist_cross)

@@ -387,13 +387,21 @@ def test_block_krylov_basis_never_exceeds_min_m_n(monkeypatch):
     from distsketch.lowrank import _svd
 
     widths = []
-    orig = _svd.orthonormalize
+    orig, orig_ritz = _svd.orthonormalize, _svd._ritz_in_basis
 
-    def spy(data, Y, **kw):  # one block, or the Krylov basis as a list of blocks side by side
-        widths.append(sum(y.shape[1] for y in Y) if isinstance(Y, (list, tuple)) else Y.shape[1])
+    def width(Y):  # one block, or the Krylov basis as a list of blocks side by side
+        return sum(y.shape[1] for y in Y) if isinstance(Y, (list, tuple)) else Y.shape[1]
+
+    def spy(data, Y, **kw):
+        widths.append(width(Y))
         return orig(data, Y, **kw)
 
+    def spy_ritz(data, blocks, *args):  # the basis is used as it is when well conditioned
+        widths.append(width(blocks))
+        return orig_ritz(data, blocks, *args)
+
     monkeypatch.setattr(_svd, "orthonormalize", spy)
+    monkeypatch.setattr(_svd, "_ritz_in_basis", spy_ritz)
     A_ = RNG.standard_normal((2000, 30))
     res = ds.svd(A_, 5, method="block_krylov", n_power_iter=200, seed=0)
     assert widths and max(widths) <= 30, widths

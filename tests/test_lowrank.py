@@ -475,3 +475,53 @@ def test_svd_tol_below_the_qb_floor_says_it_was_not_reached():
     assert "tol NOT reached" in r.reason and r.error_estimate > 1e-12 * r.norm_fro, r.reason
     assert "NOT" not in distsketch.svd(A, tol=1e-3, seed=0).reason
 
+
+
+@pytest.mark.parametrize("lay", ["numpy", ("rows", (700, N))], ids=lay_id)
+@pytest.mark.parametrize("method, q", [("block_krylov", 2), ("rsvd", 2), ("block_krylov", 0)])
+def test_ritz_in_the_basis_matches_the_orthonormalised_basis(monkeypatch, lay, method, q):
+    """The SVD taken in the well-conditioned basis Y itself (one pass over Y) against the
+    CholeskyQR2 path (which the test forces by allowing no condition number) and LAPACK."""
+    from distsketch.lowrank import _svd
+
+    A = make("slow")
+    s_true = scipy.linalg.svd(A, compute_uv=False)
+    taken = []
+    orig = _svd._ritz_in_basis
+
+    def spy(*args):
+        out = orig(*args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_svd, "_ritz_in_basis", spy)
+    fast = distsketch.svd(layout(A, lay), K, method=method, n_power_iter=q, seed=5)
+    assert taken == [True]
+    monkeypatch.setattr(_svd, "_KAPPA_RITZ", 0.0)
+    slow = distsketch.svd(layout(A, lay), K, method=method, n_power_iter=q, seed=5)
+    assert taken == [True, False]
+    assert fast.passes == slow.passes == q + 1
+    Uf, Us = np.asarray(fast.U), np.asarray(slow.U)
+    eps = np.finfo(float).eps
+    for U, Vt in ((Uf, fast.Vt), (Us, slow.Vt)):  # orthonormal to rounding, both ways
+        assert np.linalg.norm(U.T @ U - np.eye(K)) <= 100 * eps * K
+        assert np.linalg.norm(Vt @ Vt.T - np.eye(K)) <= 100 * eps * K
+    # the same rank-K approximation (the same subspace, the same Rayleigh-Ritz) to rounding
+    Af, As = (Uf * fast.s) @ fast.Vt, (Us * slow.s) @ slow.Vt
+    assert np.linalg.norm(Af - As) <= 1e-10 * s_true[0]
+    np.testing.assert_allclose(fast.s, slow.s, rtol=1e-11)
+    assert np.all(fast.s <= s_true[:K] * (1 + 1e-12))  # Ritz values never exceed the true ones
+
+
+def test_block_krylov_blocks_orthogonal_save_the_last_read():
+    """i^-1 decay, q = 2: Krylov blocks of a plain power sequence made a basis of condition ~7e6 and a
+    last read for B; orthogonalised test blocks keep it at cond(A) on the Krylov space (< 1e4)."""
+    rng = np.random.default_rng(1)
+    m, n = 4000, 400
+    s = 1.0 / np.arange(1, n + 1)
+    A = (np.linalg.qr(rng.standard_normal((m, n)))[0] * s) @ np.linalg.qr(rng.standard_normal((n, n)))[0].T
+    res = distsketch.svd(A, 20, method="block_krylov", n_power_iter=2, seed=0)
+    assert res.passes == 3 and "last read" not in res.reason
+    opt = np.sqrt(np.sum(s[20:] ** 2))
+    assert np.linalg.norm(A - (res.U * res.s) @ res.Vt) / opt <= 1.01
+    np.testing.assert_allclose(res.s[:5], s[:5], rtol=1e-8)
