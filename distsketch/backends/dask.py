@@ -16,6 +16,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from .._memory import aligned_copy
 from .._progress import progress_for, show
@@ -65,6 +66,11 @@ def _run_block(kernel, Ai, r0, check, ndist, *args):
 def _run_dist_block(kernel, r0, check, ndist, *args):
     args = tuple(_aligned(x) for x in args)
     return kernel(r0, args[:ndist], *args[ndist:])
+
+
+def _pick(part, k):
+    """The ``k``-th distributed output of one block's ``(dist_outputs, reduced)``."""
+    return part[0][k]
 
 
 def _add(a, b):
@@ -209,14 +215,25 @@ class DaskRowData(RowData):
                 kernel, *first, int(self.offsets[i]), check, len(dist_i), *dist_i, *small_d,
                 dask_key_name=f"{'pass' if blocks is not None else 'dist'}-{kname}-{token}-{i}"))
         reduced = tree_sum([p[1] for p in parts])
+        prefix = f"{'pass' if blocks is not None else 'dist'}-out{{k}}-{kname}-{token}"
+        return self._outputs(parts, dist_out, prefix), reduced
+
+    def _outputs(self, parts, dist_out, prefix):
+        """The distributed outputs of a pass as dask arrays aligned with the row blocks.
+
+        Block ``i`` of output ``k`` is one task that picks it from block ``i``'s result. (A
+        ``from_delayed`` piece a block and a ``concatenate`` added two more tasks a block, each a
+        scheduler round on the cores the kernels use: the q = 2 block Krylov SVD of
+        ``scripts/bench/lowrank.py`` ran 1,491 tasks in 12.25 s with them, 867 in 11.16 s without,
+        medians of 4 interleaved in one run, ``scripts/bench/dask_graph_ab.py``.)
+        """
         outs = []
         for k, (ncols, dtype) in enumerate(dist_out):
-            pieces = [
-                da.from_delayed(dask.delayed(getitem, pure=True)(p[0], k), shape=(rows, ncols), dtype=dtype)
-                for p, rows in zip(parts, self.row_chunks)
-            ]
-            outs.append(da.concatenate(pieces, axis=0))
-        return outs, reduced
+            name = prefix.format(k=k)
+            layer = {(name, i, 0): (_pick, p.key, k) for i, p in enumerate(parts)}
+            graph = HighLevelGraph.from_collections(name, layer, dependencies=parts)
+            outs.append(da.Array(graph, name, chunks=(tuple(self.row_chunks), (int(ncols),)), dtype=dtype))
+        return outs
 
     def distribute(self, x, *, check=True):
         if x.shape[0] != self.shape[0]:
