@@ -281,3 +281,29 @@ class TestMPIFloat64(MPIBackend):
 
 class TestMPIFloat32(MPIBackend):
     dtype = np.float32
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+def test_tree_sum_adds_groups_of_neighbours_left_to_right(k):
+    """The Dask tree sum against a replica of its fixed order, on values whose sum depends on the
+    order in floating point (so a different grouping would show), and the fan-in rule."""
+    import dask
+
+    from distsketch.backends.dask import fan_in_for, tree_sum
+
+    rng = np.random.default_rng(k)
+    vals = [(rng.standard_normal(3) * 10.0 ** rng.integers(-8, 8, 3),) for _ in range(13)]
+    level = [v[0] for v in vals]
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), k):
+            acc = level[i]
+            for x in level[i + 1:i + k]:
+                acc = acc + x
+            nxt.append(acc)
+        level = nxt
+    (got,) = dask.compute(tree_sum([dask.delayed(v) for v in vals], k), scheduler="sync")[0]
+    assert np.array_equal(got, level[0])
+    assert abs(got - np.sum([v[0] for v in vals], axis=0)).max() <= 1e-6 * 1e8
+    # groups of 8 up to n = 1024 (parts of at most 4 n^2 floats, 256 MiB a group), 2 from n ~ 2048
+    assert [fan_in_for(n) for n in (1, 256, 1024, 1448, 2048, 10_000)] == [8, 8, 8, 4, 2, 2]

@@ -73,8 +73,12 @@ def _pick(part, k):
     return part[0][k]
 
 
-def _add(a, b):
-    return tuple(x + y for x, y in zip(a, b))
+def _add(*parts):
+    """The sum of reduced tuples, added left to right (a fixed order)."""
+    total = parts[0]
+    for p in parts[1:]:
+        total = tuple(x + y for x, y in zip(total, p))
+    return total
 
 
 def _checked(x, block_info=None):
@@ -83,14 +87,33 @@ def _checked(x, block_info=None):
     return x
 
 
-def tree_sum(parts):
-    """Sum delayed tuples pairwise in a fixed order (deterministic on any cluster)."""
+#: bytes of reduced parts one task of the tree may hold at once (see :func:`fan_in_for`)
+TREE_BYTES = 256 * 2**20
+
+
+def fan_in_for(n: int) -> int:
+    """How many reduced parts one task of a pass's tree sum adds, for ``A`` with ``n`` columns.
+
+    A wider tree has fewer tasks, and on a small machine each task is a scheduler round on the
+    cores the kernels use: the block Krylov SVD of ``scripts/bench/lowrank.py`` (q = 2, 48 row
+    blocks) took 9.73 s with a pairwise tree, 9.55 s with groups of 4 and 9.15 s with groups of 8
+    (medians of 4 interleaved runs, ``scripts/bench/dask_graph_ab.py --tree``; an earlier pair of
+    runs gave 11.4 s against 10.4 s for 2 against 4, and 10.0 s against 9.3 s for 4 against 8). A part is at most ``4 n^2`` floats (a ``d = 4n`` sketch ``S A``;
+    a Gram matrix is ``n^2``), so groups of up to 8 parts are kept within :data:`TREE_BYTES`:
+    8 for ``n <= 1024``, 2 from ``n ~ 2048``.
+    """
+    part = 4.0 * 8.0 * max(int(n), 1) ** 2
+    return int(max(2, min(8, TREE_BYTES // part)))
+
+
+def tree_sum(parts, fan_in=2):
+    """Sum delayed tuples in a fixed tree (deterministic on any cluster): groups of ``fan_in``
+    neighbours, added left to right, level by level."""
+    k = max(2, int(fan_in))
     level = list(parts)
     while len(level) > 1:
-        nxt = [dask.delayed(_add, pure=True)(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
+        level = [dask.delayed(_add, pure=True)(*level[i:i + k]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), k)]
     return level[0]
 
 
@@ -214,7 +237,7 @@ class DaskRowData(RowData):
             parts.append(dask.delayed(runner, pure=True, nout=2)(
                 kernel, *first, int(self.offsets[i]), check, len(dist_i), *dist_i, *small_d,
                 dask_key_name=f"{'pass' if blocks is not None else 'dist'}-{kname}-{token}-{i}"))
-        reduced = tree_sum([p[1] for p in parts])
+        reduced = tree_sum([p[1] for p in parts], fan_in_for(self.shape[1]))
         prefix = f"{'pass' if blocks is not None else 'dist'}-out{{k}}-{kname}-{token}"
         return self._outputs(parts, dist_out, prefix), reduced
 

@@ -3,10 +3,13 @@
 ``one_task_a_block``: block ``i`` of each distributed output is one task picking it from block
 ``i``'s result (``DaskRowData._outputs``); ``from_delayed_concatenate``: the construction it
 replaced, a ``da.from_delayed`` piece per block joined by ``da.concatenate`` (two more tasks a
-block and output). Measured on the rank-50 block Krylov SVD (q = 2) of ``scripts/bench/lowrank.py``'s
+block and output). With ``--tree``: the tree sum of each pass's reduced parts in groups of 8
+(``fan_in_for``, this matrix's n = 1,000), 4 and 2 (the pairwise tree it replaced). Measured on the
+rank-50 block Krylov SVD (q = 2) of ``scripts/bench/lowrank.py``'s
 200,000 x 1,000 store, 2 workers with one thread each, U computed. Usage (from the repository root):
 
     PYTHONPATH=. python scripts/bench/dask_graph_ab.py --out scripts/bench/results/dask_graph_ab_s7.json
+    PYTHONPATH=. python scripts/bench/dask_graph_ab.py --tree --out scripts/bench/results/dask_tree_ab_s7.json
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main(argv=None):
                     help="the Zarr matrix (scripts/bench/lowrank.py generates it)")
     ap.add_argument("--q", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--tree", action="store_true", help="compare tree-sum fan-ins 8, 4, 2 instead")
     ap.add_argument("--out", default="bench-results/dask_graph_ab.json")
     a = ap.parse_args(argv)
 
@@ -48,16 +52,24 @@ def main(argv=None):
     import distsketch
     from distsketch.backends.dask import DaskRowData
 
-    current = DaskRowData._outputs
-    ts = {"one_task_a_block": [], "from_delayed_concatenate": []}
-    tasks = {k: [] for k in ts}
+    import distsketch.backends.dask as backend
+
+    current, fan_in_for = DaskRowData._outputs, backend.fan_in_for
+    if a.tree:
+        variants = {f"fan_in_{k}": (lambda k: lambda: setattr(backend, "fan_in_for", lambda n: k))(k)
+                    for k in (8, 4, 2)}
+    else:
+        variants = {"one_task_a_block": lambda: setattr(DaskRowData, "_outputs", current),
+                    "from_delayed_concatenate": lambda: setattr(DaskRowData, "_outputs", _from_delayed_concatenate)}
+    ts = {k: [] for k in variants}
+    tasks = {k: [] for k in variants}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cl, Client(cl) as client:
         distsketch.svd(a.path, 50, method="block_krylov", n_power_iter=a.q, seed=99).U.compute()  # warm-up
         try:
             for rep in range(a.repeats):
-                for name, fn in (("one_task_a_block", current), ("from_delayed_concatenate", _from_delayed_concatenate)):
-                    DaskRowData._outputs = fn
+                for name, use in variants.items():
+                    use()
                     with get_task_stream(client) as stream:
                         t = time.perf_counter()
                         res = distsketch.svd(a.path, 50, method="block_krylov", n_power_iter=a.q, seed=rep)
@@ -66,12 +78,11 @@ def main(argv=None):
                     tasks[name].append(len(stream.data))
                     print(f"{name}: {ts[name][-1]:.2f} s, {tasks[name][-1]} tasks", flush=True)
         finally:
-            DaskRowData._outputs = current
+            DaskRowData._outputs, backend.fan_in_for = current, fan_in_for
     out = {"benchmark": "dask_graph_ab", "path": a.path, "n_power_iter": a.q, "environment": environment(),
            "loadavg_at_end": list(os.getloadavg()),
            **{k: {"seconds": v, "median_s": median(v), "tasks": tasks[k]} for k, v in ts.items()}}
-    print(f"median: one task a block {out['one_task_a_block']['median_s']:.2f} s, from_delayed + concatenate "
-          f"{out['from_delayed_concatenate']['median_s']:.2f} s")
+    print("medians: " + ", ".join(f"{k} {out[k]['median_s']:.2f} s" for k in ts))
     write_json(a.out, out)
 
 
