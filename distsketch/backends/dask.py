@@ -98,9 +98,10 @@ def fan_in_for(n: int) -> int:
     cores the kernels use: the block Krylov SVD of ``scripts/bench/lowrank.py`` (q = 2, 48 row
     blocks) took 9.73 s with a pairwise tree, 9.55 s with groups of 4 and 9.15 s with groups of 8
     (medians of 4 interleaved runs, ``scripts/bench/dask_graph_ab.py --tree``; an earlier pair of
-    runs gave 11.4 s against 10.4 s for 2 against 4, and 10.0 s against 9.3 s for 4 against 8). A part is at most ``4 n^2`` floats (a ``d = 4n`` sketch ``S A``;
-    a Gram matrix is ``n^2``), so groups of up to 8 parts are kept within :data:`TREE_BYTES`:
-    8 for ``n <= 1024``, 2 from ``n ~ 2048``.
+    runs gave 11.4 s against 10.4 s for 2 against 4, and 10.0 s against 9.3 s for 4 against 8).
+    A part is at most ``4 n^2`` floats (a ``d = 4n`` sketch ``S A``; a Gram matrix is ``n^2``),
+    so groups of up to 8 parts are kept within :data:`TREE_BYTES`: 8 for ``n <= 1024``, 2 from
+    ``n ~ 2048``.
     """
     part = 4.0 * 8.0 * max(int(n), 1) ** 2
     return int(max(2, min(8, TREE_BYTES // part)))
