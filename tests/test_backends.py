@@ -305,5 +305,12 @@ def test_tree_sum_adds_groups_of_neighbours_left_to_right(k):
     (got,) = dask.compute(tree_sum([dask.delayed(v) for v in vals], k), scheduler="sync")[0]
     assert np.array_equal(got, level[0])
     assert abs(got - np.sum([v[0] for v in vals], axis=0)).max() <= 1e-6 * 1e8
-    # groups of 8 up to n = 1024 (parts of at most 4 n^2 floats, 256 MiB a group), 2 from n ~ 2048
+    # groups of 8 up to n = 1024 (parts of at most 4 n^2 floats, 256 MiB a group), 2 from n ~ 2048;
+    # a sketch of d > 4n rows counts d n
     assert [fan_in_for(n) for n in (1, 256, 1024, 1448, 2048, 10_000)] == [8, 8, 8, 4, 2, 2]
+    assert [fan_in_for(1024, d) for d in (0, 4096, 8192, 16384, 10**6)] == [8, 8, 4, 2, 2]
+    from distsketch.backends.dask import _sketch_rows
+    from distsketch.operators import make_operator
+
+    ops = (make_operator("sparse_sign", 300, 1000, seed=0), make_operator("gaussian", 700, 1000, seed=0))
+    assert _sketch_rows((ops, np.dtype("float64"))) == 700 and _sketch_rows((np.ones(3), 5)) == 0

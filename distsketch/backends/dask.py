@@ -91,20 +91,34 @@ def _checked(x, block_info=None):
 TREE_BYTES = 256 * 2**20
 
 
-def fan_in_for(n: int) -> int:
-    """How many reduced parts one task of a pass's tree sum adds, for ``A`` with ``n`` columns.
+def fan_in_for(n: int, d: int = 0) -> int:
+    """How many reduced parts one task of a pass's tree sum adds, for ``A`` with ``n`` columns
+    (and ``d``, the most rows of a sketch operator the pass applies: ``S A`` is ``d x n``).
 
     A wider tree has fewer tasks, and on a small machine each task is a scheduler round on the
     cores the kernels use: the block Krylov SVD of ``scripts/bench/lowrank.py`` (q = 2, 48 row
     blocks) took 9.73 s with a pairwise tree, 9.55 s with groups of 4 and 9.15 s with groups of 8
     (medians of 4 interleaved runs, ``scripts/bench/dask_graph_ab.py --tree``; an earlier pair of
     runs gave 11.4 s against 10.4 s for 2 against 4, and 10.0 s against 9.3 s for 4 against 8).
-    A part is at most ``4 n^2`` floats (a ``d = 4n`` sketch ``S A``; a Gram matrix is ``n^2``),
-    so groups of up to 8 parts are kept within :data:`TREE_BYTES`: 8 for ``n <= 1024``, 2 from
-    ``n ~ 2048``.
+    A part is taken as ``max(4 n, d) n`` floats (a Gram matrix is ``n^2``, a sketch ``S A`` is
+    ``d n``), and groups of up to 8 parts are kept within :data:`TREE_BYTES`: 8 for ``n <= 1024``
+    (without a sketch of more than ``4 n`` rows), 2 from ``n ~ 2048``.
     """
-    part = 4.0 * 8.0 * max(int(n), 1) ** 2
+    n = max(int(n), 1)
+    part = 8.0 * n * max(4 * n, int(d))
     return int(max(2, min(8, TREE_BYTES // part)))
+
+
+def _sketch_rows(small) -> int:
+    """The most rows ``d`` of any sketch operator among a pass's small operands (0 if none)."""
+    from ..operators import SketchOperator
+
+    rows = 0
+    for s in small:
+        for x in (s if isinstance(s, (tuple, list)) else (s,)):
+            if isinstance(x, SketchOperator):
+                rows = max(rows, int(x.d))
+    return rows
 
 
 def tree_sum(parts, fan_in=2):
@@ -238,7 +252,7 @@ class DaskRowData(RowData):
             parts.append(dask.delayed(runner, pure=True, nout=2)(
                 kernel, *first, int(self.offsets[i]), check, len(dist_i), *dist_i, *small_d,
                 dask_key_name=f"{'pass' if blocks is not None else 'dist'}-{kname}-{token}-{i}"))
-        reduced = tree_sum([p[1] for p in parts], fan_in_for(self.shape[1]))
+        reduced = tree_sum([p[1] for p in parts], fan_in_for(self.shape[1], _sketch_rows(small)))
         prefix = f"{'pass' if blocks is not None else 'dist'}-out{{k}}-{kname}-{token}"
         return self._outputs(parts, dist_out, prefix), reduced
 
