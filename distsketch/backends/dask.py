@@ -98,7 +98,7 @@ def fan_in_for(n: int, d: int = 0) -> int:
     A wider tree has fewer tasks, and on a small machine each task is a scheduler round on the
     cores the kernels use: the block Krylov SVD of ``scripts/bench/lowrank.py`` (q = 2, 48 row
     blocks) took 9.73 s with a pairwise tree, 9.55 s with groups of 4 and 9.15 s with groups of 8
-    (medians of 4 interleaved runs, ``scripts/bench/dask_graph_ab.py --tree``; an earlier pair of
+    (medians of 4 interleaved runs, ``scripts/bench/lowrank_ab.py --compare tree``; an earlier pair of
     runs gave 11.4 s against 10.4 s for 2 against 4, and 10.0 s against 9.3 s for 4 against 8).
     A part is taken as ``max(4 n, d) n`` floats (a Gram matrix is ``n^2``, a sketch ``S A`` is
     ``d n``), and groups of up to 8 parts are kept within :data:`TREE_BYTES`: 8 for ``n <= 1024``
@@ -263,7 +263,7 @@ class DaskRowData(RowData):
         ``from_delayed`` piece a block and a ``concatenate`` added two more tasks a block, each a
         scheduler round on the cores the kernels use: the q = 2 block Krylov SVD of
         ``scripts/bench/lowrank.py`` ran 1,491 tasks in 12.25 s with them, 867 in 11.16 s without,
-        medians of 4 interleaved in one run, ``scripts/bench/dask_graph_ab.py``.)
+        medians of 4 interleaved in one run, ``scripts/bench/lowrank_ab.py --compare outputs``.)
         """
         outs = []
         for k, (ncols, dtype) in enumerate(dist_out):

@@ -1,0 +1,119 @@
+"""Interleaved A/B runs of the block Krylov SVD (rank 50) on one 2-worker LocalCluster, one thread each.
+
+Each variant changes one piece of distsketch for the length of its runs; the variants take turns,
+and every run computes ``U``. ``--compare``:
+
+- ``tail``: the SVD taken in the well-conditioned Krylov basis itself (one pass over the basis
+  storing ``U_0`` and its Gram, CholeskyQR on the ``k`` kept columns) against the basis
+  orthonormalised first (CholeskyQR2 over every column, ``U`` a chain over the whole basis), forced
+  by allowing no condition number for the first. Same reads of ``A`` either way.
+- ``outputs``: the Dask backend's distributed outputs built as one task a block
+  (``DaskRowData._outputs``) against a ``da.from_delayed`` piece a block joined by
+  ``da.concatenate`` (two more tasks a block and output).
+- ``tree``: the tree sum of each pass's reduced parts in groups of 8 (``fan_in_for`` at this
+  matrix's n = 1,000), 4 and 2 (a pairwise tree).
+
+Usage (from the repository root; the matrix is ``scripts/bench/lowrank.py``'s store):
+
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare tail --q 2 --out scripts/bench/results/lowrank_tail_ab_s7.json
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare outputs --out scripts/bench/results/dask_graph_ab_s7.json
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare tree --out scripts/bench/results/dask_tree_ab_s7.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from operator import getitem
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import environment, median, write_json  # noqa: E402
+
+
+def _from_delayed_concatenate(self, parts, dist_out, prefix):
+    """The distributed outputs as the Dask backend built them before ``_outputs``."""
+    import dask
+    import dask.array as da
+
+    outs = []
+    for k, (ncols, dtype) in enumerate(dist_out):
+        pieces = [da.from_delayed(dask.delayed(getitem, pure=True)(p[0], k), shape=(rows, ncols), dtype=dtype)
+                  for p, rows in zip(parts, self.row_chunks)]
+        outs.append(da.concatenate(pieces, axis=0))
+    return outs
+
+
+def variants(compare):
+    """``{name: set-up}`` for the comparison, and a function that restores distsketch."""
+    import distsketch.backends.dask as backend
+    from distsketch.backends.dask import DaskRowData
+    from distsketch.lowrank import _svd
+
+    saved = _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for
+
+    def restore():
+        _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for = saved
+
+    def setter(obj, attr, value):
+        return lambda: setattr(obj, attr, value)
+
+    if compare == "tail":
+        out = {"ritz_in_basis": setter(_svd, "_KAPPA_RITZ", saved[0]), "cholqr2_tail": setter(_svd, "_KAPPA_RITZ", 0.0)}
+    elif compare == "outputs":
+        out = {"one_task_a_block": setter(DaskRowData, "_outputs", saved[1]),
+               "from_delayed_concatenate": setter(DaskRowData, "_outputs", _from_delayed_concatenate)}
+    else:
+        out = {f"fan_in_{k}": setter(backend, "fan_in_for", (lambda k: lambda n, d=0: k)(k)) for k in (8, 4, 2)}
+    return out, restore
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--compare", choices=("tail", "outputs", "tree"), required=True)
+    ap.add_argument("--path", default="bench-data/lowrank-200000x1000.zarr/A",
+                    help="the Zarr matrix (scripts/bench/lowrank.py generates it)")
+    ap.add_argument("--q", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--out", default="bench-results/lowrank_ab.json")
+    a = ap.parse_args(argv)
+
+    from distributed import Client, LocalCluster, get_task_stream
+
+    import distsketch
+
+    def run(seed):
+        res = distsketch.svd(a.path, a.rank, method="block_krylov", n_power_iter=a.q, seed=seed)
+        res.U.compute()
+        return res
+
+    setups, restore = variants(a.compare)
+    ts = {k: [] for k in setups}
+    tasks = {k: [] for k in setups}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cl, Client(cl) as client:
+        run(99)  # warm-up
+        try:
+            for rep in range(a.repeats):
+                for name, use in setups.items():
+                    use()
+                    with get_task_stream(client) as stream:
+                        t = time.perf_counter()
+                        res = run(rep)
+                        ts[name].append(time.perf_counter() - t)
+                    tasks[name].append(len(stream.data))
+                    print(f"{name}: {ts[name][-1]:.2f} s, {res.passes} reads, {tasks[name][-1]} tasks", flush=True)
+        finally:
+            restore()
+    out = {"benchmark": f"lowrank_ab --compare {a.compare}", "path": a.path, "n_power_iter": a.q, "rank": a.rank,
+           "environment": environment(), "loadavg_at_end": list(os.getloadavg()),
+           **{k: {"seconds": v, "median_s": median(v), "tasks": tasks[k]} for k, v in ts.items()}}
+    print("medians: " + ", ".join(f"{k} {out[k]['median_s']:.2f} s" for k in ts))
+    write_json(a.out, out)
+
+
+if __name__ == "__main__":
+    main()
