@@ -314,3 +314,29 @@ def test_tree_sum_adds_groups_of_neighbours_left_to_right(k):
 
     ops = (make_operator("sparse_sign", 300, 1000, seed=0), make_operator("gaussian", 700, 1000, seed=0))
     assert _sketch_rows((ops, np.dtype("float64"))) == 700 and _sketch_rows((np.ones(3), 5)) == 0
+
+
+def test_a_large_small_operand_is_embedded_without_the_large_graph_warning(local_cluster_client):
+    """An n x n operand over distributed's 10 MiB large-graph threshold (n = 1,300: 12.9 MiB) goes
+    into the pass's graph without "Sending large graph": the threshold is raised by exactly the
+    operands' bytes, for that pass only, and the product is still right (LAPACK reference)."""
+    import warnings
+
+    import dask
+
+    from distsketch.backends.dask import _GRAPH_WARNING
+
+    rng = np.random.default_rng(3)
+    n = 1_300
+    A = rng.standard_normal((400, n))
+    X = rng.standard_normal((n, n))
+    before = dask.config.get(_GRAPH_WARNING)
+    data = DaskRowData(da.from_array(A, chunks=(100, n)))
+    with local_cluster_client.as_current(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Y, Z = passes.matmul_rmatmul(data, X)
+        Y = data.gather(Y)
+    assert not [w for w in caught if "large graph" in str(w.message)], [str(w.message) for w in caught]
+    assert dask.config.get(_GRAPH_WARNING) == before
+    np.testing.assert_allclose(Y, A @ X, rtol=1e-12, atol=1e-12 * np.abs(A @ X).max())
+    np.testing.assert_allclose(Z, A.T @ (A @ X), rtol=1e-11, atol=1e-11 * np.abs(A.T @ A @ X).max())

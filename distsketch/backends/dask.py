@@ -10,6 +10,7 @@ computed them) and stay aligned with the row chunks of ``A``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from operator import getitem
 
 import dask
@@ -121,6 +122,41 @@ def _sketch_rows(small) -> int:
     return rows
 
 
+def _nbytes(small) -> int:
+    """Bytes of the arrays among a pass's small operands (nested tuples included)."""
+    if isinstance(small, (tuple, list)):
+        return sum(_nbytes(x) for x in small)
+    return int(small.nbytes) if isinstance(small, np.ndarray) else 0
+
+
+#: the setting behind distributed's "Sending large graph" warning (absent before distributed 2023.4)
+_GRAPH_WARNING = "distributed.admin.large-graph-warning-threshold"
+
+
+@contextmanager
+def _small_operands_embedded(small):
+    """Raise distributed's large-graph warning threshold by the bytes of the small operands.
+
+    A pass embeds each small operand once in its graph (up to ``n x n``: 30.5 MiB for
+    ``n = 2000``, over the 10 MiB that distributed warns at). That is deliberate, not the mistake
+    the warning is for: the scheduler keeps the operand with the task that produces it, so a task
+    recomputed after a lost worker still finds it, where a scattered copy lives only in the
+    memory of the workers that hold it. Anything else that makes the graph large still warns.
+    """
+    extra = _nbytes(small)
+    try:
+        from dask.utils import parse_bytes
+
+        base = parse_bytes(dask.config.get(_GRAPH_WARNING))
+    except (KeyError, TypeError, ValueError):
+        base = None
+    if not extra or base is None:
+        yield
+        return
+    with dask.config.set({_GRAPH_WARNING: base + extra}):
+        yield
+
+
 def tree_sum(parts, fan_in=2):
     """Sum delayed tuples in a fixed tree (deterministic on any cluster): groups of ``fan_in``
     neighbours, added left to right, level by level."""
@@ -197,7 +233,7 @@ class DaskRowData(RowData):
         check = self._count()
         outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, check)
         keep = list(self._blocks) if self._cache_now() else []
-        with progress_for(self.progress):
+        with progress_for(self.progress), _small_operands_embedded(small):
             # one graph, not optimised: array fusion would copy the kernel's tasks into the
             # outputs' graph and run every block (and read A) twice
             done = dask.persist(*outs, reduced, *keep, optimize_graph=False)
@@ -230,8 +266,9 @@ class DaskRowData(RowData):
         outs, reduced = self._graph(_run_dist_block, kernel, None, dist, small, dist_out, False)
         if not getattr(kernel, "reduces", True):
             return tuple(outs), ()
-        *outs, reduced = dask.persist(*outs, reduced, optimize_graph=False)
-        return tuple(outs), reduced.compute()
+        with _small_operands_embedded(small):
+            *outs, reduced = dask.persist(*outs, reduced, optimize_graph=False)
+            return tuple(outs), reduced.compute()
 
     def _graph(self, runner, kernel, blocks, dist, small, dist_out, check):
         """The tasks of one pass: one per row block, then a fixed-order tree sum.
