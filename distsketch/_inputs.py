@@ -155,7 +155,7 @@ class _VerifiedZarr:
     """A zarr array whose reads name the store and chunk key when a chunk fails to decode.
 
     Passed to ``dask.array.from_array`` in place of the zarr array: each task reads one
-    chunk through ``__getitem__``. Whole row chunks of a local store are decoded straight into
+    block of whole chunks (:func:`block_rows`) through ``__getitem__``. Whole row chunks of a local store are decoded straight into
     an aligned block (:class:`~distsketch._zarrio.ChunkReader`, the same values as Zarr's);
     anything else is read by Zarr, exactly as ``da.from_zarr`` does.
     """
@@ -198,7 +198,66 @@ def read_rows(z, r0: int, r1: int, source: str | None = None) -> np.ndarray:
         raise _corrupt(z, (slice(r0, r1),), source or _describe(z), exc) from exc
 
 
-def open_array(A, *, allow_missing_chunks: bool = False):
+#: a row block (one task of a pass) groups whole store chunks up to this share of the smallest
+#: worker memory limit of the active distributed Client. A task holds its block, the mapped
+#: compressed chunk and the kernel's temporaries (a sparse sketch's pattern, a finiteness mask:
+#: ~2.5x the block), and a worker's imports take ~100 MiB of its limit: blocks of 1/8 of a
+#: 160 MiB limit killed the workers of ``tests/test_lstsq_cluster.py``. 1/32 gives 128 MiB
+#: blocks from 4 GiB workers, 5 MiB at 160 MiB.
+BLOCK_MEMORY_FRACTION = 1 / 32
+
+#: ... and leaves at least this many blocks (when the store has that many chunks)
+MIN_BLOCKS = 8
+
+
+def _worker_memory_limit() -> int | None:
+    """The smallest memory limit of the active distributed Client's workers (None: no Client,
+    or a worker without a limit)."""
+    try:
+        from distributed import get_client
+
+        limits = [w.get("memory_limit") or 0 for w in get_client().scheduler_info(n_workers=-1)["workers"].values()]
+    except (ImportError, ValueError):
+        return None
+    return min(limits) if limits and all(limits) else None
+
+
+def block_rows(z, block_bytes="auto") -> int:
+    """Rows of the row blocks distsketch reads a 2-D Zarr array in: whole store chunks, grouped.
+
+    One task a store chunk made each pass a scheduler round a chunk on the cores the kernels
+    use: on the 2-core benchmark machine, the q = 2 block Krylov SVD of a 200,000 x 1,000 store
+    in 4,194-row chunks (33.5 MB) took 6.19 s with a task a chunk, 5.66 s with two chunks a task
+    and 4.87 s with six (medians of 4, interleaved, one run). So neighbouring chunks are read
+    into one block (decoded straight into it, no copy) of up to ``block_bytes``: ``"auto"`` is
+    Dask's ``array.chunk-size`` (128 MiB by default), at most :data:`BLOCK_MEMORY_FRACTION` (1/32) of
+    the smallest worker memory limit of the active Client, and at least :data:`MIN_BLOCKS`
+    blocks; ``None`` keeps the store's chunks. Chunks that do not span every column (the backend
+    regroups those itself) and 1-D arrays keep the store's chunks.
+
+    The blocks depend on the store and the workers' memory limits only (not on their number):
+    the same store on the same kind of cluster gives the same blocks, hence bit-identical results.
+    """
+    r = int(z.chunks[0])
+    if block_bytes is None or z.ndim != 2 or int(z.chunks[1]) < int(z.shape[1]) or r >= z.shape[0]:
+        return r
+    if block_bytes == "auto":
+        import dask
+        from dask.utils import parse_bytes
+
+        target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
+        limit = _worker_memory_limit()
+        if limit:
+            target = min(target, int(limit * BLOCK_MEMORY_FRACTION))
+    else:
+        target = int(block_bytes)
+    chunk_bytes = r * int(z.shape[1]) * np.dtype(z.dtype).itemsize
+    nchunks = -(-int(z.shape[0]) // r)
+    g = max(1, min(target // max(chunk_bytes, 1), -(-nchunks // MIN_BLOCKS)))
+    return r * g
+
+
+def open_array(A, *, allow_missing_chunks: bool = False, block_bytes="auto"):
     """Open a Zarr array (path, URL or ``zarr.Array``) as a dask array with verified reads.
 
     Every function of distsketch that takes a path calls this with the default; call it
@@ -214,11 +273,15 @@ def open_array(A, *, allow_missing_chunks: bool = False):
         fill value, as Zarr does (zeros unless the writer chose another fill value; stores
         written by distsketch use NaN, so their missing chunks are then reported as
         non-finite data naming the rows).
+    block_bytes : "auto", int or None
+        Row chunks of the result: whole store chunks grouped up to this many bytes (see
+        :func:`block_rows`; ``"auto"``: Dask's ``array.chunk-size``, at most 1/32 of the
+        smallest worker memory limit of the active Client); ``None``: the store's chunks.
 
     Returns
     -------
     dask.array.Array
-        Chunked like the store; a chunk that fails to decode raises
+        Row chunks of whole store chunks; a chunk that fails to decode raises
         :class:`~distsketch.errors.CorruptChunkError` naming the store and its key.
 
     Raises
@@ -230,9 +293,10 @@ def open_array(A, *, allow_missing_chunks: bool = False):
 
     z = open_zarr_array(A, allow_missing_chunks=allow_missing_chunks)
     source = os.fspath(A) if isinstance(A, (str, os.PathLike)) else _describe(z)
+    chunks = (block_rows(z, block_bytes),) + tuple(z.chunks[1:])
     name = "from-zarr-" + tokenize(_describe(z), z.metadata.to_dict() if hasattr(z.metadata, "to_dict") else None,
-                                   z.chunks)
-    return da.from_array(_VerifiedZarr(z, source), chunks=z.chunks, name=name, meta=np.empty((0,) * z.ndim, z.dtype))
+                                   z.chunks, chunks)
+    return da.from_array(_VerifiedZarr(z, source), chunks=chunks, name=name, meta=np.empty((0,) * z.ndim, z.dtype))
 
 
 def is_lazy(A) -> bool:

@@ -173,3 +173,38 @@ def test_chunks_equal_to_the_fill_value_are_not_written_and_still_read(tmp_path)
     assert not os.path.exists(os.path.join(path, "c", "1", "0"))
     r = ChunkReader.for_array(open_zarr_array(path, allow_missing_chunks=True))
     np.testing.assert_array_equal(r.read(0, M, path), A)
+
+
+def test_row_blocks_group_whole_store_chunks(tmp_path, monkeypatch):
+    """A 2-D store is read in blocks of whole neighbouring chunks (one task each), every value
+    zarr's own; block_bytes caps a block, the smallest worker memory limit caps it at 1/32, at
+    least MIN_BLOCKS blocks stay, and what the grouping does not apply to keeps the store's chunks."""
+    import dask
+
+    from distsketch import _inputs
+    from distsketch._inputs import block_rows
+
+    A = _data(shape=(4_037, N))  # 100-row chunks of 7,200 bytes: 41 chunks, the last of 37 rows
+    path = _write(tmp_path / "a.zarr", A)
+    z = zarr.open_array(path, mode="r")
+    monkeypatch.setattr(_inputs, "_worker_memory_limit", lambda: None)
+    assert block_rows(z, None) == CH
+    assert block_rows(z, 3 * 7_200) == 3 * CH
+    assert block_rows(z, 3 * 7_200 - 1) == 2 * CH  # whole chunks only
+    assert block_rows(z, 10**9) == 6 * CH  # at least MIN_BLOCKS = 8 blocks of the 41 chunks
+    with dask.config.set({"array.chunk-size": "16KiB"}):
+        assert block_rows(z) == 2 * CH  # "auto": Dask's chunk size, 16,384 // 7,200 = 2 chunks
+        monkeypatch.setattr(_inputs, "_worker_memory_limit", lambda: 32 * 7_200)
+        assert block_rows(z) == CH  # 1/32 of the workers' limit: one chunk
+    for rows in (CH, 2 * CH, 3 * CH):
+        X = distsketch.open_array(path, block_bytes=rows // CH * 7_200)
+        assert X.chunks[0][:-1] == (rows,) * (len(X.chunks[0]) - 1) and sum(X.chunks[0]) == A.shape[0]
+        np.testing.assert_array_equal(X.compute(), z[...])
+    # different blocks, different graph names; the same blocks, the same name
+    assert distsketch.open_array(path, block_bytes=None).name != distsketch.open_array(path, block_bytes=14_400).name
+    assert distsketch.open_array(path, block_bytes=14_400).name == distsketch.open_array(path, block_bytes=14_400).name
+    # not grouped: chunks that split the columns, 1-D arrays
+    split = _write(tmp_path / "split.zarr", A, chunks=(CH, 4))
+    assert block_rows(zarr.open_array(split, mode="r"), 10**9) == CH
+    vec = _write(tmp_path / "v.zarr", A[:, 0], chunks=(CH,))
+    assert block_rows(zarr.open_array(vec, mode="r"), 10**9) == CH
