@@ -12,12 +12,16 @@ and every run computes ``U``. ``--compare``:
   ``da.concatenate`` (two more tasks a block and output).
 - ``tree``: the tree sum of each pass's reduced parts in groups of 8 (``fan_in_for`` at this
   matrix's n = 1,000), 4 and 2 (a pairwise tree).
+- ``blocks``: the row blocks ``open_array`` reads the store in: whole store chunks grouped as
+  ``block_rows`` chooses (``"auto"``: 4 chunks of 33.5 MB here), 2 chunks a block, and one task a
+  store chunk (``block_bytes=None``, as before the grouping).
 
 Usage (from the repository root; the matrix is ``scripts/bench/lowrank.py``'s store):
 
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare tail --q 2 --out scripts/bench/results/lowrank_tail_ab_s7.json
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare outputs --out scripts/bench/results/dask_graph_ab_s7.json
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare tree --out scripts/bench/results/dask_tree_ab_s7.json
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare blocks --q 1 --out scripts/bench/results/lowrank_blocks_ab_q1_s8.json
 """
 
 from __future__ import annotations
@@ -49,13 +53,14 @@ def _from_delayed_concatenate(self, parts, dist_out, prefix):
 def variants(compare):
     """``{name: set-up}`` for the comparison, and a function that restores distsketch."""
     import distsketch.backends.dask as backend
+    from distsketch import _inputs
     from distsketch.backends.dask import DaskRowData
     from distsketch.lowrank import _svd
 
-    saved = _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for
+    saved = _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for, _inputs.block_rows
 
     def restore():
-        _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for = saved
+        _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for, _inputs.block_rows = saved
 
     def setter(obj, attr, value):
         return lambda: setattr(obj, attr, value)
@@ -65,6 +70,14 @@ def variants(compare):
     elif compare == "outputs":
         out = {"one_task_a_block": setter(DaskRowData, "_outputs", saved[1]),
                "from_delayed_concatenate": setter(DaskRowData, "_outputs", _from_delayed_concatenate)}
+    elif compare == "blocks":
+        def chunks_a_block(g):
+            def rows(z, block_bytes="auto"):
+                return saved[3](z, g * int(z.chunks[0]) * int(z.shape[1]) * z.dtype.itemsize)
+            return rows
+        out = {"blocks_auto": setter(_inputs, "block_rows", saved[3]),
+               "two_chunks_a_block": setter(_inputs, "block_rows", chunks_a_block(2)),
+               "one_chunk_a_block": setter(_inputs, "block_rows", chunks_a_block(1))}
     else:
         out = {f"fan_in_{k}": setter(backend, "fan_in_for", (lambda k: lambda n, d=0: k)(k)) for k in (8, 4, 2)}
     return out, restore
@@ -72,7 +85,7 @@ def variants(compare):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--compare", choices=("tail", "outputs", "tree"), required=True)
+    ap.add_argument("--compare", choices=("tail", "outputs", "tree", "blocks"), required=True)
     ap.add_argument("--path", default="bench-data/lowrank-200000x1000.zarr/A",
                     help="the Zarr matrix (scripts/bench/lowrank.py generates it)")
     ap.add_argument("--q", type=int, default=2)
