@@ -227,8 +227,9 @@ def block_rows(z, block_bytes="auto") -> int:
 
     One task a store chunk made each pass a scheduler round a chunk on the cores the kernels
     use: on the 2-core benchmark machine, the q = 2 block Krylov SVD of a 200,000 x 1,000 store
-    in 4,194-row chunks (33.5 MB) took 6.19 s with a task a chunk, 5.66 s with two chunks a task
-    and 4.87 s with six (medians of 4, interleaved, one run). So neighbouring chunks are read
+    in 4,194-row chunks (33.5 MB) took 7.41 s with a task a chunk, 6.41 s with two chunks a task
+    and 5.72 s with four (this function's choice there), medians of 4 interleaved in one run
+    (``scripts/bench/lowrank_ab.py --compare blocks``). So neighbouring chunks are read
     into one block (decoded straight into it, no copy) of up to ``block_bytes``: ``"auto"`` is
     Dask's ``array.chunk-size`` (128 MiB by default), at most :data:`BLOCK_MEMORY_FRACTION` (1/32) of
     the smallest worker memory limit of the active Client, and at least :data:`MIN_BLOCKS`
