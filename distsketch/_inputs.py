@@ -154,10 +154,10 @@ def _corrupt(z, sel, source, exc) -> CorruptChunkError:
 class _VerifiedZarr:
     """A zarr array whose reads name the store and chunk key when a chunk fails to decode.
 
-    Passed to ``dask.array.from_array`` in place of the zarr array: each task reads one
-    block of whole chunks (:func:`block_rows`) through ``__getitem__``. Whole row chunks of a local store are decoded straight into
-    an aligned block (:class:`~distsketch._zarrio.ChunkReader`, the same values as Zarr's);
-    anything else is read by Zarr, exactly as ``da.from_zarr`` does.
+    Passed to ``dask.array.from_array`` in place of the zarr array: each task reads one block
+    of whole chunks (:func:`block_rows`) through ``__getitem__``. Whole row chunks of a local
+    store are decoded straight into an aligned block (:class:`~distsketch._zarrio.ChunkReader`,
+    the same values as Zarr's); anything else is read by Zarr, exactly as ``da.from_zarr`` does.
     """
 
     def __init__(self, z, source: str):
@@ -236,8 +236,9 @@ def block_rows(z, block_bytes="auto") -> int:
     blocks; ``None`` keeps the store's chunks. Chunks that do not span every column (the backend
     regroups those itself) and 1-D arrays keep the store's chunks.
 
-    The blocks depend on the store and the workers' memory limits only (not on their number):
-    the same store on the same kind of cluster gives the same blocks, hence bit-identical results.
+    The blocks depend on the store, Dask's ``array.chunk-size`` and the workers' memory limits
+    only (not on their number): the same store on the same kind of cluster gives the same blocks,
+    hence bit-identical results.
     """
     r = int(z.chunks[0])
     if block_bytes is None or z.ndim != 2 or int(z.chunks[1]) < int(z.shape[1]) or r >= z.shape[0]:
@@ -246,7 +247,10 @@ def block_rows(z, block_bytes="auto") -> int:
         import dask
         from dask.utils import parse_bytes
 
-        target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
+        try:
+            target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
+        except (TypeError, ValueError):  # a setting parse_bytes cannot read: Dask's default
+            target = 128 * 2**20
         limit = _worker_memory_limit()
         if limit:
             target = min(target, int(limit * BLOCK_MEMORY_FRACTION))

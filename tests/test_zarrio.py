@@ -192,6 +192,8 @@ def test_row_blocks_group_whole_store_chunks(tmp_path, monkeypatch):
     assert block_rows(z, 3 * 7_200) == 3 * CH
     assert block_rows(z, 3 * 7_200 - 1) == 2 * CH  # whole chunks only
     assert block_rows(z, 10**9) == 6 * CH  # at least MIN_BLOCKS = 8 blocks of the 41 chunks
+    with dask.config.set({"array.chunk-size": "not a size"}):
+        assert block_rows(z) == 6 * CH  # an unreadable setting: Dask's default, 128 MiB
     with dask.config.set({"array.chunk-size": "16KiB"}):
         assert block_rows(z) == 2 * CH  # "auto": Dask's chunk size, 16,384 // 7,200 = 2 chunks
         monkeypatch.setattr(_inputs, "_worker_memory_limit", lambda: 32 * 7_200)
