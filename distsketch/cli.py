@@ -59,6 +59,8 @@ def _cmd_sketch(a) -> int:
     A = as_matrix(a.input, allow_missing_chunks=a.allow_missing_chunks)  # fails fast, before any cluster starts
     check_output_path(a.out, a.overwrite, (a.input,))
     with dask_client(a.scheduler, n_workers=a.workers):
+        # opened again under the client: the row blocks follow its workers' memory limit (open_array)
+        A = as_matrix(a.input, allow_missing_chunks=a.allow_missing_chunks)
         t = time.perf_counter()
         S, op = sketch(A, a.d, kind=a.kind, side=a.side, seed=a.seed, nnz=a.nnz, return_operator=True)
         from ._progress import show
@@ -89,6 +91,8 @@ def _cmd_lstsq(a) -> int:
         raise ShapeError(f"b must have m={A.shape[0]} entries to match A {A.shape}; got shape {b.shape}")
     check_output_path(a.out, a.overwrite, (a.A, a.b))
     with dask_client(a.scheduler, n_workers=a.workers):
+        # opened again under the client: the row blocks follow its workers' memory limit (open_array)
+        A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)
         data = DaskRowData(A, progress=not a.quiet) if not isinstance(A, np.ndarray) else A
         t = time.perf_counter()
         res = lstsq(data, b, method=a.method, atol=a.atol, btol=a.btol, maxiter=a.maxiter, damp=a.damp,
@@ -117,6 +121,8 @@ def _cmd_svd(a) -> int:
         raise ParameterError("give exactly one of --rank and --tol")
     check_output_path(a.out, a.overwrite, (a.A,))
     with dask_client(a.scheduler, n_workers=a.workers):
+        # opened again under the client: the row blocks follow its workers' memory limit (open_array)
+        A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)
         data = A
         if not isinstance(A, np.ndarray) and A.shape[0] >= A.shape[1]:
             from .backends import DaskRowData
@@ -147,6 +153,8 @@ def _cmd_qrcp(a) -> int:
         raise ShapeError(f"qrcp needs a tall matrix (m >= n); got shape {A.shape}. Store and factor A.T instead")
     check_output_path(a.out, a.overwrite, (a.A,))
     with dask_client(a.scheduler, n_workers=a.workers):
+        # opened again under the client: the row blocks follow its workers' memory limit (open_array)
+        A = as_matrix(a.A, allow_missing_chunks=a.allow_missing_chunks)
         t = time.perf_counter()
         res = qrcp(A, a.rank, tol=a.tol, seed=a.seed, kind=a.kind, d=a.d, compute_q=not a.no_q)
         meta = {"rank": res.rank, "numerical_rank": res.numerical_rank, "passes": res.passes, "reason": res.reason,
