@@ -210,18 +210,6 @@ BLOCK_MEMORY_FRACTION = 1 / 32
 MIN_BLOCKS = 8
 
 
-def _worker_memory_limit() -> int | None:
-    """The smallest memory limit of the active distributed Client's workers (None: no Client,
-    or a worker without a limit)."""
-    try:
-        from distributed import get_client
-
-        limits = [w.get("memory_limit") or 0 for w in get_client().scheduler_info(n_workers=-1)["workers"].values()]
-    except (ImportError, ValueError):
-        return None
-    return min(limits) if limits and all(limits) else None
-
-
 def block_rows(z, block_bytes="auto") -> int:
     """Rows of the row blocks distsketch reads a 2-D Zarr array in: whole store chunks, grouped.
 
@@ -251,9 +239,11 @@ def block_rows(z, block_bytes="auto") -> int:
             target = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
         except (TypeError, ValueError):  # a setting parse_bytes cannot read: Dask's default
             target = 128 * 2**20
-        limit = _worker_memory_limit()
-        if limit:
-            target = min(target, int(limit * BLOCK_MEMORY_FRACTION))
+        from .cluster import worker_memory_limits
+
+        limits = worker_memory_limits()
+        if limits:
+            target = min(target, int(min(limits) * BLOCK_MEMORY_FRACTION))
     else:
         target = int(block_bytes)
     chunk_bytes = r * int(z.shape[1]) * np.dtype(z.dtype).itemsize

@@ -13,7 +13,20 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["dask_client", "worker_restarts"]
+__all__ = ["dask_client", "worker_memory_limits", "worker_restarts"]
+
+
+def worker_memory_limits() -> list[int] | None:
+    """The memory limit of each worker of the active distributed Client, in bytes; None when no
+    Client is active (dask's threaded scheduler) or a worker has no limit."""
+    try:
+        from distributed import get_client
+
+        info = get_client().scheduler_info(n_workers=-1)["workers"].values()
+    except (ImportError, ValueError):
+        return None
+    limits = [w.get("memory_limit") or 0 for w in info]
+    return limits if limits and all(limits) else None
 
 
 @contextlib.contextmanager

@@ -181,13 +181,13 @@ def test_row_blocks_group_whole_store_chunks(tmp_path, monkeypatch):
     least MIN_BLOCKS blocks stay, and what the grouping does not apply to keeps the store's chunks."""
     import dask
 
-    from distsketch import _inputs
+    from distsketch import cluster
     from distsketch._inputs import block_rows
 
     A = _data(shape=(4_037, N))  # 100-row chunks of 7,200 bytes: 41 chunks, the last of 37 rows
     path = _write(tmp_path / "a.zarr", A)
     z = zarr.open_array(path, mode="r")
-    monkeypatch.setattr(_inputs, "_worker_memory_limit", lambda: None)
+    monkeypatch.setattr(cluster, "worker_memory_limits", lambda: None)
     assert block_rows(z, None) == CH
     assert block_rows(z, 3 * 7_200) == 3 * CH
     assert block_rows(z, 3 * 7_200 - 1) == 2 * CH  # whole chunks only
@@ -196,7 +196,7 @@ def test_row_blocks_group_whole_store_chunks(tmp_path, monkeypatch):
         assert block_rows(z) == 6 * CH  # an unreadable setting: Dask's default, 128 MiB
     with dask.config.set({"array.chunk-size": "16KiB"}):
         assert block_rows(z) == 2 * CH  # "auto": Dask's chunk size, 16,384 // 7,200 = 2 chunks
-        monkeypatch.setattr(_inputs, "_worker_memory_limit", lambda: 32 * 7_200)
+        monkeypatch.setattr(cluster, "worker_memory_limits", lambda: [32 * 7_200, 64 * 7_200])
         assert block_rows(z) == CH  # 1/32 of the workers' limit: one chunk
     for rows in (CH, 2 * CH, 3 * CH):
         X = distsketch.open_array(path, block_bytes=rows // CH * 7_200)

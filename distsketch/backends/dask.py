@@ -110,23 +110,25 @@ def fan_in_for(n: int, d: int = 0) -> int:
     return int(max(2, min(8, TREE_BYTES // part)))
 
 
+def _leaves(small):
+    """The operands of a pass's ``small``, nested tuples and lists opened."""
+    for x in small:
+        if isinstance(x, (tuple, list)):
+            yield from _leaves(x)
+        else:
+            yield x
+
+
 def _sketch_rows(small) -> int:
     """The most rows ``d`` of any sketch operator among a pass's small operands (0 if none)."""
     from ..operators import SketchOperator
 
-    rows = 0
-    for s in small:
-        for x in (s if isinstance(s, (tuple, list)) else (s,)):
-            if isinstance(x, SketchOperator):
-                rows = max(rows, int(x.d))
-    return rows
+    return max((int(x.d) for x in _leaves(small) if isinstance(x, SketchOperator)), default=0)
 
 
 def _nbytes(small) -> int:
-    """Bytes of the arrays among a pass's small operands (nested tuples included)."""
-    if isinstance(small, (tuple, list)):
-        return sum(_nbytes(x) for x in small)
-    return int(small.nbytes) if isinstance(small, np.ndarray) else 0
+    """Bytes of the arrays among a pass's small operands."""
+    return sum(int(x.nbytes) for x in _leaves(small) if isinstance(x, np.ndarray))
 
 
 #: the setting behind distributed's "Sending large graph" warning (absent before distributed 2023.4)
@@ -218,15 +220,10 @@ class DaskRowData(RowData):
     def _cache_now(self) -> bool:
         """Whether this pass should keep the blocks it reads (decided once, at the first pass)."""
         if self._cache == "auto":
-            self._cache = False
-            try:
-                from distributed import get_client
+            from ..cluster import worker_memory_limits
 
-                info = get_client().scheduler_info(n_workers=-1)["workers"].values()
-                limits = [w.get("memory_limit") or 0 for w in info]
-                self._cache = bool(limits) and all(limits) and self.A.nbytes <= CACHE_FRACTION * sum(limits)
-            except (ImportError, ValueError):  # no distributed Client: the threaded scheduler
-                pass
+            limits = worker_memory_limits()  # None: no distributed Client (the threaded scheduler)
+            self._cache = bool(limits) and self.A.nbytes <= CACHE_FRACTION * sum(limits)
         return self._cache is True
 
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
