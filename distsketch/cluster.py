@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["dask_client", "worker_memory_limits", "worker_restarts"]
+__all__ = ["dask_client", "worker_memory_limits", "worker_restarts", "local_worker_threads"]
 
 
 def worker_memory_limits() -> list[int] | None:
@@ -27,6 +27,37 @@ def worker_memory_limits() -> list[int] | None:
         return None
     limits = [w.get("memory_limit") or 0 for w in info]
     return limits if limits and all(limits) else None
+
+
+def _this_machine() -> set[str]:
+    import socket
+
+    names = {"127.0.0.1", "localhost", "::1"}
+    try:
+        host = socket.gethostname()
+        names |= {host, socket.gethostbyname(host)}
+    except OSError:  # pragma: no cover - a host without a resolvable name
+        pass
+    return names
+
+
+def local_worker_threads() -> int:
+    """Threads of the active distributed Client's workers that run on this machine (the cores
+    their tasks occupy here); 0 when no Client is active (dask's threaded scheduler) or every
+    worker is elsewhere."""
+    try:
+        from distributed import get_client
+
+        nthreads = get_client().nthreads()
+    except (ImportError, ValueError):
+        return 0
+    here = _this_machine()
+    total = 0
+    for addr, k in nthreads.items():
+        scheme, _, rest = addr.partition("://")
+        host = rest.rsplit(":", 1)[0].strip("[]") if scheme != "inproc" else "localhost"
+        total += int(k) if host in here else 0
+    return total
 
 
 @contextlib.contextmanager

@@ -89,3 +89,60 @@ def test_no_other_module_talks_to_threadpoolctl():
             if f.endswith(".py") and f != "_threads.py" and "threadpoolctl" in open(os.path.join(folder, f)).read():
                 users.append(f)
     assert users == []
+
+
+def test_between_passes_leaves_the_busy_cores_to_the_workers():
+    """The caller's small dense steps get the cores the pass workers leave (at least one thread);
+    large steps, unknown sizes and passes that keep no core busy keep the caller's threads."""
+    cores = _threads.available_cores()
+    small, large = 1e6, 10 * _threads.SMALL_DENSE_FLOPS
+    with _threads.blas_limit(2):
+        with _threads.between_passes(cores, small):
+            assert blas_threads_now() == 1
+        assert blas_threads_now() == 2  # restored
+        for busy, flops in ((cores, large), (cores, None), (0, small)):
+            with _threads.between_passes(busy, flops):
+                assert blas_threads_now() == 2
+    with _threads.blas_limit(1):  # never raised above what the caller has
+        with _threads.between_passes(1, small):
+            assert blas_threads_now() == 1
+
+
+def test_local_worker_threads_counts_the_workers_on_this_machine():
+    from distributed import Client, LocalCluster
+
+    from distsketch.cluster import local_worker_threads
+
+    assert local_worker_threads() == 0  # no Client: dask's threaded scheduler
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster):
+        assert local_worker_threads() == 2
+
+
+def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_workers(monkeypatch):
+    """svd on a Dask array with a 2-thread LocalCluster on this machine: the client's QRs and SVDs
+    between passes run with the remaining cores (one thread here when the workers take them all);
+    the result is still an SVD to rounding (checked against LAPACK)."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import distsketch
+    from distsketch.lowrank import _svd
+
+    seen = []
+    ritz = _svd._ritz_in_basis
+
+    def spy_ritz(*a, **k):
+        seen.append(blas_threads_now())
+        return ritz(*a, **k)
+
+    monkeypatch.setattr(_svd, "_ritz_in_basis", spy_ritz)
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((2000, 60)) * 0.7 ** np.arange(60)
+    cores = _threads.available_cores()
+    with _threads.blas_limit(2), LocalCluster(n_workers=1, threads_per_worker=cores, processes=False,
+                                              dashboard_address=None) as cluster, Client(cluster):
+        r = distsketch.svd(da.from_array(A, chunks=(500, 60)), 5, n_power_iter=1, seed=0)
+        after = blas_threads_now()
+    assert seen == [1] and after == 2
+    np.testing.assert_allclose(r.s, np.linalg.svd(A, compute_uv=False)[:5], rtol=1e-6)

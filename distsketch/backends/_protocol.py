@@ -267,6 +267,13 @@ class RowData(ABC):
         neither counted nor checked for finiteness. Keep it small (``128 x 128``).
         """
 
+    def busy_cores_here(self) -> int:
+        """Cores of this machine that the workers of this data's passes keep busy outside this
+        process's own BLAS calls; the caller's dense work between passes leaves them free
+        (:func:`distsketch._threads.between_passes`). 0 for a backend whose passes run in this
+        process under its own thread limits (numpy) or one rank to its cores (MPI)."""
+        return 0
+
     def checksum(self, x) -> int:
         """Checksum of every entry of a distributed ``m``-row operand (``b``): reads ``x``, not ``A``.
 

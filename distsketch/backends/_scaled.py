@@ -74,6 +74,9 @@ class ScaledRowData(RowData):
         self.dtype = inner.dtype
         self.out_of_core = inner.out_of_core
 
+    def busy_cores_here(self) -> int:
+        return self.inner.busy_cores_here()
+
     @property
     def passes(self):
         return self.inner.passes

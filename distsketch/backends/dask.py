@@ -226,6 +226,12 @@ class DaskRowData(RowData):
             self._cache = bool(limits) and self.A.nbytes <= CACHE_FRACTION * sum(limits)
         return self._cache is True
 
+    def busy_cores_here(self) -> int:
+        """Threads of the active Client's workers on this machine (a LocalCluster's: all of them)."""
+        from ..cluster import local_worker_threads
+
+        return local_worker_threads()
+
     def row_pass(self, kernel, *, dist=(), small=(), dist_out=()):
         check = self._count()
         outs, reduced = self._graph(_run_block, kernel, self._blocks, dist, small, dist_out, check)

@@ -137,6 +137,14 @@ def _sketch_rows(m, n, rank, n_oversamples, side):
     return None if l >= big else l
 
 
+def _dense_flops(shape, rank, n_oversamples):
+    """A bound on the largest dense step between passes: the pivoted QR of a sketch of ``w``
+    rows or columns (``k + p``, else ``2 min(m, n)``) against the longer side of ``A``."""
+    m, n = shape
+    w = int(rank) + int(n_oversamples) if rank is not None else 2 * min(m, n)
+    return 4.0 * max(m, n) * w * w
+
+
 def _column_id_from_sketch(SA, rank, tol):
     """``(idx, X, k, how, R11)`` of the column ID read off the pivoted QR of the sketch ``S A``."""
     l, n = SA.shape
@@ -290,7 +298,8 @@ def interpolative(A, rank=None, *, tol=None, axis="columns", seed=None, n_oversa
         raise ParameterError(f"axis must be 'columns' or 'rows'; got {axis!r}")
     _check_common(data, rank, tol, kind, n_oversamples)
     seed = resolve_seed(seed)
-    res, scale = rescaled(lambda dd: _interp_run(dd, rank, tol, axis, seed, n_oversamples, kind, refine), data)
+    res, scale = rescaled(lambda dd: _interp_run(dd, rank, tol, axis, seed, n_oversamples, kind, refine), data,
+                          _dense_flops(data.shape, rank, n_oversamples))
     if scale != 1.0:  # read as scale * A: the indices and X are the same, the norms scale
         res = dataclasses.replace(res, error_estimate=res.error_estimate / scale,
                                   norm_estimate=res.norm_estimate / scale, reason=res.reason + rescaled_note(scale))
@@ -395,7 +404,8 @@ def cur(A, rank=None, *, tol=None, seed=None, n_oversamples=10, kind="sparse_sig
     data = rowdata(A)
     _check_common(data, rank, tol, kind, n_oversamples)
     seed = resolve_seed(seed)
-    res, scale = rescaled(lambda dd: _cur_run(dd, rank, tol, seed, n_oversamples, kind), data)
+    res, scale = rescaled(lambda dd: _cur_run(dd, rank, tol, seed, n_oversamples, kind), data,
+                          _dense_flops(data.shape, rank, n_oversamples))
     if scale != 1.0:  # read as scale * A: C and R scale with it, U = C^+ A R^+ inversely, the norms with it
         res = dataclasses.replace(res, C=res.C / scale, R=(res.R / scale).astype(res.R.dtype, copy=False),
                                   U=(res.U * scale).astype(res.U.dtype, copy=False),

@@ -274,7 +274,8 @@ def qrcp(A, rank=None, *, tol=None, seed=None, kind="sparse_sign", d=None, compu
                              f"column space of A for R and the error estimate to hold); got {d!r}")
     d = int(d)
     seed = resolve_seed(seed)
-    res, scale = rescaled(lambda dd: _qrcp_run(dd, d, kind, rank, tol, seed, compute_q), data)
+    res, scale = rescaled(lambda dd: _qrcp_run(dd, d, kind, rank, tol, seed, compute_q), data,
+                          4.0 * d * n * n)  # the pivoted QR of the d x n sketch
     if scale != 1.0:  # A was read as scale * A: R and the estimate scale with it, Q does not
         res = dataclasses.replace(res, R=(res.R / scale).astype(res.R.dtype, copy=False),
                                   error_estimate=res.error_estimate / scale, reason=res.reason + rescaled_note(scale))

@@ -60,6 +60,18 @@ def _prepare(A):
     return (data.transposed() if wide else data), wide
 
 
+def _dense_flops(m, n, rank, n_oversamples, q):
+    """A bound on the largest dense step between passes (``n x w`` QRs and ``w x n`` SVDs of the
+    basis width ``w``): ``n w^2``, with ``w`` the Krylov basis of ``q + 1`` blocks of ``l`` columns
+    (``q = "auto"``: at most 4 blocks), or ``min(m, n)`` in tol mode."""
+    if rank is None:
+        w = min(m, n)
+    else:
+        l = min(int(rank) + int(n_oversamples), m, n)
+        w = min(l * (4 if q == "auto" else int(q) + 1), m, n)
+    return float(min(m, n)) * w * w
+
+
 def _check_rank_tol(rank, tol, m, n):
     if (rank is None) == (tol is None):
         raise ParameterError("give exactly one of rank and tol; got "
@@ -420,7 +432,8 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
         raise ParameterError(f"tol mode runs the blocked QB (method 'auto' or 'rsvd'); got {method!r}")
     try:
         res, scale = _rescaled(lambda d: _svd_run(d, wide, rank, tol, method, n_oversamples, n_power_iter,
-                                                  normalizer, seed), data)
+                                                  normalizer, seed), data,
+                               _dense_flops(m, n, rank, n_oversamples, n_power_iter))
     except _Zero as z:
         k = int(rank) if rank is not None else 1
         U = _eye_columns(data, z.Y, k)
@@ -625,7 +638,8 @@ def qb(A, rank=None, *, tol=None, block_size=None, n_power_iter=0, seed=None, ma
     target = int(rank) if rank is not None else int(max_rank or min(m, n))
     b = int(block_size or (max(10, target // 4) if rank is not None else 32))
     try:
-        res, scale = _rescaled(lambda d: _qb_run(d, rank, tol, b, target, seed, int(n_power_iter)), data)
+        res, scale = _rescaled(lambda d: _qb_run(d, rank, tol, b, target, seed, int(n_power_iter)), data,
+                               n * (target + b) ** 2)
     except _Zero as z:  # A = 0: Q B = 0 exactly, with Q the first columns of the identity
         k = min(b, target)
         return QBResult(Q=data.output(_eye_columns(data, z.Y, k), dtype=data.dtype), B=np.zeros((k, n), data.dtype),
@@ -821,7 +835,8 @@ def nystrom(A, rank, *, n_oversamples=10, n_power_iter="auto", seed=None) -> Nys
     _check_oversamples(n_oversamples)
     seed = resolve_seed(seed)
     try:
-        res, scale = _rescaled(lambda d: _nystrom_run(d, rank, n_oversamples, n_power_iter, seed), data)
+        res, scale = _rescaled(lambda d: _nystrom_run(d, rank, n_oversamples, n_power_iter, seed), data,
+                               _dense_flops(n, n, rank, n_oversamples, 0))
     except _Zero as z:  # A = 0: lam = 0, U the first columns of the identity
         U = _eye_columns(data, z.Y, int(rank))
         return NystromResult(U=data.output(U, dtype=data.dtype), lam=np.zeros(int(rank), data.dtype),

@@ -15,6 +15,9 @@ and every run computes ``U``. ``--compare``:
 - ``blocks``: the row blocks ``open_array`` reads the store in: whole store chunks grouped as
   ``block_rows`` chooses (``"auto"``: 4 chunks of 33.5 MB here), 2 chunks a block, and one task a
   store chunk (``block_bytes=None``, as before the grouping).
+- ``client-threads``: the client's dense work between passes on the cores the local workers leave
+  (``_threads.between_passes``: one BLAS thread here) against the client's default BLAS threads
+  (two here), whose pools spin ~0.1 s of a core after each call while the next pass runs.
 
 Usage (from the repository root; the matrix is ``scripts/bench/lowrank.py``'s store):
 
@@ -22,6 +25,7 @@ Usage (from the repository root; the matrix is ``scripts/bench/lowrank.py``'s st
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare outputs --out scripts/bench/results/dask_graph_ab_s7.json
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare tree --out scripts/bench/results/dask_tree_ab_s7.json
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare blocks --q 1 --out scripts/bench/results/lowrank_blocks_ab_q1_s8.json
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare client-threads --q 1 --repeats 8 --out scripts/bench/results/lowrank_client_threads_ab_q1_s9.json
 """
 
 from __future__ import annotations
@@ -53,14 +57,15 @@ def _from_delayed_concatenate(self, parts, dist_out, prefix):
 def variants(compare):
     """``{name: set-up}`` for the comparison, and a function that restores distsketch."""
     import distsketch.backends.dask as backend
-    from distsketch import _inputs
+    from distsketch import _inputs, _threads
     from distsketch.backends.dask import DaskRowData
     from distsketch.lowrank import _svd
 
-    saved = _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for, _inputs.block_rows
+    saved = _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for, _inputs.block_rows, _threads.SMALL_DENSE_FLOPS
 
     def restore():
-        _svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for, _inputs.block_rows = saved
+        (_svd._KAPPA_RITZ, DaskRowData._outputs, backend.fan_in_for, _inputs.block_rows,
+         _threads.SMALL_DENSE_FLOPS) = saved
 
     def setter(obj, attr, value):
         return lambda: setattr(obj, attr, value)
@@ -78,6 +83,9 @@ def variants(compare):
         out = {"blocks_auto": setter(_inputs, "block_rows", saved[3]),
                "two_chunks_a_block": setter(_inputs, "block_rows", chunks_a_block(2)),
                "one_chunk_a_block": setter(_inputs, "block_rows", chunks_a_block(1))}
+    elif compare == "client-threads":
+        out = {"client_threads_between_passes": setter(_threads, "SMALL_DENSE_FLOPS", saved[4]),
+               "client_default_threads": setter(_threads, "SMALL_DENSE_FLOPS", -1.0)}
     else:
         out = {f"fan_in_{k}": setter(backend, "fan_in_for", (lambda k: lambda n, d=0: k)(k)) for k in (8, 4, 2)}
     return out, restore
@@ -85,7 +93,7 @@ def variants(compare):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--compare", choices=("tail", "outputs", "tree", "blocks"), required=True)
+    ap.add_argument("--compare", choices=("tail", "outputs", "tree", "blocks", "client-threads"), required=True)
     ap.add_argument("--path", default="bench-data/lowrank-200000x1000.zarr/A",
                     help="the Zarr matrix (scripts/bench/lowrank.py generates it)")
     ap.add_argument("--q", type=int, default=2)
@@ -105,6 +113,7 @@ def main(argv=None):
 
     setups, restore = variants(a.compare)
     ts = {k: [] for k in setups}
+    cpu = {k: [] for k in setups}  # CPU seconds of this process (the client, and the LocalCluster's scheduler)
     tasks = {k: [] for k in setups}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cl, Client(cl) as client:
@@ -114,16 +123,23 @@ def main(argv=None):
                 for name, use in setups.items():
                     use()
                     with get_task_stream(client) as stream:
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.process_time()
                         res = run(rep)
                         ts[name].append(time.perf_counter() - t)
+                        cpu[name].append(time.process_time() - c)
                     tasks[name].append(len(stream.data))
-                    print(f"{name}: {ts[name][-1]:.2f} s, {res.passes} reads, {tasks[name][-1]} tasks", flush=True)
+                    print(f"{name}: {ts[name][-1]:.2f} s (client process CPU {cpu[name][-1]:.2f} s), {res.passes} reads, "
+                          f"{tasks[name][-1]} tasks", flush=True)
         finally:
             restore()
     out = {"benchmark": f"lowrank_ab --compare {a.compare}", "path": a.path, "n_power_iter": a.q, "rank": a.rank,
            "environment": environment(), "loadavg_at_end": list(os.getloadavg()),
-           **{k: {"seconds": v, "median_s": median(v), "tasks": tasks[k]} for k, v in ts.items()}}
+           **{k: {"seconds": v, "median_s": median(v), "client_process_cpu_s": cpu[k],
+                  "median_client_process_cpu_s": median(cpu[k]), "tasks": tasks[k]} for k, v in ts.items()}}
+    if len(ts) == 2:  # the variants alternate: paired differences take out the machine's drift between pairs
+        (a_name, a_t), (b_name, b_t) = ts.items()
+        out["paired_difference_s"] = {"of": f"{a_name} - {b_name}", "each": [x - y for x, y in zip(a_t, b_t)],
+                                      "median": median([x - y for x, y in zip(a_t, b_t)])}
     print("medians: " + ", ".join(f"{k} {out[k]['median_s']:.2f} s" for k in ts))
     write_json(a.out, out)
 
