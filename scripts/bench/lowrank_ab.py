@@ -13,8 +13,9 @@ and every run computes ``U``. ``--compare``:
 - ``tree``: the tree sum of each pass's reduced parts in groups of 8 (``fan_in_for`` at this
   matrix's n = 1,000), 4 and 2 (a pairwise tree).
 - ``blocks``: the row blocks ``open_array`` reads the store in: whole store chunks grouped as
-  ``block_rows`` chooses (``"auto"``: 4 chunks of 33.5 MB here), 2 chunks a block, and one task a
-  store chunk (``block_bytes=None``, as before the grouping).
+  ``block_rows`` chooses (``"auto"``: 4 chunks of 33.5 MB here with default worker memory, one
+  under ``--memory-limit 0.4x``), 4 and 2 chunks a block, and one task a store chunk
+  (``block_bytes=None``, as before the grouping).
 - ``client-threads``: the client's dense work between passes on the cores the local workers leave
   (``_threads.between_passes``: one BLAS thread here) against the client's default BLAS threads
   (two here), whose pools spin ~0.1 s of a core after each call while the next pass runs.
@@ -81,6 +82,7 @@ def variants(compare):
                 return saved[3](z, g * int(z.chunks[0]) * int(z.shape[1]) * z.dtype.itemsize)
             return rows
         out = {"blocks_auto": setter(_inputs, "block_rows", saved[3]),
+               "four_chunks_a_block": setter(_inputs, "block_rows", chunks_a_block(4)),
                "two_chunks_a_block": setter(_inputs, "block_rows", chunks_a_block(2)),
                "one_chunk_a_block": setter(_inputs, "block_rows", chunks_a_block(1))}
     elif compare == "client-threads":
@@ -99,6 +101,8 @@ def main(argv=None):
     ap.add_argument("--q", type=int, default=2)
     ap.add_argument("--rank", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--memory-limit", default="auto",
+                    help="each worker's memory limit (bytes, or a fraction of the matrix like 0.4x)")
     ap.add_argument("--out", default="bench-results/lowrank_ab.json")
     a = ap.parse_args(argv)
 
@@ -115,8 +119,15 @@ def main(argv=None):
     ts = {k: [] for k in setups}
     cpu = {k: [] for k in setups}  # CPU seconds of this process (the client, and the LocalCluster's scheduler)
     tasks = {k: [] for k in setups}
+    limit = a.memory_limit
+    if limit.endswith("x"):
+        import zarr
+
+        z = zarr.open(a.path, mode="r")
+        limit = int(float(limit[:-1]) * z.nbytes)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cl, Client(cl) as client:
+                      silence_logs=logging.ERROR, memory_limit=limit) as cl, Client(cl) as client:
+        workers_at_start = set(client.scheduler_info(n_workers=-1)["workers"])
         run(99)  # warm-up
         try:
             for rep in range(a.repeats):
@@ -132,7 +143,9 @@ def main(argv=None):
                           f"{tasks[name][-1]} tasks", flush=True)
         finally:
             restore()
+        workers_lost = len(workers_at_start - set(client.scheduler_info(n_workers=-1)["workers"]))
     out = {"benchmark": f"lowrank_ab --compare {a.compare}", "path": a.path, "n_power_iter": a.q, "rank": a.rank,
+           "worker_memory_limit": limit, "workers_lost": workers_lost,
            "environment": environment(), "loadavg_at_end": list(os.getloadavg()),
            **{k: {"seconds": v, "median_s": median(v), "client_process_cpu_s": cpu[k],
                   "median_client_process_cpu_s": median(cpu[k]), "tasks": tasks[k]} for k, v in ts.items()}}
