@@ -76,9 +76,10 @@ def rank_blas_threads(comm) -> int:
 def dask_local_blas_threads(client) -> int | None:
     """BLAS threads per task when every worker of ``client`` runs on this machine: its cores
     shared between all worker threads; None for remote workers (their cores are unknown here)."""
+    from .cluster import runs_here
+
     nthreads = client.nthreads()
-    hosts = {a.split("://")[-1].rsplit(":", 1)[0] for a in nthreads}
-    if not hosts <= {"127.0.0.1", "localhost", "::1"}:
+    if not all(runs_here(a) for a in nthreads):
         return None
     return threads_per_worker(sum(nthreads.values()), cores=os.cpu_count() or 1)
 

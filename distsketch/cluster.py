@@ -11,6 +11,7 @@ oversubscribe the cores), memory split evenly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 __all__ = ["dask_client", "worker_memory_limits", "worker_restarts", "local_worker_threads"]
@@ -29,16 +30,19 @@ def worker_memory_limits() -> list[int] | None:
     return limits if limits and all(limits) else None
 
 
-def _this_machine() -> set[str]:
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@functools.lru_cache(maxsize=1)
+def _this_machine() -> frozenset[str]:
+    """This machine's host name and its address (resolved once: a slow resolver is asked at most once)."""
     import socket
 
-    names = {"127.0.0.1", "localhost", "::1"}
     try:
         host = socket.gethostname()
-        names |= {host, socket.gethostbyname(host)}
+        return frozenset({host, socket.gethostbyname(host)})
     except OSError:  # pragma: no cover - a host without a resolvable name
-        pass
-    return names
+        return frozenset()
 
 
 def local_worker_threads() -> int:
@@ -51,13 +55,14 @@ def local_worker_threads() -> int:
         nthreads = get_client().nthreads()
     except (ImportError, ValueError):
         return 0
-    here = _this_machine()
-    total = 0
-    for addr, k in nthreads.items():
-        scheme, _, rest = addr.partition("://")
-        host = rest.rsplit(":", 1)[0].strip("[]") if scheme != "inproc" else "localhost"
-        total += int(k) if host in here else 0
-    return total
+    return sum(int(k) for addr, k in nthreads.items() if runs_here(addr))
+
+
+def runs_here(address: str) -> bool:
+    """Whether a worker at ``address`` (``tcp://host:port``, ``inproc://...``) runs on this machine."""
+    scheme, _, rest = str(address).partition("://")
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    return scheme == "inproc" or host in _LOOPBACK or host in _this_machine()
 
 
 @contextlib.contextmanager

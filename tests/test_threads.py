@@ -146,3 +146,14 @@ def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_
         after = blas_threads_now()
     assert seen == [1] and after == 2
     np.testing.assert_allclose(r.s, np.linalg.svd(A, compute_uv=False)[:5], rtol=1e-6)
+
+
+def test_runs_here_tells_local_worker_addresses():
+    import socket
+
+    from distsketch.cluster import runs_here
+
+    assert runs_here("tcp://127.0.0.1:40653") and runs_here("tcp://[::1]:8786") and runs_here("tls://localhost:1")
+    assert runs_here("inproc://10.1.2.3/4567/1")  # a worker thread of this process
+    assert runs_here(f"tcp://{socket.gethostname()}:8786")
+    assert not runs_here("tcp://node-that-is-not-here.invalid:8786")
