@@ -123,9 +123,10 @@ def between_passes(busy_cores: int, flops: float | None):
     ``flops``, is at most :data:`SMALL_DENSE_FLOPS`. Larger work (or ``flops`` None: unknown) keeps the
     caller's threads (the pass workers wait for it then). ``busy_cores`` 0 (passes elsewhere, or in
     this process under its own limits): no change. Measured on a 2-worker LocalCluster on 2 cores, the
-    block Krylov SVD of ``scripts/bench/lowrank.py`` (q = 1 / q = 2): 4.25 / 5.33 s with the client's
-    2 BLAS threads, 4.00 / 4.97 s with one (medians of 8 interleaved runs), the client process's CPU
-    time halved (1.1 s to 0.55 s a run).
+    block Krylov SVD of ``scripts/bench/lowrank.py`` (``lowrank_ab.py --compare client-threads``):
+    q = 1, 4.40 s with one client BLAS thread against 4.63 s with two (medians of 10 interleaved
+    runs, paired median -0.27 s), q = 2, 5.52 s against 6.07 s (8 runs, -0.52 s); the client
+    process's CPU time about halved (1.26 s to 0.64 s a run at q = 1).
     """
     if busy_cores <= 0 or flops is None or flops > SMALL_DENSE_FLOPS:
         return contextlib.nullcontext()

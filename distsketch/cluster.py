@@ -46,16 +46,17 @@ def _this_machine() -> frozenset[str]:
 
 
 def local_worker_threads() -> int:
-    """Threads of the active distributed Client's workers that run on this machine (the cores
-    their tasks occupy here); 0 when no Client is active (dask's threaded scheduler) or every
-    worker is elsewhere."""
+    """Threads of the active distributed Client's workers that run on this machine in other
+    processes (the cores their tasks take from this process); 0 when no Client is active (dask's
+    threaded scheduler) or every worker is elsewhere. Workers of a threads LocalCluster
+    (``inproc://``) run in this process, under its own BLAS limits, and are not counted."""
     try:
         from distributed import get_client
 
         nthreads = get_client().nthreads()
     except (ImportError, ValueError):
         return 0
-    return sum(int(k) for addr, k in nthreads.items() if runs_here(addr))
+    return sum(int(k) for addr, k in nthreads.items() if runs_here(addr) and not str(addr).startswith("inproc://"))
 
 
 def runs_here(address: str) -> bool:

@@ -114,15 +114,19 @@ def test_local_worker_threads_counts_the_workers_on_this_machine():
     from distsketch.cluster import local_worker_threads
 
     assert local_worker_threads() == 0  # no Client: dask's threaded scheduler
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster):
         assert local_worker_threads() == 2
+    # worker threads in this process are under its own BLAS limits: not counted
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster):
+        assert local_worker_threads() == 0
 
 
 def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_workers(monkeypatch):
-    """svd on a Dask array with a 2-thread LocalCluster on this machine: the client's QRs and SVDs
-    between passes run with the remaining cores (one thread here when the workers take them all);
-    the result is still an SVD to rounding (checked against LAPACK)."""
+    """svd on a Dask array with a LocalCluster of worker processes on this machine taking every
+    core: the client's QRs and SVDs between passes run on one BLAS thread; the result is still an
+    SVD to rounding (checked against LAPACK)."""
     import dask.array as da
     from distributed import Client, LocalCluster
 
@@ -140,7 +144,7 @@ def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_
     rng = np.random.default_rng(3)
     A = rng.standard_normal((2000, 60)) * 0.7 ** np.arange(60)
     cores = _threads.available_cores()
-    with _threads.blas_limit(2), LocalCluster(n_workers=1, threads_per_worker=cores, processes=False,
+    with _threads.blas_limit(2), LocalCluster(n_workers=1, threads_per_worker=cores, processes=True,
                                               dashboard_address=None) as cluster, Client(cluster):
         r = distsketch.svd(da.from_array(A, chunks=(500, 60)), 5, n_power_iter=1, seed=0)
         after = blas_threads_now()
