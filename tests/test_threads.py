@@ -161,3 +161,33 @@ def test_runs_here_tells_local_worker_addresses():
     assert runs_here("inproc://10.1.2.3/4567/1")  # a worker thread of this process
     assert runs_here(f"tcp://{socket.gethostname()}:8786")
     assert not runs_here("tcp://node-that-is-not-here.invalid:8786")
+
+
+def test_numpy_passes_on_several_threads_leave_the_driver_one_blas_thread(monkeypatch):
+    """In memory, blocks run on several threads with BLAS limits of their own: the low-rank
+    driver's small calls between passes run on one thread (a multi-threaded call would leave a
+    pool thread spinning beside the pass threads); one worker runs the blocks with the caller's
+    threads, and nothing changes."""
+    import distsketch
+    from distsketch.backends import NumpyRowData
+    from distsketch.lowrank import _svd
+
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((3000, 80)) * 0.8 ** np.arange(80)
+    assert NumpyRowData(A, workers=1).busy_cores_here() == 0
+    assert NumpyRowData(A, workers=2).busy_cores_here() == 2 * _threads.threads_per_worker(2)
+    seen = []
+    ritz = _svd._ritz_in_basis
+
+    def spy_ritz(*a, **k):
+        seen.append(blas_threads_now())
+        return ritz(*a, **k)
+
+    monkeypatch.setattr(_svd, "_ritz_in_basis", spy_ritz)
+    s_ref = np.linalg.svd(A, compute_uv=False)[:6]
+    with _threads.blas_limit(2):
+        # two pass threads take 2 x (cores // 2) cores: the driver keeps one thread; one worker: the caller's threads
+        for workers, expected in ((2, 1), (1, 2)):
+            r = distsketch.svd(NumpyRowData(A, workers=workers), 6, n_power_iter=1, seed=0)
+            np.testing.assert_allclose(r.s, s_ref, rtol=1e-6)
+            assert seen[-1] == expected and blas_threads_now() == 2

@@ -268,10 +268,11 @@ class RowData(ABC):
         """
 
     def busy_cores_here(self) -> int:
-        """Cores of this machine that the workers of this data's passes keep busy outside this
-        process's own BLAS calls; the caller's dense work between passes leaves them free
-        (:func:`distsketch._threads.between_passes`). 0 for a backend whose passes run in this
-        process under its own thread limits (numpy) or one rank to its cores (MPI)."""
+        """Cores of this machine that the workers of this data's passes take, under BLAS limits of
+        their own: the caller's dense work between passes leaves them free
+        (:func:`distsketch._threads.between_passes`). Dask: the threads of the Client's worker
+        processes on this machine; numpy: the pass threads when there are several; 0 where the
+        passes run with the caller's own threads (one numpy worker, an MPI rank on its cores)."""
         return 0
 
     def checksum(self, x) -> int:

@@ -116,5 +116,11 @@ class NumpyRowData(RowData):
     def peek(self, rows, cols):
         return np.array(self.A[rows, cols])
 
+    def busy_cores_here(self) -> int:
+        """Cores the pass threads take with their own BLAS limits: a caller's multi-threaded BLAS call
+        between passes would leave a pool thread spinning beside them. One worker runs the blocks
+        in the caller's thread with the caller's BLAS threads (nothing to leave)."""
+        return self.workers * threads_per_worker(self.workers) if self.workers > 1 else 0
+
     def transposed(self):
         return NumpyRowData(self.A.T, workers=self.workers)

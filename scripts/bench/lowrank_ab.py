@@ -26,7 +26,8 @@ Usage (from the repository root; the matrix is ``scripts/bench/lowrank.py``'s st
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare outputs --out scripts/bench/results/dask_graph_ab_s7.json
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare tree --out scripts/bench/results/dask_tree_ab_s7.json
     PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare blocks --q 1 --out scripts/bench/results/lowrank_blocks_ab_q1_s8.json
-    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare client-threads --q 1 --repeats 8 --out scripts/bench/results/lowrank_client_threads_ab_q1_s9.json
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare client-threads --q 1 --repeats 10 --out scripts/bench/results/lowrank_client_threads_ab_q1_s9.json
+    PYTHONPATH=. python scripts/bench/lowrank_ab.py --compare client-threads --q 1 --repeats 8 --in-memory --out scripts/bench/results/lowrank_client_threads_ab_memory_q1_s9.json
 """
 
 from __future__ import annotations
@@ -93,6 +94,43 @@ def variants(compare):
     return out, restore
 
 
+def _in_memory(a):
+    """The variants on the numpy backend: the store read into memory once, the same SVD."""
+    import zarr
+
+    import distsketch
+
+    A = zarr.open(a.path, mode="r")[:]
+    setups, restore = variants(a.compare)
+    ts = {k: [] for k in setups}
+    cpu = {k: [] for k in setups}
+    distsketch.svd(A, a.rank, method="block_krylov", n_power_iter=a.q, seed=99)  # warm-up
+    try:
+        for rep in range(a.repeats):
+            for name, use in setups.items():
+                use()
+                t, c = time.perf_counter(), time.process_time()
+                distsketch.svd(A, a.rank, method="block_krylov", n_power_iter=a.q, seed=rep)
+                ts[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
+                print(f"{name}: {ts[name][-1]:.2f} s (process CPU {cpu[name][-1]:.2f} s)", flush=True)
+    finally:
+        restore()
+    out = {"benchmark": f"lowrank_ab --compare {a.compare} --in-memory", "path": a.path, "n_power_iter": a.q,
+           "rank": a.rank, "environment": environment(), "loadavg_at_end": list(os.getloadavg()),
+           **{k: {"seconds": v, "median_s": median(v), "process_cpu_s": cpu[k]} for k, v in ts.items()}}
+    _paired(out, ts)
+    print("medians: " + ", ".join(f"{k} {out[k]['median_s']:.2f} s" for k in ts))
+    write_json(a.out, out)
+
+
+def _paired(out, ts):
+    if len(ts) == 2:  # the variants alternate: paired differences take out the machine's drift between pairs
+        (a_name, a_t), (b_name, b_t) = ts.items()
+        out["paired_difference_s"] = {"of": f"{a_name} - {b_name}", "each": [x - y for x, y in zip(a_t, b_t)],
+                                      "median": median([x - y for x, y in zip(a_t, b_t)])}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--compare", choices=("tail", "outputs", "tree", "blocks", "client-threads"), required=True)
@@ -103,8 +141,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--memory-limit", default="auto",
                     help="each worker's memory limit (bytes, or a fraction of the matrix like 0.4x)")
+    ap.add_argument("--in-memory", action="store_true",
+                    help="the matrix loaded into memory (numpy backend, the pass threads of this process) "
+                         "instead of the 2-worker LocalCluster")
     ap.add_argument("--out", default="bench-results/lowrank_ab.json")
     a = ap.parse_args(argv)
+    if a.in_memory:
+        return _in_memory(a)
 
     from distributed import Client, LocalCluster, get_task_stream
 
@@ -149,10 +192,7 @@ def main(argv=None):
            "environment": environment(), "loadavg_at_end": list(os.getloadavg()),
            **{k: {"seconds": v, "median_s": median(v), "client_process_cpu_s": cpu[k],
                   "median_client_process_cpu_s": median(cpu[k]), "tasks": tasks[k]} for k, v in ts.items()}}
-    if len(ts) == 2:  # the variants alternate: paired differences take out the machine's drift between pairs
-        (a_name, a_t), (b_name, b_t) = ts.items()
-        out["paired_difference_s"] = {"of": f"{a_name} - {b_name}", "each": [x - y for x, y in zip(a_t, b_t)],
-                                      "median": median([x - y for x, y in zip(a_t, b_t)])}
+    _paired(out, ts)
     print("medians: " + ", ".join(f"{k} {out[k]['median_s']:.2f} s" for k in ts))
     write_json(a.out, out)
 
