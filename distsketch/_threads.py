@@ -121,8 +121,8 @@ def between_passes(busy_cores: int, flops: float | None):
     The rule of this module counts the caller too: with ``busy_cores`` taken, its BLAS calls get the
     remaining cores (at least one thread, never more than it has now) when its largest dense step,
     ``flops``, is at most :data:`SMALL_DENSE_FLOPS`. Larger work (or ``flops`` None: unknown) keeps the
-    caller's threads (the pass workers wait for it then). ``busy_cores`` 0 (passes elsewhere, or in
-    this process under its own limits): no change. Measured on a 2-worker LocalCluster on 2 cores, the
+    caller's threads (the pass workers wait for it then). ``busy_cores`` 0 (passes on other machines,
+    or run with the caller's own BLAS threads): no change. Measured on a 2-worker LocalCluster on 2 cores, the
     block Krylov SVD of ``scripts/bench/lowrank.py`` (``lowrank_ab.py --compare client-threads``):
     q = 1, 4.40 s with one client BLAS thread against 4.63 s with two (medians of 10 interleaved
     runs, paired median -0.27 s), q = 2, 5.52 s against 6.07 s (8 runs, -0.52 s); the client
