@@ -17,16 +17,23 @@ import os
 __all__ = ["dask_client", "worker_memory_limits", "worker_restarts", "local_worker_threads"]
 
 
-def worker_memory_limits() -> list[int] | None:
-    """The memory limit of each worker of the active distributed Client, in bytes; None when no
-    Client is active (dask's threaded scheduler) or a worker has no limit."""
+def _active_client():
+    """The active distributed Client, or None (no Client: dask's threaded scheduler)."""
     try:
         from distributed import get_client
 
-        info = get_client().scheduler_info(n_workers=-1)["workers"].values()
+        return get_client()
     except (ImportError, ValueError):
         return None
-    limits = [w.get("memory_limit") or 0 for w in info]
+
+
+def worker_memory_limits() -> list[int] | None:
+    """The memory limit of each worker of the active distributed Client, in bytes; None when no
+    Client is active (dask's threaded scheduler) or a worker has no limit."""
+    client = _active_client()
+    if client is None:
+        return None
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
     return limits if limits and all(limits) else None
 
 
@@ -50,13 +57,11 @@ def local_worker_threads() -> int:
     processes (the cores their tasks take from this process); 0 when no Client is active (dask's
     threaded scheduler) or every worker is elsewhere. Workers of a threads LocalCluster
     (``inproc://``) run in this process, under its own BLAS limits, and are not counted."""
-    try:
-        from distributed import get_client
-
-        nthreads = get_client().nthreads()
-    except (ImportError, ValueError):
+    client = _active_client()
+    if client is None:
         return 0
-    return sum(int(k) for addr, k in nthreads.items() if runs_here(addr) and not str(addr).startswith("inproc://"))
+    return sum(int(k) for addr, k in client.nthreads().items()
+               if not str(addr).startswith("inproc://") and runs_here(addr))
 
 
 def runs_here(address: str) -> bool:

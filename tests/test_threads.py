@@ -123,14 +123,10 @@ def test_local_worker_threads_counts_the_workers_on_this_machine():
         assert local_worker_threads() == 0
 
 
-def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_workers(monkeypatch):
-    """svd on a Dask array with a LocalCluster of worker processes on this machine taking every
-    core: the client's QRs and SVDs between passes run on one BLAS thread; the result is still an
-    SVD to rounding (checked against LAPACK)."""
-    import dask.array as da
-    from distributed import Client, LocalCluster
-
-    import distsketch
+@pytest.fixture
+def ritz_threads(monkeypatch):
+    """The BLAS threads the SVD's Rayleigh-Ritz step (client-side dense work between passes) runs with,
+    one entry a call."""
     from distsketch.lowrank import _svd
 
     seen = []
@@ -141,6 +137,18 @@ def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_
         return ritz(*a, **k)
 
     monkeypatch.setattr(_svd, "_ritz_in_basis", spy_ritz)
+    return seen
+
+
+def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_workers(ritz_threads):
+    """svd on a Dask array with a LocalCluster of worker processes on this machine taking every
+    core: the client's QRs and SVDs between passes run on one BLAS thread; the result is still an
+    SVD to rounding (checked against LAPACK)."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import distsketch
+
     rng = np.random.default_rng(3)
     A = rng.standard_normal((2000, 60)) * 0.7 ** np.arange(60)
     cores = _threads.available_cores()
@@ -148,7 +156,7 @@ def test_low_rank_drivers_run_their_small_dense_work_on_one_thread_beside_local_
                                               dashboard_address=None) as cluster, Client(cluster):
         r = distsketch.svd(da.from_array(A, chunks=(500, 60)), 5, n_power_iter=1, seed=0)
         after = blas_threads_now()
-    assert seen == [1] and after == 2
+    assert ritz_threads == [1] and after == 2
     np.testing.assert_allclose(r.s, np.linalg.svd(A, compute_uv=False)[:5], rtol=1e-6)
 
 
@@ -163,31 +171,22 @@ def test_runs_here_tells_local_worker_addresses():
     assert not runs_here("tcp://node-that-is-not-here.invalid:8786")
 
 
-def test_numpy_passes_on_several_threads_leave_the_driver_one_blas_thread(monkeypatch):
+def test_numpy_passes_on_several_threads_leave_the_driver_one_blas_thread(ritz_threads):
     """In memory, blocks run on several threads with BLAS limits of their own: the low-rank
     driver's small calls between passes run on one thread (a multi-threaded call would leave a
     pool thread spinning beside the pass threads); one worker runs the blocks with the caller's
     threads, and nothing changes."""
     import distsketch
     from distsketch.backends import NumpyRowData
-    from distsketch.lowrank import _svd
 
     rng = np.random.default_rng(4)
     A = rng.standard_normal((3000, 80)) * 0.8 ** np.arange(80)
     assert NumpyRowData(A, workers=1).busy_cores_here() == 0
     assert NumpyRowData(A, workers=2).busy_cores_here() == 2 * _threads.threads_per_worker(2)
-    seen = []
-    ritz = _svd._ritz_in_basis
-
-    def spy_ritz(*a, **k):
-        seen.append(blas_threads_now())
-        return ritz(*a, **k)
-
-    monkeypatch.setattr(_svd, "_ritz_in_basis", spy_ritz)
     s_ref = np.linalg.svd(A, compute_uv=False)[:6]
     with _threads.blas_limit(2):
         # two pass threads take 2 x (cores // 2) cores: the driver keeps one thread; one worker: the caller's threads
         for workers, expected in ((2, 1), (1, 2)):
             r = distsketch.svd(NumpyRowData(A, workers=workers), 6, n_power_iter=1, seed=0)
             np.testing.assert_allclose(r.s, s_ref, rtol=1e-6)
-            assert seen[-1] == expected and blas_threads_now() == 2
+            assert ritz_threads[-1] == expected and blas_threads_now() == 2

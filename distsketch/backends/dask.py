@@ -227,7 +227,8 @@ class DaskRowData(RowData):
         return self._cache is True
 
     def busy_cores_here(self) -> int:
-        """Threads of the active Client's workers on this machine (a LocalCluster's: all of them)."""
+        """Threads of the active Client's worker processes on this machine (a LocalCluster's: all of
+        them; a threads LocalCluster's workers run in this process and are not counted)."""
         from ..cluster import local_worker_threads
 
         return local_worker_threads()
