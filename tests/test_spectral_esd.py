@@ -98,3 +98,78 @@ def test_two_stage_eigensolver_gives_the_same_metrics(monkeypatch):
         for c in INTS:
             if c in two.columns:
                 assert (two[c] == ref[c]).all(), c
+
+
+def _ill_conditioned(rng, shape, small):
+    U, _ = np.linalg.qr(rng.standard_normal(shape))
+    V, _ = np.linalg.qr(rng.standard_normal((shape[1], shape[1])))
+    sv = np.concatenate([np.logspace(0, -2.2, shape[1] - len(small)), small])
+    return (U * (3.0 * sv)) @ V.T  # sigma_max 3: log10 of it is not a rounding error
+
+
+@pytest.mark.parametrize("n,kd", [(70, 1), (200, 8), (300, 64), (300, 297)])
+def test_band_reduction_q_reproduces_the_gram_matrix(n, kd):
+    """What the full -> band reduction keeps (Q's reflectors in G, tau, the band) is what
+    the band route's inverse needs: Q B Q^T is the matrix reduced, Q orthogonal, Q^T undoes Q."""
+    import distsketch.spectral._esd as esd
+
+    ts = esd._find_two_stage()
+    if not ts or ts.banded is None or ts.ormqr is None:
+        pytest.skip("numpy's OpenBLAS does not export the two-stage routines and dormqr")
+    rng = np.random.default_rng(n + kd)
+    A = rng.standard_normal((n + 5, n))
+    G0 = A.T @ A
+    e, band = ts.eigvalsh(G0.copy(), kd, keep=True)  # overwritten
+    assert band is not None and band.kd == kd
+    np.testing.assert_allclose(e, np.linalg.eigvalsh(G0), rtol=0, atol=1e3 * np.finfo(float).eps * e[-1])
+    B = np.zeros((n, n))
+    for d in range(kd + 1):  # LAPACK's lower band storage: ab.T[d, j] = B[j + d, j]
+        j = np.arange(n - d)
+        B[j + d, j] = B[j, j + d] = band.ab[j, d]
+    Q = band.apply_q(np.asfortranarray(np.eye(n)), b"N")
+    np.testing.assert_allclose(Q.T @ Q, np.eye(n), atol=1e-13)
+    np.testing.assert_allclose(Q @ B @ Q.T, G0, atol=1e-13 * np.abs(G0).max())
+    X = np.asfortranarray(rng.standard_normal((n, 3)))
+    np.testing.assert_allclose(band.apply_q(band.apply_q(X.copy(order="F"), b"N"), b"T"), X, atol=1e-12)
+    with pytest.raises(ValueError, match="Fortran-ordered float64"):
+        band.apply_q(np.ones((n, 2)), b"N")  # C-ordered
+
+
+def test_band_route_refines_without_factoring(monkeypatch):
+    """The smallest singular values through the band reduction's inverse (no LU/QR of the
+    weight): as LAPACK's SVD has them, square and tall, and the metrics WeightWatcher's way."""
+    import distsketch.spectral._esd as esd
+
+    ts = esd._find_two_stage()
+    if not ts or ts.banded is None or ts.ormqr is None:
+        pytest.skip("numpy's OpenBLAS does not export the two-stage routines and dormqr")
+    monkeypatch.setattr(esd, "TWO_STAGE_MIN", 64)
+    factored = []
+    real = esd._refine_smallest
+    monkeypatch.setattr(esd, "_refine_smallest", lambda *a: factored.append(a[0].shape) or real(*a))
+    rng = np.random.default_rng(5)
+    # each small value below 1e-6 sigma_max (1e-12 lambda_max): all of them refined
+    for shape, small in (((300, 300), [5e-7, 3e-7, 1e-7]), ((400, 300), [5e-7, 2e-7]),
+                         ((260, 380), [5e-7]), ((300, 300), [3e-7, 3.1e-7, 3.2e-7, 3.4e-7]),
+                         # 30 values just above the block: the band's eigenvectors alone, lifted, are
+                         # ~4e-9 off here (the Gram error over lambda_(b+1)); the steps with A fix it
+                         ((300, 300), [1e-7] + [6e-6 * (1 + 0.01 * i) for i in range(30)])):
+        W = _ill_conditioned(rng, shape if shape[0] >= shape[1] else shape[::-1], small)
+        W = W if shape[0] >= shape[1] else W.T
+        ref = sla.svd(W, compute_uv=False)[::-1]
+        ev, used = esd.singular_values_squared([W])
+        assert used == "gram+inverse" and not factored, shape
+        k = int(np.count_nonzero(np.array(small) < 1e-6))
+        np.testing.assert_allclose(np.sqrt(ev[0][:k]), ref[:k], rtol=1e-9)  # the Gram alone: ~1e-4 off
+        assert np.max(np.abs(ev[0] - ref**2)) <= 1e3 * np.finfo(float).eps * ref[-1] ** 2
+        df = analyze({"a.weight": W})
+        svd = analyze({"a.weight": W}, eig_method="svd")
+        for c in EXACT_1E9 + ["sv_min"]:
+            if c in df.columns:
+                np.testing.assert_allclose(df[c], svd[c], rtol=1e-9, err_msg=c)
+        assert (df["matrix_rank"] == svd["matrix_rank"]).all()
+    # below what the Gram matrix resolves (B not positive definite): the factor route, still exact
+    W = _ill_conditioned(rng, (300, 300), [1e-9, 1e-10])  # x 3
+    ev, used = esd.singular_values_squared([W])
+    assert factored == [(300, 300)] and used == "gram+inverse"
+    np.testing.assert_allclose(np.sqrt(ev[0][:2]), sla.svd(W, compute_uv=False)[::-1][:2], rtol=1e-6)
