@@ -152,8 +152,10 @@ def test_band_route_refines_without_factoring(monkeypatch):
     for shape, small in (((300, 300), [5e-7, 3e-7, 1e-7]), ((400, 300), [5e-7, 2e-7]),
                          ((260, 380), [5e-7]), ((300, 300), [3e-7, 3.1e-7, 3.2e-7, 3.4e-7]),
                          # 30 values just above the block: the band's eigenvectors alone, lifted, are
-                         # ~4e-9 off here (the Gram error over lambda_(b+1)); the steps with A fix it
-                         ((300, 300), [1e-7] + [6e-6 * (1 + 0.01 * i) for i in range(30)])):
+                         # ~4e-9 and ~1e-8 off here (the Gram error over lambda_(b+1)); the steps
+                         # with A bring them to ~2e-11 and ~3e-10
+                         ((300, 300), [1e-7] + [6e-6 * (1 + 0.01 * i) for i in range(30)]),
+                         ((300, 300), [3e-8] + [6e-6 * (1 + 0.01 * i) for i in range(30)])):
         W = _ill_conditioned(rng, shape if shape[0] >= shape[1] else shape[::-1], small)
         W = W if shape[0] >= shape[1] else W.T
         ref = sla.svd(W, compute_uv=False)[::-1]
@@ -173,3 +175,9 @@ def test_band_route_refines_without_factoring(monkeypatch):
     ev, used = esd.singular_values_squared([W])
     assert factored == [(300, 300)] and used == "gram+inverse"
     np.testing.assert_allclose(np.sqrt(ev[0][:2]), sla.svd(W, compute_uv=False)[::-1][:2], rtol=1e-6)
+    # refined, but too close to a tolerance to call: straight to the SVD, not through a factor of W
+    monkeypatch.setattr(esd, "_with_refined", lambda *a: None)
+    W = _ill_conditioned(rng, (300, 300), [5e-7])
+    ev, used = esd.singular_values_squared([W])
+    assert used == "svd" and factored == [(300, 300)]  # the factor route ran only for the case above
+    np.testing.assert_allclose(np.sqrt(ev[0]), sla.svd(W, compute_uv=False)[::-1], rtol=1e-12, atol=0)

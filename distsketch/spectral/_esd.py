@@ -158,6 +158,9 @@ def _refine_smallest(W, e, N, k):
     return _with_refined(e, s, k, N, top)
 
 
+_SVD = object()  # _refine_band's answer when the values are refined but only an SVD can call them
+
+
 def _refine_band(W, e, N, k, band):
     """:func:`_refine_smallest` without factoring ``A``: the same subspace inverse iteration on
     ``A^T A``, with the inverse taken from what the eigensolver's full -> band reduction left
@@ -170,14 +173,14 @@ def _refine_band(W, e, N, k, band):
     ``[X, M R]`` (Ritz values ``||A x||``, as in the factor route) has the fixed point of the true
     ``A^T A``; components outside the block shrink by ``(lambda_k + ||E||) / lambda_(b+1)`` a step.
     The start is the block's eigenvectors of B (inverse iteration on the band, ~ms a step), lifted
-    by Q. Returns the new array, or None where this route does not apply (the caller then factors
-    ``A``): too small or too many eigenvalues, a Gram error not far below ``lambda_(b+1)``, B not
-    numerically positive definite, no convergence."""
-    A = _tall(W)
-    n, m = A.shape
-    top = float(e[-1])
+    by Q. Returns the new array; ``_SVD`` when a refined value lies too close to a rank tolerance
+    or threshold to call (only an SVD settles it; a factor of ``A`` would not); or None where this
+    route does not apply (the caller then factors ``A``): too small or too many eigenvalues, a Gram
+    error not far below ``lambda_(b+1)``, B not numerically positive definite, no convergence."""
+    m = min(W.shape)
     if k > _MAX_REFINE or band is None or band.n != m:
         return None
+    top = float(e[-1])
     b = _block_size(e, k, m)
     if b is None or 2 * b > m or not _BAND * top <= 0.01 * e[b]:
         return None
@@ -189,8 +192,10 @@ def _refine_band(W, e, N, k, band):
     def binv(X):
         return sla.cho_solve_banded((cb, True), X, check_finite=False)
 
-    # B's b smallest eigenvectors: subspace inverse iteration until the first k columns (whose
-    # span converges first) stop moving at the level the Gram error allows
+    A = _tall(W)
+    # B's b smallest eigenvectors, near enough for a start: subspace inverse iteration until
+    # B^{-1} maps the first k columns (whose span converges first) into the block's span to 1e-8
+    # (not the final accuracy: the steps with A below decide that)
     Z = sla.qr(np.random.default_rng(0).standard_normal((m, b)), mode="economic", check_finite=False)[0]
     for _ in range(_MAX_BAND_ITER):
         Y = binv(Z)
@@ -220,7 +225,8 @@ def _refine_band(W, e, N, k, band):
         prev = sa
     else:
         return None
-    return _with_refined(e, sa, k, N, top)
+    r = _with_refined(e, sa, k, N, top)
+    return _SVD if r is None else r
 
 
 # ----------------------------------------------------------------------------- eigensolver
@@ -317,8 +323,8 @@ class _Band:
     """What the full -> band reduction (dsytrd_sy2sb, lower) leaves behind: ``G = Q B Q^T``
     with B symmetric banded of width ``kd`` (its lower band, LAPACK's band storage, in
     ``ab.T``) and Q the product of the Householder vectors stored below the kd-th subdiagonal of
-    the column-major ``G`` (``tau`` their scalars): the QR-factor format of
-    ``G[kd:, :n-kd]``, applied by dormqr."""
+    ``G`` read column-major (``tau`` their scalars): the QR-factor format of the column-major
+    block ``G(kd:, :n-kd)``, i.e. ``G[:n-kd, kd:]`` of the C-ordered array, applied by dormqr."""
 
     def __init__(self, ts, G, tau, ab, kd):
         self.ts, self.G, self.tau, self.ab, self.kd = ts, G, tau, ab, kd
@@ -413,7 +419,7 @@ def _gram_evals(W, keep=False):
     def gram():
         return A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
 
-    e, band = _eigvalsh_inplace(gram(), keep=True)
+    e, band = _eigvalsh_inplace(gram(), keep=keep) if keep else (_eigvalsh_inplace(gram()), None)
     if e is None:
         e, band = np.linalg.eigvalsh(gram()), None
     return (e, band) if keep else e
@@ -432,26 +438,31 @@ def singular_values_squared(Wmats, method="auto"):
         return _svd(mats), "svd"
     shapes = {W.shape for W in mats}
     auto = method == "auto"
+    batched = None
     if len(mats) > 1 and len(shapes) == 1:  # conv2d slices: one batched call
         stack = np.stack(mats)
         if stack.shape[1] < stack.shape[2]:
             stack = np.swapaxes(stack, 1, 2)
-        G = np.matmul(np.swapaxes(stack, 1, 2), stack)
-        pairs = ((e, None) for e in np.linalg.eigvalsh(G))
-    else:  # one at a time: a kept band reduction holds its Gram matrix until its refinement is done
-        pairs = (_gram_evals(W, keep=auto) if auto else (_gram_evals(W), None) for W in mats)
+        batched = list(np.linalg.eigvalsh(np.matmul(np.swapaxes(stack, 1, 2), stack)))
     used, ev = "gram", []
-    for W, (e, band) in zip(mats, pairs):
+    for i, W in enumerate(mats):
+        # one at a time: a kept band reduction holds its Gram matrix until its refinement is done
+        if batched is not None:
+            e, band = batched[i], None
+        else:
+            e, band = _gram_evals(W, keep=True) if auto else (_gram_evals(W), None)
         if auto:
             k = _refine_count(e)
             if k > 0:
                 N = max(W.shape)
                 r = _refine_band(W, e, N, k, band)
-                e = _refine_smallest(W, e, N, k) if r is None else r
+                band = None  # the Gram matrix is not needed past this point
+                e = _refine_smallest(W, e, N, k) if r is None else (None if r is _SVD else r)
                 used = "gram+inverse"
             if k < 0 or e is None:
+                band = None
                 return _svd(mats), "svd"
-        band = None  # noqa: F841  (free the Gram matrix before the next one is formed)
+        band = None
         ev.append(e)
     return [np.clip(e, 0.0, None) for e in ev], used
 
