@@ -23,9 +23,10 @@ __all__ = ["dask_client", "worker_memory_limits", "worker_restarts", "local_work
 # also freezes malloc's mmap threshold at 128 KiB: every temporary above that (a kernel's 8 MB
 # product, a decoded block) is a fresh mmap whose pages fault in again, zeroed, on every task.
 # Measured (`scripts/bench/cluster_malloc_ab.py`): the workers' system time of a rank-50 SVD of
-# 200,000 x 1,000 down by a third (default memory) to more than half (0.4x-matrix limit). Buffers up to MMAP_THRESHOLD now come from malloc's heaps, and up to
-# TRIM_MAX (an eighth of a worker's memory limit, if smaller: a worker near its limit must not be
-# pushed past Dask's thresholds by what it keeps) of freed memory stays for reuse.
+# 200,000 x 1,000 down by a third (default memory) to more than half (0.4x-matrix limit). Buffers
+# up to MMAP_THRESHOLD now come from malloc's heaps, and up to TRIM_MAX (an eighth of a worker's
+# memory limit, if smaller: a worker near its limit must not be pushed past Dask's thresholds by
+# what it keeps) of freed memory stays for reuse.
 MMAP_THRESHOLD = 64 << 20
 TRIM_MAX = 256 << 20
 _DASK_TRIM_DEFAULT = 65536

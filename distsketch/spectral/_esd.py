@@ -274,8 +274,8 @@ class _TwoStage:
             info = self.driver(102, b"N", b"L", n, G.ctypes.data, n, w.ctypes.data)
             w = np.sort(w) if info == 0 else None
             return (w, None) if keep else w
-        w, band = self._banded(G, kd, keep and self.ormqr is not None)
-        return (w, band if w is not None else None) if keep else w
+        w, band = self._banded(G, kd, keep and self.ormqr is not None)  # (None, None) on failure
+        return (w, band) if keep else w
 
     def _banded(self, G, kd, keep=False):
         import ctypes
