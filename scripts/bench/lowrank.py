@@ -21,7 +21,14 @@ product with A (distsketch: rsvd (2q+2) l, block Krylov (3q+2) l, single pass 3l
 q >= 1; svd_compressed (2q+2) l). With default worker memory both keep A in worker memory when
 it fits (svd_compressed as a side effect of one big graph, distsketch by its cache='auto' rule),
 so reads after the first cost no storage read and multiples below 1 appear; under the 0.4x
-limit neither can. Usage:
+limit neither can.
+
+Both sides can trade reads for columns: ``--methods block_krylov:1:40`` runs one Krylov iteration
+with ``l = rank + 40`` columns a block, ``--dask-q 1:80`` runs ``svd_compressed(n_power_iter=1,
+n_oversamples=80)``. Out of core a read costs more than the flops of 30 more columns, so a wider
+block with fewer iterations can be faster at the same error; each entry records its
+``n_oversamples``, and the speedups compare every baseline with the fastest distsketch entry at
+equal or better error. Usage:
 
     python scripts/bench/lowrank.py --out bench-results/lowrank.json [--sizes 200000x1000,1000000x500]
     python scripts/bench/lowrank.py --sizes 100000x500 --repeats 1 --skip-memory   # reduced size
@@ -101,8 +108,8 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
               f"GEMM {gemm['aggregate_GFLOPs']:.1f} GFLOP/s "
               f"(one thread on each of {len(gemm['per_worker_GFLOPs'])} workers)", flush=True)
 
-        def with_floor(label, q, r, passes=None):
-            reads, cols = columns_of(label, q, l, passes)
+        def with_floor(label, q, r, passes=None, cols_per_block=l):
+            reads, cols = columns_of(label, q, cols_per_block, passes)
             f = floor(reads, 2.0 * m * n * cols, read["median_s"], gemm["aggregate_GFLOPs"])
             r["floor"] = f
             r["multiple_of_floor"] = r["median_s"] / f["floor_s"]
@@ -111,24 +118,31 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                   f"{r['multiple_of_floor']:.2f}x the floor; reads + flops {f['no_overlap_floor_s']:.2f} s: "
                   f"{r['multiple_of_no_overlap_floor']:.2f}x", flush=True)
 
-        for q in (int(v) for v in a.dask_q.split(",") if v):
+        for dspec in (v for v in a.dask_q.split(",") if v):
+            qs, _, over = dspec.partition(":")
+            q, over = int(qs), int(over or 10)
             ts, out = [], None
             try:
                 for r in range(a.repeats):
                     Az = da.from_zarr(path)
-                    t, out = timed(lambda: dask.compute(*da.linalg.svd_compressed(Az, K, n_power_iter=q, seed=r)))
+                    t, out = timed(lambda: dask.compute(*da.linalg.svd_compressed(Az, K, n_power_iter=q,
+                                                                                  n_oversamples=over, seed=r)))
                     ts.append(t)
             except Exception as exc:  # a baseline that dies under the memory limit is a result too
-                entry[cfg][f"dask_svd_compressed_q{q}"] = {"failed": f"{type(exc).__name__}: {str(exc)[:200]}"}
-                print(f"{m}x{n} {cfg} svd_compressed q{q} failed: {exc}", flush=True)
+                entry[cfg][f"dask_svd_compressed_q{dspec}"] = {"failed": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                print(f"{m}x{n} {cfg} svd_compressed q{dspec} failed: {exc}", flush=True)
                 continue
             u, s, v = out
-            label = f"dask_svd_compressed_q{q}"
-            record(cfg, label, ts, u, s, v, f"{2 * q + 2} (algorithm)", {"workers_lost": lost_since()})
-            with_floor("dask", q, entry[cfg][label])
+            label = f"dask_svd_compressed_q{q}" + (f"_oversamples{over}" if over != 10 else "")
+            record(cfg, label, ts, u, s, v, f"{2 * q + 2} (algorithm)",
+                   {"workers_lost": lost_since(), "n_oversamples": over})
+            with_floor("dask", q, entry[cfg][label], cols_per_block=K + over)
         for spec in a.methods.split(","):
-            meth, _, q = spec.partition(":")
+            meth, _, rest = spec.partition(":")
+            q, _, over = rest.partition(":")
             kw = {"n_power_iter": int(q)} if q else {}
+            if over:
+                kw["n_oversamples"] = int(over)
             ts, res = [], None
             for r in range(a.repeats):
                 # U is computed inside the timing (svd_compressed's is): distsketch returns it lazy
@@ -138,7 +152,8 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                    {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason,
                     "n_power_iter": res.n_power_iter,
                     "error_estimate_ratio": res.error_estimate / opt_of(p, K)})
-            with_floor(res.method, res.n_power_iter, entry[cfg][spec], res.passes)
+            entry[cfg][spec]["n_oversamples"] = kw.get("n_oversamples", 10)
+            with_floor(res.method, res.n_power_iter, entry[cfg][spec], res.passes, K + kw.get("n_oversamples", 10))
             if a.profile:
                 entry[cfg][spec]["profile"] = profile_one(path, meth, kw)
         lost = workers0 - set(client.scheduler_info(n_workers=-1)["workers"])
@@ -210,11 +225,13 @@ def main(argv=None):
     ap.add_argument("--workdir", default="bench-data")
     ap.add_argument("--out", default="bench-results/lowrank.json")
     ap.add_argument("--methods", default="rsvd,block_krylov,single_pass,auto,block_krylov:1,block_krylov:2",
-                    help="distsketch methods, optionally with ':n_power_iter'")
+                    help="distsketch methods, optionally with ':n_power_iter' and ':n_oversamples' "
+                         "(block_krylov:1:40 = one Krylov iteration, l = rank + 40 columns a block)")
     ap.add_argument("--skip-memory", action="store_true", help="skip the in-memory comparison with sklearn")
     ap.add_argument("--configs", default="out_of_core,out_of_core_limited",
                     help="out_of_core (default worker memory), out_of_core_limited (0.4x the matrix a worker)")
-    ap.add_argument("--dask-q", default="0,1,2,4", help="n_power_iter values of svd_compressed")
+    ap.add_argument("--dask-q", default="0,1,2,4",
+                    help="n_power_iter values of svd_compressed, optionally with ':n_oversamples' (1:80)")
     ap.add_argument("--profile", action="store_true",
                     help="one more run of each distsketch method with every backend call timed")
     a = ap.parse_args(argv)
