@@ -525,3 +525,20 @@ def test_block_krylov_blocks_orthogonal_save_the_last_read():
     opt = np.sqrt(np.sum(s[20:] ** 2))
     assert np.linalg.norm(A - (res.U * res.s) @ res.Vt) / opt <= 1.01
     np.testing.assert_allclose(res.s[:5], s[:5], rtol=1e-8)
+
+
+@pytest.mark.parametrize("lay", ["numpy", ("rows", (700, N))], ids=lay_id)
+def test_wider_krylov_blocks_buy_accuracy_without_a_read(lay):
+    # the reads-against-columns trade in svd's Notes: one Krylov iteration with more oversampling
+    # reads A twice, as with the default, and comes closer to the optimum than the default does
+    A = make("slow")
+    s = np.linalg.svd(A, compute_uv=False)
+    opt = np.sqrt(np.sum(s[K:] ** 2))
+    errs = {}
+    for p in (10, 40):
+        res = distsketch.svd(layout(A, lay), K, method="block_krylov", n_power_iter=1, n_oversamples=p, seed=1)
+        U, Vt = np.asarray(res.U), np.asarray(res.Vt)
+        errs[p] = np.linalg.norm(A - (U * res.s) @ Vt) / opt
+        assert res.passes == 2 and res.n_power_iter == 1, (p, res.passes)
+        assert abs(res.error_estimate - errs[p] * opt) <= 1e-6 * np.linalg.norm(A)
+    assert errs[40] < errs[10] - 2e-3 and errs[40] < 1.01, errs

@@ -374,6 +374,14 @@ def svd(A, rank=None, *, tol=None, method="auto", n_oversamples=10, n_power_iter
     first sketch's decay (Halko, Martinsson, Tropp [1]_, Thm 10.5) and takes the smallest ``q``
     with ``sqrt(1 + excess) <= 1.05``; ``reason`` quotes the decay it read.
 
+    Reads against columns: out of core, a read of ``A`` (decoding the store) costs more than the
+    flops of many more columns, so for a given accuracy a wider block with fewer iterations is
+    often faster. For 200,000 x 1,000 with ``s_i = i^-0.5`` and rank 50
+    (``scripts/bench/lowrank.py``), ``block_krylov`` with ``n_power_iter=1`` reaches
+    error/optimal 1.014 with ``n_oversamples=10``, 1.004 with 40 and 1.002 with 60, all in
+    2 reads; ``n_power_iter=2`` with 10 reaches 1.0009 in 3 reads. ``auto`` keeps
+    ``n_oversamples`` as given: it only chooses the iterations.
+
     Data near overflow or underflow (``||A||_F^2`` outside ``[1e-280, 1e280]``, entries
     of ``1e200`` or ``1e-300``) is detected after the first pass and the computation rerun
     on ``2^-e A`` (an exact scaling; ``e`` from one pass), so such data costs two passes
