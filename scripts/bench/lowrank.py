@@ -121,6 +121,7 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
         for dspec in (v for v in a.dask_q.split(",") if v):
             qs, _, over = dspec.partition(":")
             q, over = int(qs), int(over or 10)
+            label = f"dask_svd_compressed_q{q}" + (f"_oversamples{over}" if over != 10 else "")
             ts, out = [], None
             try:
                 for r in range(a.repeats):
@@ -129,11 +130,10 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                                                                                   n_oversamples=over, seed=r)))
                     ts.append(t)
             except Exception as exc:  # a baseline that dies under the memory limit is a result too
-                entry[cfg][f"dask_svd_compressed_q{dspec}"] = {"failed": f"{type(exc).__name__}: {str(exc)[:200]}"}
-                print(f"{m}x{n} {cfg} svd_compressed q{dspec} failed: {exc}", flush=True)
+                entry[cfg][label] = {"failed": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                print(f"{m}x{n} {cfg} {label} failed: {exc}", flush=True)
                 continue
             u, s, v = out
-            label = f"dask_svd_compressed_q{q}" + (f"_oversamples{over}" if over != 10 else "")
             record(cfg, label, ts, u, s, v, f"{2 * q + 2} (algorithm)",
                    {"workers_lost": lost_since(), "n_oversamples": over})
             with_floor("dask", q, entry[cfg][label], cols_per_block=K + over)
