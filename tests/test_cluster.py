@@ -68,6 +68,18 @@ def _mmapped_bytes_of_temporary(nbytes=8 << 20):
     return box[0]
 
 
+def _malloc_environ():
+    import os
+
+    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def _on_the_worker(client, fn):
+    """``fn()`` run on the cluster's one worker."""
+    (out,) = client.run(fn).values()
+    return out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
 def test_embedded_cluster_workers_reuse_freed_buffers():
     """dask_client's workers start with the settings, and an 8 MB temporary comes from malloc's
@@ -76,27 +88,25 @@ def test_embedded_cluster_workers_reuse_freed_buffers():
     environment)."""
     import ctypes
     import logging
-    import os
 
     from distributed import Client, LocalCluster
 
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
         pytest.skip("glibc < 2.33: no mallinfo2")
-    keys = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as lc, Client(lc) as client:
-        first = next(iter(client.run(_mmapped_bytes_of_temporary).values()))
-    before = {k: os.environ.get(k) for k in keys}
+        first = _on_the_worker(client, _mmapped_bytes_of_temporary)
+    before = _malloc_environ()
     with cluster.dask_client(n_workers=1, memory_limit="2GB") as client:
-        env = next(iter(client.run(lambda: {k: os.environ.get(k) for k in keys}).values()))
+        env = _on_the_worker(client, _malloc_environ)
         assert env == {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(int(2e9) // 8)}
-        assert {k: os.environ.get(k) for k in keys} == before  # not left in this process's environment
-        ours = next(iter(client.run(_mmapped_bytes_of_temporary).values()))
-    assert {k: os.environ.get(k) for k in keys} == before
+        assert _malloc_environ() == before  # not left in this process's environment
+        ours = _on_the_worker(client, _mmapped_bytes_of_temporary)
+    assert _malloc_environ() == before
     # a cluster started afterwards gets Dask's own environment, not ours
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as lc, Client(lc) as client:
-        env = next(iter(client.run(lambda: {k: os.environ.get(k) for k in keys}).values()))
+        env = _on_the_worker(client, _malloc_environ)
         assert env["MALLOC_MMAP_THRESHOLD_"] == before["MALLOC_MMAP_THRESHOLD_"]
-        dasks = next(iter(client.run(_mmapped_bytes_of_temporary).values()))
+        dasks = _on_the_worker(client, _mmapped_bytes_of_temporary)
     assert ours == 0 and first >= 8 << 20 and dasks >= 8 << 20, (ours, first, dasks)

@@ -107,19 +107,25 @@ def _ill_conditioned(rng, shape, small):
     return (U * (3.0 * sv)) @ V.T  # sigma_max 3: log10 of it is not a rounding error
 
 
-@pytest.mark.parametrize("n,kd", [(70, 1), (200, 8), (300, 64), (300, 297)])
-def test_band_reduction_q_reproduces_the_gram_matrix(n, kd):
-    """What the full -> band reduction keeps (Q's reflectors in G, tau, the band) is what
-    the band route's inverse needs: Q B Q^T is the matrix reduced, Q orthogonal, Q^T undoes Q."""
+@pytest.fixture
+def two_stage_band():
+    """The two-stage eigensolver with what the band route needs (its Fortran routines and dormqr)."""
     import distsketch.spectral._esd as esd
 
     ts = esd._find_two_stage()
     if not ts or ts.banded is None or ts.ormqr is None:
         pytest.skip("numpy's OpenBLAS does not export the two-stage routines and dormqr")
+    return ts
+
+
+@pytest.mark.parametrize("n,kd", [(70, 1), (200, 8), (300, 64), (300, 297)])
+def test_band_reduction_q_reproduces_the_gram_matrix(two_stage_band, n, kd):
+    """What the full -> band reduction keeps (Q's reflectors in G, tau, the band) is what
+    the band route's inverse needs: Q B Q^T is the matrix reduced, Q orthogonal, Q^T undoes Q."""
     rng = np.random.default_rng(n + kd)
     A = rng.standard_normal((n + 5, n))
     G0 = A.T @ A
-    e, band = ts.eigvalsh(G0.copy(), kd, keep=True)  # overwritten
+    e, band = two_stage_band.eigvalsh(G0.copy(), kd, keep=True)  # overwritten
     assert band is not None and band.kd == kd
     np.testing.assert_allclose(e, np.linalg.eigvalsh(G0), rtol=0, atol=1e3 * np.finfo(float).eps * e[-1])
     B = np.zeros((n, n))
@@ -135,14 +141,11 @@ def test_band_reduction_q_reproduces_the_gram_matrix(n, kd):
         band.apply_q(np.ones((n, 2)), b"N")  # C-ordered
 
 
-def test_band_route_refines_without_factoring(monkeypatch):
+def test_band_route_refines_without_factoring(two_stage_band, monkeypatch):
     """The smallest singular values through the band reduction's inverse (no LU/QR of the
     weight): as LAPACK's SVD has them, square and tall, and the metrics WeightWatcher's way."""
     import distsketch.spectral._esd as esd
 
-    ts = esd._find_two_stage()
-    if not ts or ts.banded is None or ts.ormqr is None:
-        pytest.skip("numpy's OpenBLAS does not export the two-stage routines and dormqr")
     monkeypatch.setattr(esd, "TWO_STAGE_MIN", 64)
     factored = []
     real = esd._refine_smallest

@@ -408,8 +408,9 @@ def _eigvalsh_inplace(G, keep=False):
 
 
 def _gram_evals(W, keep=False):
-    """Eigenvalues (ascending) of the Gram matrix of the smaller side of one 2-D float64 matrix;
-    with ``keep``, ``(eigenvalues, band)`` (see :func:`_eigvalsh_inplace`).
+    """``(eigenvalues, band)``: the eigenvalues (ascending) of the Gram matrix of the smaller side
+    of one 2-D float64 matrix and, with ``keep``, the :class:`_Band` of its reduction (else None;
+    see :func:`_eigvalsh_inplace`).
 
     numpy's matmul recognises ``A.T @ A`` and calls dsyrk; the eigensolver (numpy's dsyevd, or
     LAPACK's two-stage dsyevd from TWO_STAGE_MIN up) releases the GIL, so layers analysed in
@@ -419,10 +420,11 @@ def _gram_evals(W, keep=False):
     def gram():
         return A.T @ A if A.shape[0] >= A.shape[1] else A @ A.T
 
-    e, band = _eigvalsh_inplace(gram(), keep=keep) if keep else (_eigvalsh_inplace(gram()), None)
+    out = _eigvalsh_inplace(gram(), keep=keep)
+    e, band = out if keep else (out, None)
     if e is None:
-        e, band = np.linalg.eigvalsh(gram()), None
-    return (e, band) if keep else e
+        return np.linalg.eigvalsh(gram()), None
+    return e, band
 
 
 def singular_values_squared(Wmats, method="auto"):
@@ -447,10 +449,7 @@ def singular_values_squared(Wmats, method="auto"):
     used, ev = "gram", []
     for i, W in enumerate(mats):
         # one at a time: a kept band reduction holds its Gram matrix until its refinement is done
-        if batched is not None:
-            e, band = batched[i], None
-        else:
-            e, band = _gram_evals(W, keep=True) if auto else (_gram_evals(W), None)
+        e, band = (batched[i], None) if batched is not None else _gram_evals(W, keep=auto)
         if auto:
             k = _refine_count(e)
             if k > 0:

@@ -143,6 +143,7 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
             kw = {"n_power_iter": int(q)} if q else {}
             if over:
                 kw["n_oversamples"] = int(over)
+            over = kw.get("n_oversamples", 10)  # svd's default when not given
             ts, res = [], None
             for r in range(a.repeats):
                 # U is computed inside the timing (svd_compressed's is): distsketch returns it lazy
@@ -152,8 +153,8 @@ def run_ooc(cfg, limit, p, m, n, K, record, a, entry):
                    {"workers_lost": lost_since(), "method_ran": res.method, "reason": res.reason,
                     "n_power_iter": res.n_power_iter,
                     "error_estimate_ratio": res.error_estimate / opt_of(p, K)})
-            entry[cfg][spec]["n_oversamples"] = kw.get("n_oversamples", 10)
-            with_floor(res.method, res.n_power_iter, entry[cfg][spec], res.passes, K + kw.get("n_oversamples", 10))
+            entry[cfg][spec]["n_oversamples"] = over
+            with_floor(res.method, res.n_power_iter, entry[cfg][spec], res.passes, K + over)
             if a.profile:
                 entry[cfg][spec]["profile"] = profile_one(path, meth, kw)
         lost = workers0 - set(client.scheduler_info(n_workers=-1)["workers"])
